@@ -1,0 +1,166 @@
+"""LightningDataModule for YouTube-VIS / OVIS style data, built from the Hydra ``data`` config.
+
+Training batch (``collate_pairs``; B pairs, frame index 0 = key frame t, 1 = reference t+δ):
+
+- ``images``: float32 ``[B, 2, 3, Hp, Wp]`` RGB in 0..255 (the model normalises), zero padded
+  at the bottom/right to the batch maximum rounded up to a multiple of 32.
+- ``image_sizes``: long ``[B, 2, 2]`` valid ``(h, w)`` of each frame before padding.
+- ``targets``: list (len B) of lists (len 2) of per-frame dicts:
+  ``masks`` bool ``[N, Hp, Wp]``; ``boxes`` float32 ``[N, 4]`` xyxy pixels computed from the
+  augmented masks with ``torchvision.ops.masks_to_boxes`` (x2/y2 are the last covered pixel);
+  ``labels`` long ``[N]`` contiguous class (index into the id-sorted categories);
+  ``identities`` long ``[N]`` in 0..M-1 (one per training annotation id).
+  Only non-crowd instances with a non-empty mask in that frame; N may be 0 for the reference
+  frame (and, rarely, for a key frame whose only mask vanished when resized).
+- ``meta``: list (len B) of ``{"video_id": int, "frames": (key, ref)}`` (frame indices).
+
+Validation dataloader: batch size 1, each item is one video as a plain dict
+``{"video_id", "height", "width", "frame_paths": list[str]}``; the inference loop reads the
+frames lazily (``transforms.load_frame_rgb`` + ``preprocess_for_inference``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
+from torch.utils.data import DataLoader, Dataset
+
+from crossvis.data.sampler import EpochSampler, FramePairDataset
+from crossvis.data.transforms import DEFAULT_MULTISCALE, PairTransform
+from crossvis.data.ytvis import VISDataset, VISFormatError, load_vis, subset_raw, vis_from_dict
+
+PAD_DIVISOR = 32  # strides up to 32 (and timm's DLA-34) need inputs divisible by 32
+
+
+def collate_pairs(items: list[dict]) -> dict:
+    """Batch pair items, zero padding images and masks to the batch max rounded up to 32."""
+    sizes = torch.tensor([item["images"].shape[-2:] for item in items], dtype=torch.long)
+    hp, wp = (math.ceil(int(s) / PAD_DIVISOR) * PAD_DIVISOR for s in sizes.max(dim=0).values)
+    images = torch.zeros(len(items), 2, 3, hp, wp, dtype=torch.float32)
+    targets = []
+    for b, (item, (h, w)) in enumerate(zip(items, sizes.tolist())):
+        images[b, :, :, :h, :w] = item["images"]
+        targets.append([{**t, "masks": F.pad(t["masks"], (0, wp - w, 0, hp - h))} for t in item["targets"]])
+    return {
+        "images": images,
+        "image_sizes": sizes[:, None, :].expand(-1, 2, -1).clone(),  # both frames share the size
+        "targets": targets,
+        "meta": [item["meta"] for item in items],
+    }
+
+
+class VideoListDataset(Dataset):
+    """One validation video per item (frames are loaded by the inference loop)."""
+
+    def __init__(self, vis: VISDataset) -> None:
+        self.vis = vis
+
+    def __len__(self) -> int:
+        return len(self.vis.videos)
+
+    def __getitem__(self, index: int) -> dict:
+        video = self.vis.videos[index]
+        return {
+            "video_id": video.id,
+            "height": video.height,
+            "width": video.width,
+            "frame_paths": [str(video.frame_path(i)) for i in range(video.length)],
+        }
+
+
+def _single(batch: list[dict]) -> dict:
+    """Collate for batch size 1: the video dict itself, not a batched one."""
+    return batch[0]
+
+
+class VISDataModule(pl.LightningDataModule):
+    """Training pairs and validation videos; exposes class/identity counts after ``setup()``."""
+
+    def __init__(self, cfg_data: DictConfig) -> None:
+        super().__init__()
+        self.cfg = cfg_data
+        self.train_vis: VISDataset | None = None
+        self.train_dataset: FramePairDataset | None = None
+        self.val_dataset: VISDataset | None = None
+        self.val_ground_truth: dict | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_vis is not None:
+            return
+        cfg = self.cfg
+        train = load_vis(cfg.train.json, cfg.train.images, require_annotations=True)
+        holdout = int(cfg.get("holdout_videos") or 0)
+        val_cfg = cfg.get("val") or {}
+        if holdout > 0:
+            ids = [v.id for v in train.videos]  # sorted by id
+            if holdout >= len(ids):
+                raise VISFormatError(
+                    f"data.holdout_videos: expected fewer than the {len(ids)} videos of {train.json_path}, "
+                    f"got {holdout}"
+                )
+            held = set(ids[-holdout:])
+            self.val_ground_truth = subset_raw(train.raw, held)
+            self.val_dataset = vis_from_dict(self.val_ground_truth, train.json_path, train.image_root)
+            train = vis_from_dict(subset_raw(train.raw, set(ids[:-holdout])), train.json_path, train.image_root)
+        elif val_cfg.get("json"):
+            self.val_dataset = load_vis(val_cfg.json, val_cfg.images)
+            if [(c.id, c.name) for c in self.val_dataset.categories] != [(c.id, c.name) for c in train.categories]:
+                raise VISFormatError(
+                    f"{self.val_dataset.json_path}: field 'categories': expected the categories of {train.json_path}"
+                )
+            self.val_ground_truth = self.val_dataset.raw if self.val_dataset.has_annotations else None
+        self.train_vis = train
+        t = cfg.transform
+        transform = PairTransform(
+            short=t.short,
+            max_size=t.max_size,
+            flip_prob=t.flip_prob,
+            multiscale=bool(t.get("multiscale", False)),
+            scales=t.get("scales") or DEFAULT_MULTISCALE,
+        )
+        self.train_dataset = FramePairDataset(train, cfg.sampler.T, transform, seed=cfg.seed)
+
+    @property
+    def num_classes(self) -> int:
+        return self.train_vis.num_classes
+
+    @property
+    def num_identities(self) -> int:
+        return self.train_vis.num_identities
+
+    @property
+    def category_names(self) -> list[str]:
+        return self.train_vis.category_names
+
+    def label_to_category_id(self, label: int) -> int:
+        return self.train_vis.label_to_category_id(label)
+
+    def _loader_kwargs(self) -> dict:
+        workers = int(self.cfg.num_workers)
+        return {"num_workers": workers, "persistent_workers": workers > 0}
+
+    def train_dataloader(self) -> DataLoader:
+        trainer = self.trainer
+        sampler = EpochSampler(
+            self.train_dataset,
+            num_replicas=trainer.world_size if trainer else 1,
+            rank=trainer.global_rank if trainer else 0,
+            shuffle=True,
+            seed=int(self.cfg.seed),
+        )
+        return DataLoader(
+            self.train_dataset,
+            batch_size=int(self.cfg.batch_size),
+            sampler=sampler,
+            collate_fn=collate_pairs,
+            **self._loader_kwargs(),
+        )
+
+    def val_dataloader(self) -> DataLoader | list:
+        if self.val_dataset is None:
+            return []
+        return DataLoader(VideoListDataset(self.val_dataset), batch_size=1, collate_fn=_single, **self._loader_kwargs())

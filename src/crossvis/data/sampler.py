@@ -1,0 +1,119 @@
+"""Training frame pairs: a key frame t and a reference frame t+δ of the same video.
+
+Key frames are the frames with at least one non-crowd instance; one epoch visits each once, so
+the pair dataset is map-style with one item per key frame (a distributed sampler shards it).
+The reference is uniform over the other annotated frames j of the video with 0 < |t-j| <= T
+(paper Table 6 varies T; T = inf means any frame), falling back to the key frame itself.
+
+Randomness (reference choice, scale, flip) comes from a generator seeded with
+(seed, epoch, index), so an item is reproducible and changes from epoch to epoch. The epoch
+travels inside the index: :class:`EpochSampler` yields ``(index, epoch)``, which keeps
+persistent data-loader workers (whose dataset copies never see ``set_epoch``) in step.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, DistributedSampler
+
+from crossvis.data.transforms import FrameSample, PairTransform, load_frame_rgb
+from crossvis.data.ytvis import VISDataset, Video, VISFormatError
+
+
+def parse_max_offset(T: int | float | str) -> float:
+    """Accept T as a positive int, ``float('inf')`` or the string ``"inf"`` (as Hydra passes it)."""
+    try:
+        value = math.nan if isinstance(T, bool) else float(T)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not (value >= 1 and (math.isinf(value) or value.is_integer())):
+        raise ValueError(f"data.sampler.T: expected a positive integer or 'inf', got {T!r}")
+    return value
+
+
+def reference_candidates(annotated: np.ndarray, key: int, T: float) -> np.ndarray:
+    """Annotated frames j (sorted array) with 0 < |key - j| <= T."""
+    lo = np.searchsorted(annotated, key - T, side="left")
+    hi = np.searchsorted(annotated, key + T, side="right")
+    window = annotated[lo:hi]
+    return window[window != key]
+
+
+def choose_reference(annotated: np.ndarray, key: int, T: float, rng: np.random.Generator) -> int:
+    """Uniform reference frame; the key frame itself when no other annotated frame is within T."""
+    candidates = reference_candidates(annotated, key, T)
+    return int(rng.choice(candidates)) if len(candidates) else key
+
+
+class FramePairDataset(Dataset):
+    """One (key, reference) pair per annotated key frame; items are dicts (see ``datamodule``)."""
+
+    def __init__(self, vis: VISDataset, T: int | float | str, transform: PairTransform, seed: int = 0) -> None:
+        self.vis = vis
+        self.T = parse_max_offset(T)
+        self.transform = transform
+        self.seed = int(seed)
+        self.epoch = 0
+        self.annotated = [v.annotated_frames() for v in vis.videos]
+        self.keys = [(vi, int(t)) for vi, frames in enumerate(self.annotated) for t in frames]
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Epoch used for plain integer indices."""
+        self.epoch = int(epoch)
+
+    def pair(self, index: int, epoch: int) -> tuple[int, int, np.random.Generator]:
+        """(video index, reference frame, generator for the augmentation) of item ``index``."""
+        rng = np.random.default_rng((self.seed, epoch, index))
+        vi, key = self.keys[index]
+        return vi, choose_reference(self.annotated[vi], key, self.T, rng), rng
+
+    def __getitem__(self, item: int | tuple[int, int]) -> dict:
+        index, epoch = item if isinstance(item, tuple) else (item, self.epoch)
+        vi, ref, rng = self.pair(index, epoch)
+        video = self.vis.videos[vi]
+        key = self.keys[index][1]
+        key_sample, ref_sample = self.transform(_frame_sample(video, key), _frame_sample(video, ref), rng)
+        images = np.stack([key_sample.image, ref_sample.image]).transpose(0, 3, 1, 2)
+        return {
+            "images": torch.from_numpy(np.ascontiguousarray(images)),  # uint8 (2, 3, h, w)
+            "targets": [key_sample.to_target(), ref_sample.to_target()],
+            "meta": {"video_id": video.id, "frames": (key, ref)},
+        }
+
+
+def _frame_sample(video: Video, t: int) -> FrameSample:
+    """Frame ``t`` of ``video`` with its non-crowd instances present in that frame."""
+    path = video.require_frame(t)
+    image = load_frame_rgb(path)
+    if image.shape[:2] != (video.height, video.width):
+        raise VISFormatError(
+            f"{video.json_path}: video {video.id}: field 'height'/'width': expected the frame size "
+            f"{video.height}x{video.width}, but {path} is {image.shape[0]}x{image.shape[1]}"
+        )
+    present = [(inst, inst.mask(t)) for inst in video.instances if not inst.iscrowd]
+    present = [(inst, m) for inst, m in present if m is not None]
+    return FrameSample(
+        image=image,
+        masks=np.stack([m for _, m in present]) if present else np.zeros((0, video.height, video.width), bool),
+        labels=np.array([inst.label for inst, _ in present], dtype=np.int64),
+        identities=np.array([inst.identity for inst, _ in present], dtype=np.int64),
+    )
+
+
+class EpochSampler(DistributedSampler):
+    """Shuffled (and, with several replicas, sharded) indices tagged with the current epoch.
+
+    Being a ``DistributedSampler``, Lightning keeps it under DDP and calls ``set_epoch`` on it
+    every epoch; the epoch then reaches the dataset inside each index.
+    """
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        epoch = self.epoch
+        return ((int(i), epoch) for i in super().__iter__())

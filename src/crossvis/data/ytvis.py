@@ -1,0 +1,303 @@
+"""Reader for the YouTube-VIS 2019/2021 and OVIS annotation jsons.
+
+The three datasets share one json format (``videos``, ``categories``, ``annotations`` with one
+``segmentations`` entry per frame) but differ in directory layout, so the image root is passed
+separately from the json. Ids in the files are not contiguous: categories map to contiguous
+labels (index in the id-sorted list) and annotation ids map to identities 0..M-1 for the
+embedding loss, with M read from the data (never hard-coded).
+
+Structural problems (wrong lengths, sizes, unknown ids) are detected when the json is loaded,
+so training fails at start-up with a message naming file, video/annotation and field rather
+than deep inside a worker.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pycocotools.mask as mask_utils
+
+
+class VISFormatError(ValueError):
+    """The annotation json does not follow the YouTube-VIS format."""
+
+
+class VISFileNotFoundError(FileNotFoundError):
+    """An annotation json or a referenced frame does not exist."""
+
+
+def _format_error(path: Path, where: str, field_name: str, expected: str, got: Any) -> VISFormatError:
+    shown = repr(got)
+    shown = shown if len(shown) <= 200 else shown[:200] + "..."  # RLE counts can be huge
+    return VISFormatError(f"{path}: {where}: field '{field_name}': expected {expected}, got {shown}")
+
+
+def decode_segmentation(seg: list | dict, height: int, width: int) -> np.ndarray:
+    """Decode one frame's segmentation (polygons, list-count RLE or string-count RLE) to a bool mask.
+
+    ``None`` (instance absent in that frame) is the caller's business.
+    """
+    if isinstance(seg, list):  # polygons: list of flat [x0, y0, x1, y1, ...] lists
+        rle = mask_utils.merge(mask_utils.frPyObjects(seg, height, width))
+    elif isinstance(seg, dict) and "counts" in seg and "size" in seg:
+        if list(seg["size"]) != [height, width]:
+            raise ValueError(f"RLE size {seg['size']} does not match the expected [{height}, {width}]")
+        if isinstance(seg["counts"], list):  # uncompressed RLE
+            if sum(seg["counts"]) != height * width:
+                raise ValueError(
+                    f"uncompressed RLE counts sum to {sum(seg['counts'])}, expected height*width = {height * width}"
+                )
+            rle = mask_utils.frPyObjects(seg, height, width)
+        else:
+            rle = seg
+    else:
+        raise ValueError(f"expected a polygon list or an RLE dict with 'size' and 'counts', got {type(seg).__name__}")
+    return mask_utils.decode(rle).astype(bool)
+
+
+@dataclass
+class Category:
+    id: int
+    name: str
+
+
+@dataclass
+class Instance:
+    """One annotation: an object track through a video."""
+
+    ann_id: int
+    identity: int
+    label: int
+    category_id: int
+    iscrowd: bool
+    segmentations: list  # raw per-frame entries, None where absent
+    height: int
+    width: int
+
+    def mask(self, frame: int) -> np.ndarray | None:
+        """Bool mask (H, W) of this instance in ``frame``, or None when absent."""
+        seg = self.segmentations[frame]
+        return None if seg is None else decode_segmentation(seg, self.height, self.width)
+
+
+@dataclass
+class Video:
+    id: int
+    width: int
+    height: int
+    length: int
+    file_names: list[str]
+    image_root: Path
+    json_path: Path
+    instances: list[Instance] = field(default_factory=list)
+
+    def frame_path(self, i: int) -> Path:
+        return self.image_root / self.file_names[i]
+
+    def require_frame(self, i: int) -> Path:
+        """Path of frame ``i``; raises naming json, video and field when the file is missing."""
+        path = self.frame_path(i)
+        if not path.is_file():
+            raise VISFileNotFoundError(
+                f"{self.json_path}: video {self.id}: field 'file_names'[{i}] = {self.file_names[i]!r}: "
+                f"expected an image file at {path} (image root {self.image_root})"
+            )
+        return path
+
+    def annotated_frames(self) -> np.ndarray:
+        """Sorted indices of frames with at least one non-crowd instance present."""
+        present = np.zeros(self.length, dtype=bool)
+        for inst in self.instances:
+            if not inst.iscrowd:
+                present |= np.array([s is not None for s in inst.segmentations], dtype=bool)
+        return np.flatnonzero(present)
+
+
+@dataclass
+class VISDataset:
+    json_path: Path
+    image_root: Path
+    videos: list[Video]
+    categories: list[Category]
+    has_annotations: bool
+    num_identities: int
+    raw: dict
+
+    def __post_init__(self) -> None:
+        self.category_id_to_label: dict[int, int] = {c.id: i for i, c in enumerate(self.categories)}
+        self.video_by_id: dict[int, Video] = {v.id: v for v in self.videos}
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.categories)
+
+    @property
+    def category_names(self) -> list[str]:
+        return [c.name for c in self.categories]
+
+    def label_to_category_id(self, label: int) -> int:
+        return self.categories[int(label)].id
+
+
+def _read_json(path: Path) -> dict:
+    if not path.is_file():
+        raise VISFileNotFoundError(f"{path}: annotation json not found (expected a YouTube-VIS/OVIS json file)")
+    try:
+        with open(path) as f:
+            raw = json.load(f)
+    except json.JSONDecodeError as e:
+        raise VISFormatError(f"{path}: malformed JSON at line {e.lineno} column {e.colno}: {e.msg}") from e
+    if not isinstance(raw, dict):
+        raise _format_error(path, "top level", "<root>", "a JSON object", type(raw).__name__)
+    return raw
+
+
+def _require(obj: dict, key: str, types: type | tuple[type, ...], path: Path, where: str) -> Any:
+    if not isinstance(obj, dict):
+        raise _format_error(path, where, "<entry>", "a JSON object", type(obj).__name__)
+    if key not in obj:
+        raise _format_error(path, where, key, "the key to be present", "missing")
+    value = obj[key]
+    if isinstance(value, bool) or not isinstance(value, types):  # bool is an int subclass
+        names = types.__name__ if isinstance(types, type) else " or ".join(t.__name__ for t in types)
+        raise _format_error(path, where, key, names, value)
+    return value
+
+
+def _check_segmentation(seg: Any, video: Video, path: Path, where: str, frame: int) -> None:
+    """Cheap structural check so a bad entry fails at load time, not in a data-loader worker."""
+    field_name = f"segmentations[{frame}]"
+    if seg is None:
+        return
+    if isinstance(seg, list):
+        if not seg or not all(isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0 for p in seg):
+            raise _format_error(path, where, field_name, "polygons: non-empty lists of >= 3 (x, y) pairs", seg)
+        return
+    if not isinstance(seg, dict) or "counts" not in seg or "size" not in seg:
+        raise _format_error(path, where, field_name, "null, polygons or an RLE dict with 'size' and 'counts'", seg)
+    if list(seg["size"]) != [video.height, video.width]:
+        expected = f"[{video.height}, {video.width}] (the video's height, width)"
+        raise _format_error(path, where, f"{field_name}.size", expected, seg["size"])
+    if not isinstance(seg["counts"], (list, str, bytes)):
+        expected = "a list (uncompressed) or a string (compressed)"
+        raise _format_error(path, where, f"{field_name}.counts", expected, seg["counts"])
+
+
+def _parse_videos(raw: dict, path: Path, image_root: Path) -> list[Video]:
+    videos = []
+    for entry in _require(raw, "videos", list, path, "top level"):
+        where = f"video {entry.get('id', '?')}" if isinstance(entry, dict) else "videos entry"
+        vid = _require(entry, "id", int, path, where)
+        file_names = _require(entry, "file_names", list, path, where)
+        length = entry.get("length", len(file_names))
+        if length != len(file_names):
+            raise _format_error(path, where, "length", f"len(file_names) = {len(file_names)}", length)
+        videos.append(
+            Video(
+                id=vid,
+                width=_require(entry, "width", int, path, where),
+                height=_require(entry, "height", int, path, where),
+                length=length,
+                file_names=file_names,
+                image_root=image_root,
+                json_path=path,
+            )
+        )
+    ids = [v.id for v in videos]
+    if len(set(ids)) != len(ids):
+        raise _format_error(path, "videos", "id", "unique video ids", sorted(i for i in ids if ids.count(i) > 1)[:5])
+    return sorted(videos, key=lambda v: v.id)
+
+
+def _parse_categories(raw: dict, path: Path) -> list[Category]:
+    cats = []
+    for entry in _require(raw, "categories", list, path, "top level"):
+        where = f"category {entry.get('id', '?')}" if isinstance(entry, dict) else "categories entry"
+        cats.append(
+            Category(id=_require(entry, "id", int, path, where), name=_require(entry, "name", str, path, where))
+        )
+    ids = [c.id for c in cats]
+    if len(set(ids)) != len(ids):
+        raise _format_error(path, "categories", "id", "unique category ids", ids)
+    return sorted(cats, key=lambda c: c.id)
+
+
+def _attach_annotations(annotations: list, videos: dict[int, Video], cat_to_label: dict[int, int], path: Path) -> int:
+    """Validate annotations, attach them to their videos and return the number of identities M."""
+    ann_ids = []
+    for ann in annotations:
+        where = f"annotation {ann.get('id', '?')}" if isinstance(ann, dict) else "annotations entry"
+        ann_ids.append(_require(ann, "id", int, path, where))
+    if len(set(ann_ids)) != len(ann_ids):
+        raise _format_error(path, "annotations", "id", "unique annotation ids", "duplicates")
+    identity = {a: i for i, a in enumerate(sorted(ann_ids))}  # annotation id -> 0..M-1
+    for ann, ann_id in zip(annotations, ann_ids):
+        vid = _require(ann, "video_id", int, path, f"annotation {ann_id}")
+        where = f"annotation {ann_id} (video {vid})"
+        if vid not in videos:
+            raise _format_error(path, where, "video_id", "the id of a video in 'videos'", vid)
+        cat = _require(ann, "category_id", int, path, where)
+        if cat not in cat_to_label:
+            raise _format_error(path, where, "category_id", f"one of the category ids {sorted(cat_to_label)}", cat)
+        video = videos[vid]
+        segs = _require(ann, "segmentations", list, path, where)
+        if len(segs) != video.length:
+            expected = f"{video.length} entries (the video's length)"
+            raise _format_error(path, where, "segmentations", expected, f"{len(segs)} entries")
+        for t, seg in enumerate(segs):
+            _check_segmentation(seg, video, path, where, t)
+        video.instances.append(
+            Instance(
+                ann_id=ann_id,
+                identity=identity[ann_id],
+                label=cat_to_label[cat],
+                category_id=cat,
+                iscrowd=bool(ann.get("iscrowd", 0)),
+                segmentations=segs,
+                height=video.height,
+                width=video.width,
+            )
+        )
+    return len(ann_ids)
+
+
+def vis_from_dict(
+    raw: dict, json_path: str | Path, image_root: str | Path, require_annotations: bool = False
+) -> VISDataset:
+    """Build a :class:`VISDataset` from an already loaded json dict (``json_path`` names it in errors)."""
+    json_path, image_root = Path(json_path), Path(image_root)
+    has_annotations = "annotations" in raw
+    if require_annotations and not has_annotations:
+        raise _format_error(json_path, "top level", "annotations", "annotations (a training split)", "missing")
+    videos = _parse_videos(raw, json_path, image_root)
+    categories = _parse_categories(raw, json_path)
+    cat_to_label = {c.id: i for i, c in enumerate(categories)}
+    annotations = _require(raw, "annotations", list, json_path, "top level") if has_annotations else []
+    num_identities = _attach_annotations(annotations, {v.id: v for v in videos}, cat_to_label, json_path)
+    return VISDataset(
+        json_path=json_path,
+        image_root=image_root,
+        videos=videos,
+        categories=categories,
+        has_annotations=has_annotations,
+        num_identities=num_identities,
+        raw=raw,
+    )
+
+
+def load_vis(json_path: str | Path, image_root: str | Path, require_annotations: bool = False) -> VISDataset:
+    """Load a YouTube-VIS 2019/2021 or OVIS json whose ``file_names`` are relative to ``image_root``."""
+    return vis_from_dict(_read_json(Path(json_path)), json_path, image_root, require_annotations)
+
+
+def subset_raw(raw: dict, video_ids: set[int]) -> dict:
+    """The json dict restricted to ``video_ids`` (their videos and annotations, all categories)."""
+    out = {k: v for k, v in raw.items() if k not in ("videos", "annotations")}
+    out["videos"] = [v for v in raw["videos"] if v["id"] in video_ids]
+    if "annotations" in raw:
+        out["annotations"] = [a for a in raw["annotations"] if a["video_id"] in video_ids]
+    return out

@@ -1,0 +1,244 @@
+"""YouTube-VIS video AP/AR: COCO-style matching on spatio-temporal mask IoU.
+
+The official YouTube-VIS API is a fork of the COCO API in which an "image" is a video and a
+mask is a list of per-frame masks. We keep pycocotools' matching, 101-point interpolation and
+area-range logic by subclassing ``COCOeval`` with each video as an image, and replace only the
+IoU (summed over frames), the area of a track (mean non-empty per-frame area), the area ranges
+and the category/video bookkeeping. Crowd ground truth is ignored in matching as in COCO; its
+IoU is the plain spatio-temporal IoU, as in the YouTube-VIS API.
+
+CLI: ``python -m crossvis.evaluation.metric GT_JSON RESULTS_JSON``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import sys
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence
+
+import numpy as np
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from crossvis.evaluation.results import validate_results
+
+METRIC_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10")
+# YouTube-VIS area ranges on a track's mean per-frame area: all, small, medium, large.
+AREA_RANGES = [[0.0, 1e10], [0.0, 128.0**2], [128.0**2, 256.0**2], [256.0**2, 1e10]]
+MAX_DETS = [1, 10, 100]
+
+Rle = dict[str, Any]
+Track = Sequence[Optional[Rle]]  # one entry per frame, None where absent
+
+
+def to_rle(seg: Any, height: int, width: int) -> Rle | None:
+    """Convert one frame's segmentation (null, polygons, RLE with list or str counts) to compressed RLE."""
+    if not seg:
+        return None
+    if isinstance(seg, list):  # polygons: one object may have several parts
+        return mask_utils.merge(mask_utils.frPyObjects(seg, height, width))
+    if isinstance(seg["counts"], list):  # uncompressed RLE (YouTube-VIS train)
+        return mask_utils.frPyObjects(seg, height, width)
+    return {"size": list(seg["size"]), "counts": seg["counts"]}
+
+
+def track_area(track: Track) -> float:
+    """Mean area over the frames where the track's mask is non-empty (0 if never present)."""
+    present = [rle for rle in track if rle is not None]
+    areas = mask_utils.area(present).astype(np.float64) if present else np.zeros(0)
+    nonempty = areas[areas > 0]
+    return float(nonempty.mean()) if nonempty.size else 0.0
+
+
+def spatiotemporal_iou(dts: Sequence[Track], gts: Sequence[Track]) -> np.ndarray:
+    """IoU matrix [D, G] between tracks of one video, intersection and union summed over frames.
+
+    A frame where only one track is present adds its area to the union. Per frame, one
+    ``mask.iou`` call gives all pairwise IoUs; intersections are recovered from
+    ``i = iou * (a + b) / (1 + iou)`` so no pair of masks is merged individually.
+    """
+    inter = np.zeros((len(dts), len(gts)))
+    area_d = np.zeros(len(dts))
+    area_g = np.zeros(len(gts))
+    if not dts or not gts:
+        return inter
+    for f in range(len(gts[0])):
+        di = [i for i, t in enumerate(dts) if t[f] is not None]
+        gi = [j for j, t in enumerate(gts) if t[f] is not None]
+        d_rles = [dts[i][f] for i in di]
+        g_rles = [gts[j][f] for j in gi]
+        a_d = mask_utils.area(d_rles).astype(np.float64) if di else np.zeros(0)
+        a_g = mask_utils.area(g_rles).astype(np.float64) if gi else np.zeros(0)
+        area_d[di] += a_d
+        area_g[gi] += a_g
+        if di and gi:
+            iou = mask_utils.iou(d_rles, g_rles, [0] * len(gi))
+            inter[np.ix_(di, gi)] += np.rint(iou * (a_d[:, None] + a_g[None, :]) / (1.0 + iou))
+    union = area_d[:, None] + area_g[None, :] - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+
+class _VideoCOCO(COCO):
+    """COCO index whose "images" are videos and whose segmentations are already per-frame RLE lists."""
+
+    def __init__(self, dataset: dict) -> None:
+        super().__init__()
+        self.dataset = dataset
+        with contextlib.redirect_stdout(io.StringIO()):
+            self.createIndex()
+
+    def annToRLE(self, ann: dict) -> list[Rle | None]:  # noqa: N802 (pycocotools name)
+        """Segmentations were converted on load; COCOeval's per-image conversion is a no-op here."""
+        return ann["segmentation"]
+
+
+class VideoCOCOeval(COCOeval):
+    """COCOeval over videos with spatio-temporal IoU and the YouTube-VIS area ranges."""
+
+    def __init__(self, gt: COCO, dt: COCO) -> None:
+        super().__init__(gt, dt, iouType="segm")
+        self.params.areaRng = AREA_RANGES
+        self.params.maxDets = MAX_DETS
+
+    def computeIoU(self, imgId: int, catId: int) -> np.ndarray:  # noqa: N802,N803 (pycocotools names)
+        """Rows follow evaluateImg's order: results by descending score, top maxDets[-1]."""
+        dts = self._dts[imgId, catId]
+        gts = self._gts[imgId, catId]
+        order = np.argsort([-d["score"] for d in dts], kind="mergesort")[: self.params.maxDets[-1]]
+        return spatiotemporal_iou([dts[i]["segmentation"] for i in order], [g["segmentation"] for g in gts])
+
+
+def _field(obj: Any, key: str, where: str) -> Any:
+    """``obj[key]``, or a ValueError naming where the field is missing."""
+    if not isinstance(obj, Mapping) or key not in obj:
+        raise ValueError(f"{where}: missing field '{key}'")
+    return obj[key]
+
+
+def _check_track(where: str, track: Track, video: Mapping[str, int]) -> None:
+    """A track has one entry per frame of its video, each mask of the video's size."""
+    if len(track) != video["length"]:
+        raise ValueError(f"{where}: segmentations has {len(track)} entries, "
+                         f"expected the video length {video['length']}")
+    expected = [video["height"], video["width"]]
+    for f, rle in enumerate(track):
+        if rle is not None and list(rle["size"]) != expected:
+            raise ValueError(f"{where}: segmentations[{f}].size is {list(rle['size'])}, "
+                             f"expected [height, width] = {expected}")
+
+
+def _ground_truth_dataset(ground_truth: Mapping[str, Any]) -> dict:
+    """Index the ground truth json by video, converting every frame's mask to compressed RLE."""
+    hint = " (valid/test jsons hide their annotations: evaluate a held-out training split)"
+    videos = {}
+    for v in _field(ground_truth, "videos", "ground truth"):
+        where = "ground truth video"
+        vid = _field(v, "id", where)
+        videos[vid] = {key: _field(v, key, f"{where} {vid}") for key in ("id", "height", "width", "length")}
+    categories = [{"id": _field(c, "id", "ground truth category")}
+                  for c in _field(ground_truth, "categories", "ground truth")]
+    annotations = []
+    for ann in _field(ground_truth, "annotations", "ground truth" + hint):
+        ann_id = _field(ann, "id", "ground truth annotation")
+        vid = _field(ann, "video_id", f"ground truth annotation {ann_id}")
+        where = f"ground truth annotation {ann_id} (video {vid})"
+        video = videos.get(vid)
+        if video is None:
+            raise ValueError(f"{where}: video_id {vid} is not in 'videos'")
+        track = []
+        for f, seg in enumerate(_field(ann, "segmentations", where)):
+            try:
+                track.append(to_rle(seg, video["height"], video["width"]))
+            except (KeyError, TypeError, IndexError) as e:
+                raise ValueError(f"{where}: segmentations[{f}] is not null, polygons or RLE ({e!r})") from None
+        _check_track(where, track, video)
+        annotations.append({"id": ann_id, "image_id": vid, "category_id": _field(ann, "category_id", where),
+                            "iscrowd": int(ann.get("iscrowd", 0)), "area": track_area(track), "segmentation": track})
+    return {"images": list(videos.values()), "categories": categories, "annotations": annotations}
+
+
+def _results_dataset(results: list[dict], gt: dict) -> dict:
+    """Index results like the ground truth, rejecting videos, categories or mask sizes it does not have."""
+    videos = {v["id"]: v for v in gt["images"]}
+    category_ids = sorted(c["id"] for c in gt["categories"])
+    annotations = []
+    for i, res in enumerate(results):
+        vid = res["video_id"]
+        video = videos.get(vid)
+        if video is None:
+            raise ValueError(f"results[{i}]: video_id {vid} is not a ground-truth video id "
+                             f"(expected one of {len(videos)} ids, e.g. {sorted(videos)[:5]})")
+        where = f"results[{i}] (video {vid})"
+        if res["category_id"] not in category_ids:
+            raise ValueError(f"{where}: category_id {res['category_id']} is not a ground-truth category, "
+                             f"expected one of {category_ids}")
+        segs = res["segmentations"]
+        _check_track(where, segs, video)
+        annotations.append({"id": i + 1, "image_id": vid, "category_id": res["category_id"], "score": res["score"],
+                            "iscrowd": 0, "area": track_area(segs), "segmentation": segs})
+    return {"images": gt["images"], "categories": gt["categories"], "annotations": annotations}
+
+
+def evaluate(ground_truth: Mapping[str, Any], results: list[dict]) -> dict[str, float]:
+    """YouTube-VIS AP, AP50, AP75, APs, APm, APl, AR1, AR10 as fractions (-1 where a range has no ground truth)."""
+    gt = _ground_truth_dataset(ground_truth)
+    validate_results(results)
+    dt = _results_dataset(results, gt)
+    coco_eval = VideoCOCOeval(_VideoCOCO(gt), _VideoCOCO(dt))
+    with contextlib.redirect_stdout(io.StringIO()):  # COCOeval narrates every step
+        coco_eval.evaluate()
+        coco_eval.accumulate()
+        coco_eval.summarize()
+    # summarize() stats order: AP, AP50, AP75, APs, APm, APl, AR@maxDets[0]=1, AR@maxDets[1]=10, ...
+    return {key: float(value) for key, value in zip(METRIC_KEYS, coco_eval.stats[: len(METRIC_KEYS)])}
+
+
+def format_table(metrics: Mapping[str, float]) -> str:
+    """Metrics as percentages in the paper's column order; '-' where a range has no ground truth."""
+    cells = ["-" if metrics[k] < 0 else f"{100 * metrics[k]:.1f}" for k in METRIC_KEYS]
+    return "\n".join(["".join(f"{c:>7}" for c in row) for row in (METRIC_KEYS, cells)])
+
+
+def _load_json(path: Path, what: str) -> Any:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise ValueError(f"{what} file not found: {path}") from None
+    except OSError as e:
+        raise ValueError(f"cannot read {what} file {path}: {e}") from None
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+        raise ValueError(f"{what} file {path} is not valid JSON: {e}") from None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Print the metric table, then one JSON line with the eight metrics; exit 1 on bad input."""
+    parser = argparse.ArgumentParser(
+        prog="python -m crossvis.evaluation.metric",
+        description="YouTube-VIS video AP/AR of a results json against a ground-truth json.",
+    )
+    parser.add_argument("ground_truth", type=Path, help="YouTube-VIS ground-truth json (with annotations)")
+    parser.add_argument("results", type=Path,
+                        help="results json: list of {video_id, category_id, score, segmentations}")
+    args = parser.parse_args(argv)
+    try:
+        ground_truth = _load_json(args.ground_truth, "ground truth")
+        if not isinstance(ground_truth, dict):
+            raise ValueError(f"ground truth file {args.ground_truth}: expected a json object, "
+                             f"got {type(ground_truth).__name__}")
+        metrics = evaluate(ground_truth, _load_json(args.results, "results"))
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(format_table(metrics))
+    print(json.dumps(metrics))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

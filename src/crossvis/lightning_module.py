@@ -1,0 +1,138 @@
+"""LightningModule: trains CrossVIS on frame pairs and validates it with online video inference."""
+
+from __future__ import annotations
+
+import bisect
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.distributed as dist
+from omegaconf import DictConfig, OmegaConf
+
+from crossvis.evaluation.metric import evaluate as evaluate_results
+from crossvis.inference import VideoInference
+from crossvis.modeling.crossvis import CrossVIS
+
+LOSS_NAMES = ("loss_cls", "loss_box", "loss_ctr", "loss_mask", "loss_cross", "loss_id")
+VAL_METRICS = ("AP", "AP50", "AP75", "AR1", "AR10")
+
+
+class CrossVISModule(pl.LightningModule):
+    """Owns the model, the optimiser schedule and the validation protocol.
+
+    Everything needed to rebuild the model from a checkpoint (config, class and identity
+    counts, category names and ids) is saved as hyper-parameters.
+    """
+
+    def __init__(
+        self,
+        cfg: DictConfig | dict,
+        num_classes: int,
+        num_identities: int,
+        category_names: list[str],
+        category_ids: list[int],
+    ) -> None:
+        super().__init__()
+        cfg = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg)
+        self.save_hyperparameters(
+            {
+                "cfg": OmegaConf.to_container(cfg, resolve=True),
+                "num_classes": num_classes,
+                "num_identities": num_identities,
+                "category_names": list(category_names),
+                "category_ids": list(category_ids),
+            }
+        )
+        self.cfg = cfg
+        self.model = CrossVIS(cfg.model, num_classes=num_classes, num_identities=num_identities)
+        self.category_names = list(category_names)
+        self.category_ids = list(category_ids)
+        self._val_results: dict[int, list[dict]] = {}
+
+    # ----------------------------------------------------------------------------- inference
+    def video_inference(self) -> VideoInference:
+        """Online inference (model + tracker) configured like this run."""
+        return VideoInference(
+            self.model,
+            short=self.cfg.data.transform.short,
+            max_size=self.cfg.data.transform.max_size,
+            tracker_cfg=self.cfg.tracker,
+            category_ids=self.category_ids,
+        )
+
+    # ------------------------------------------------------------------------------ training
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        losses = self.model.forward_train(batch["images"], batch["image_sizes"], batch["targets"])
+        total = sum(losses[name] for name in LOSS_NAMES)  # Eq. 15
+        batch_size = batch["images"].shape[0]
+        for name in LOSS_NAMES:
+            self.log(f"train/{name}", losses[name], batch_size=batch_size)
+        self.log("train/loss", total, prog_bar=True, batch_size=batch_size)
+        self.log("train/lr", self.optimizers().param_groups[0]["lr"], batch_size=batch_size)
+        return total
+
+    # ---------------------------------------------------------------------------- validation
+    def on_validation_epoch_start(self) -> None:
+        self._val_results = {}
+        self._inference = self.video_inference()
+
+    def validation_step(self, video: dict[str, Any], batch_idx: int) -> None:
+        video_id = video["video_id"]
+        self._val_results[video_id] = self._inference.run_paths(video_id, video["frame_paths"])
+
+    def on_validation_epoch_end(self) -> None:
+        # A distributed sampler pads ranks with repeated videos: keep one copy per video.
+        per_video = dict(gather_objects(list(self._val_results.items())))
+        results = [entry for entries in per_video.values() for entry in entries]
+        self._val_results = {}
+        ground_truth = getattr(self.trainer.datamodule, "val_ground_truth", None)
+        if ground_truth is None:
+            return
+        metrics = evaluate_results(ground_truth, results)
+        for name in VAL_METRICS:
+            self.log(f"val/{name}", float(metrics[name]), rank_zero_only=True, sync_dist=False)
+
+    # ----------------------------------------------------------------------------- optimiser
+    def configure_optimizers(self) -> dict[str, Any]:
+        optim = self.cfg.optim
+        trainer = self.trainer
+        global_batch = (
+            self.cfg.data.batch_size * trainer.world_size * trainer.accumulate_grad_batches
+        )
+        lr = optim.base_lr * global_batch / optim.base_batch_size  # linear scaling rule
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        optimizer = torch.optim.SGD(
+            params, lr=lr, momentum=optim.momentum, weight_decay=optim.weight_decay
+        )
+        total_steps = int(trainer.estimated_stepping_batches)
+        schedule = warmup_step_schedule(
+            total_steps, optim.warmup_iters, optim.warmup_factor, list(optim.decay_at), optim.gamma
+        )
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def warmup_step_schedule(
+    total_steps: int, warmup_iters: int, warmup_factor: float, decay_at: list[float], gamma: float
+):
+    """LR multiplier per step: linear warm-up, then ×gamma at each fraction of training in decay_at."""
+    milestones = sorted(round(f * total_steps) for f in decay_at)
+
+    def factor(step: int) -> float:
+        warmup = 1.0
+        if step < warmup_iters:
+            alpha = step / warmup_iters
+            warmup = warmup_factor * (1 - alpha) + alpha
+        return warmup * gamma ** bisect.bisect_right(milestones, step)
+
+    return factor
+
+
+def gather_objects(items: list) -> list:
+    """Concatenate a list from every rank (identity when not distributed)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return items
+    gathered: list[list] = [None] * dist.get_world_size()  # type: ignore[list-item]
+    dist.all_gather_object(gathered, items)
+    return [item for part in gathered for item in part]

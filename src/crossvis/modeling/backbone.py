@@ -1,0 +1,147 @@
+"""timm backbone (strides 8/16/32) and the FPN that turns it into the P3–P7 pyramid used by FCOS/CondInst."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import warnings
+
+import timm
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
+from timm.layers import freeze_batch_norm_2d
+from torch import Tensor, nn
+
+BACKBONE_STRIDES = (8, 16, 32)
+FPN_STRIDES = (8, 16, 32, 64, 128)
+
+
+def pad_to_multiple(images: Tensor, divisor: int = 32) -> Tensor:
+    """Zero-pad ``images [..., H, W]`` bottom/right to multiples of ``divisor``.
+
+    Every pyramid level must then have exactly half the size of the one below (DLA-34 fails otherwise).
+    """
+    h, w = images.shape[-2:]
+    pad_h, pad_w = (-h) % divisor, (-w) % divisor
+    if pad_h == 0 and pad_w == 0:
+        return images
+    return F.pad(images, (0, pad_w, 0, pad_h))
+
+
+def _create_timm(cfg: DictConfig) -> nn.Module:
+    """Build the timm feature extractor; ``checkpoint`` (local timm state dict) wins over ``pretrained``."""
+    kwargs: dict[str, Any] = dict(features_only=True, out_indices=(-3, -2, -1))
+    if cfg.get("checkpoint"):
+        path = Path(cfg.checkpoint).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"model.backbone.checkpoint: no such file {path} (expected a timm state dict for {cfg.name!r})"
+            )
+        kwargs.update(pretrained=True, pretrained_cfg_overlay=dict(file=str(path)))
+    else:
+        kwargs.update(pretrained=bool(cfg.pretrained))
+    model = timm.create_model(cfg.name, **kwargs)
+    if tuple(model.feature_info.reduction()) != BACKBONE_STRIDES:
+        raise ValueError(
+            f"model.backbone.name={cfg.name!r}: last three feature strides are "
+            f"{model.feature_info.reduction()}, expected {list(BACKBONE_STRIDES)}"
+        )
+    return model
+
+
+def _freeze_stages(model: nn.Module, freeze_at: int, name: str) -> None:
+    """Freeze the stem (``freeze_at`` ≥ 1) and the first ``freeze_at − 1`` stages, detectron2-style.
+
+    Stage k is the block whose output has stride 2**k, found through timm's feature_info, so the
+    rule is the same for ResNets (stem = conv1..act1) and DLA (stem = base_layer..level1).
+    """
+    if freeze_at <= 0:
+        return
+    by_stride = {info["reduction"]: info["module"] for info in model.feature_info.info}
+    boundary = by_stride.get(2**freeze_at)
+    children = [n for n, _ in model.named_children()]
+    if boundary is None or boundary.replace(".", "_") not in children:
+        raise ValueError(
+            f"model.backbone.freeze_at={freeze_at}: {name!r} has no stage with stride {2**freeze_at} "
+            f"(available strides {sorted(by_stride)})"
+        )
+    last = children.index(boundary.replace(".", "_"))
+    for child_name in children[: last + 1]:
+        getattr(model, child_name).requires_grad_(False)
+
+
+class Backbone(nn.Module):
+    """timm network returning C3–C5 from 0..255 RGB pixels (normalised with the timm model's own mean/std)."""
+
+    def __init__(self, cfg: DictConfig) -> None:
+        super().__init__()
+        body = _create_timm(cfg)
+        _freeze_stages(body, int(cfg.freeze_at), cfg.name)
+        if cfg.frozen_bn:
+            if not (cfg.pretrained or cfg.get("checkpoint")):
+                warnings.warn(
+                    f"model.backbone.frozen_bn=true with random {cfg.name} weights: BatchNorm stays at its init "
+                    "(timm zero-initialises the last BN of ResNet blocks, so those branches never train); "
+                    "set model.backbone.frozen_bn=false to train a backbone from scratch",
+                    stacklevel=2,
+                )
+            body = freeze_batch_norm_2d(body)
+        self.body = body
+        self.out_channels: list[int] = list(body.feature_info.channels())
+        mean = torch.tensor(body.pretrained_cfg["mean"], dtype=torch.float32) * 255.0
+        std = torch.tensor(body.pretrained_cfg["std"], dtype=torch.float32) * 255.0
+        self.register_buffer("pixel_mean", mean.view(3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", std.view(3, 1, 1), persistent=False)
+
+    def forward(self, images: Tensor) -> list[Tensor]:
+        """``images [N, 3, H, W]`` in 0..255 → [C3, C4, C5]."""
+        return self.body((images - self.pixel_mean) / self.pixel_std)
+
+
+def _c2_xavier_conv(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1) -> nn.Conv2d:
+    """Conv initialised with kaiming-uniform(a=1), the usual FPN init."""
+    conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=kernel_size // 2)
+    nn.init.kaiming_uniform_(conv.weight, a=1)
+    nn.init.zeros_(conv.bias)
+    return conv
+
+
+class FPN(nn.Module):
+    """P3–P5 from C3–C5 (lateral 1×1, top-down sum, output 3×3); P6 = 3×3/2 on P5; P7 = 3×3/2 on ReLU(P6)."""
+
+    def __init__(self, in_channels: list[int], channels: int) -> None:
+        super().__init__()
+        self.lateral = nn.ModuleList(_c2_xavier_conv(c, channels, 1) for c in in_channels)
+        self.output = nn.ModuleList(_c2_xavier_conv(channels, channels, 3) for _ in in_channels)
+        self.p6 = _c2_xavier_conv(channels, channels, 3, stride=2)
+        self.p7 = _c2_xavier_conv(channels, channels, 3, stride=2)
+
+    def forward(self, feats: list[Tensor]) -> list[Tensor]:
+        """[C3, C4, C5] → [P3, P4, P5, P6, P7] (strides 8..128)."""
+        laterals = [conv(f) for conv, f in zip(self.lateral, feats)]
+        for i in range(len(laterals) - 2, -1, -1):
+            laterals[i] = laterals[i] + F.interpolate(laterals[i + 1], size=laterals[i].shape[-2:], mode="nearest")
+        outs = [conv(x) for conv, x in zip(self.output, laterals)]
+        p6 = self.p6(outs[-1])
+        return outs + [p6, self.p7(F.relu(p6))]
+
+
+class BackboneFPN(nn.Module):
+    """Backbone + FPN whose outputs reach the heads with their gradient scaled by ``grad_scale``.
+
+    ``g*f + (1-g)*f.detach()`` is f in the forward pass but lets only a fraction g of the heads'
+    gradient into backbone+FPN (the public CrossVIS code's 0.1× rule).
+    """
+
+    def __init__(self, cfg_backbone: DictConfig, channels: int, grad_scale: float) -> None:
+        super().__init__()
+        self.backbone = Backbone(cfg_backbone)
+        self.fpn = FPN(self.backbone.out_channels, channels)
+        self.grad_scale = float(grad_scale)
+
+    def forward(self, images: Tensor) -> list[Tensor]:
+        """``images [N, 3, H, W]`` 0..255, H and W multiples of 32 → [P3..P7]."""
+        g = self.grad_scale
+        return [g * f + (1.0 - g) * f.detach() for f in self.fpn(self.backbone(images))]

@@ -1,0 +1,112 @@
+"""Instance embeddings for online association and their losses (paper Sec. 3.3, Table 7 variants).
+
+``global`` (default): L2-normalised embeddings against M learnable identity proxies (Eq. 11–14).
+``pairwise``: MaskTrack R-CNN-style, key-frame embeddings against the reference frame's instances
+plus a "new identity" slot (Eq. 9–10). Either can be trained with softmax CE or sigmoid focal loss.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.ops import sigmoid_focal_loss
+
+from crossvis.modeling.distributed import positive_normalizer
+from crossvis.modeling.fcos import Positives, conv_gn_tower, flatten_levels
+
+EMBEDDING_TYPES = ("global", "pairwise")
+EMBEDDING_LOSSES = ("focal", "ce")
+
+
+def cosine_logit_scale(num_classes: Tensor | int) -> Tensor:
+    """Fixed scale √2·ln(C−1) for cosine logits over C classes (AdaCos); C−1 clamped to ≥ 2 so it stays > 0."""
+    c = torch.as_tensor(num_classes, dtype=torch.float32)
+    return math.sqrt(2.0) * torch.log((c - 1).clamp(min=2.0))
+
+
+class EmbeddingHead(nn.Module):
+    """Separate tower on P3–P7 → 1×1 conv → BatchNorm, giving a dense embedding at every location.
+
+    BatchNorm runs over all locations of the batch (not only positives) so that a batch with zero
+    or one positive still trains, and train/test statistics come from the same dense maps.
+    """
+
+    def __init__(self, in_channels: int, channels: int, num_convs: int, dim: int) -> None:
+        super().__init__()
+        self.tower = conv_gn_tower(in_channels, channels, num_convs)
+        self.proj = nn.Conv1d(channels, dim, 1)  # the 1×1 conv, applied to the level-flattened maps
+        self.norm = nn.BatchNorm1d(dim)
+
+    def forward(self, feats: list[Tensor]) -> Tensor:
+        """[P3..P7] → embeddings [N, L, dim] in the location order of the FCOS head."""
+        x = flatten_levels([self.tower(f) for f in feats]).transpose(1, 2)
+        return self.norm(self.proj(x)).transpose(1, 2)
+
+
+class IdentityLoss(nn.Module):
+    """L_id for the four Table-7 variants: {global, pairwise} × {focal, ce}."""
+
+    def __init__(self, kind: str, loss: str, dim: int, num_identities: int, alpha: float, gamma: float) -> None:
+        super().__init__()
+        if kind not in EMBEDDING_TYPES:
+            raise ValueError(f"model.embedding.type={kind!r}: expected one of {EMBEDDING_TYPES}")
+        if loss not in EMBEDDING_LOSSES:
+            raise ValueError(f"model.embedding.loss={loss!r}: expected one of {EMBEDDING_LOSSES}")
+        if kind == "global" and num_identities < 1:
+            raise ValueError(f"num_identities={num_identities}: the global embedding needs at least one identity")
+        self.kind, self.loss, self.alpha, self.gamma = kind, loss, alpha, gamma
+        if kind == "global":
+            self.proxies = nn.Linear(dim, num_identities)  # rows w_1..w_M (Eq. 11)
+            nn.init.normal_(self.proxies.weight, std=0.01)
+            nn.init.constant_(self.proxies.bias, -math.log(99.0))
+            self.register_buffer("scale", cosine_logit_scale(num_identities), persistent=False)
+
+    def forward(self, embeddings: Tensor, positives: Positives) -> Tensor:
+        """``embeddings [P, dim]`` at the batch's positive locations (both frames) → scalar loss."""
+        if self.kind == "global":
+            return self._global(embeddings, positives.identities)
+        return self._pairwise(embeddings, positives)
+
+    def _classify(self, logits: Tensor, target: Tensor, valid: Tensor | None, count: int) -> Tensor:
+        """Sum of CE or focal over rows / #rows (all-reduced); ``valid`` masks out absent classes."""
+        norm = positive_normalizer(count, logits.device)
+        if self.loss == "ce":
+            if valid is not None:
+                logits = logits.masked_fill(~valid, float("-inf"))
+            return F.cross_entropy(logits, target, reduction="sum") / norm  # Eq. 11–12 (global), Eq. 10 (pair-wise)
+        onehot = F.one_hot(target, logits.shape[1]).to(logits.dtype)
+        focal = sigmoid_focal_loss(logits, onehot, alpha=self.alpha, gamma=self.gamma, reduction="none")  # Eq. 13–14
+        if valid is not None:
+            focal = focal * valid
+        return focal.sum() / norm
+
+    def _global(self, embeddings: Tensor, identities: Tensor) -> Tensor:
+        """M-way classification against the identity proxies: CE = Eq. 11–12, focal = Eq. 13–14."""
+        logits = self.proxies(F.normalize(embeddings, dim=1) * self.scale)  # e_iᵀ w_n
+        return self._classify(logits, identities, None, embeddings.shape[0])
+
+    def _pairwise(self, embeddings: Tensor, positives: Positives) -> Tensor:
+        """Key-frame positives vs the reference frame's instances of the same pair, plus "new" (Eq. 9–10).
+
+        Reference instance embedding = normalised mean of its positives' normalised embeddings.
+        Logits are cosine similarities scaled by √2·ln(N) (the AdaCos scale for the pair's N+1
+        classes, not the global √2·ln(M−1)); the "new identity" slot has logit 0, the "1 +" of Eq. 9.
+        """
+        e = F.normalize(embeddings, dim=1)
+        pair, identity = positives.frame // 2, positives.identities
+        is_key = positives.frame % 2 == 0
+        ref_keys = torch.stack([pair[~is_key], identity[~is_key]], 1)
+        instances, inverse = torch.unique(ref_keys, dim=0, return_inverse=True)
+        ref = F.normalize(e.new_zeros(instances.shape[0], e.shape[1]).index_add(0, inverse, e[~is_key]), dim=1)
+        same_pair = pair[is_key][:, None] == instances[None, :, 0]  # [Q, R]
+        scale = cosine_logit_scale(same_pair.sum(1) + 1).to(e.device)
+        sim = (e[is_key] @ ref.T) * scale[:, None]
+        logits = torch.cat([sim.new_zeros(sim.shape[0], 1), sim], dim=1)  # Eq. 9
+        valid = torch.cat([same_pair.new_ones(sim.shape[0], 1), same_pair], dim=1)
+        match = same_pair & (identity[is_key][:, None] == instances[None, :, 1])
+        query, column = torch.nonzero(match, as_tuple=True)  # at most one reference instance per query
+        target = torch.zeros(sim.shape[0], dtype=torch.long, device=e.device).index_put((query,), column + 1)
+        return self._classify(logits, target, valid, sim.shape[0])  # Eq. 10 (CE) or its focal variant

@@ -1,0 +1,299 @@
+"""FCOS: the shared detection head, its locations, target assignment, losses and detection decoding.
+
+The head also emits the CondInst controller output (the dynamic mask-head parameters θ_{x,y}).
+Everything is laid out per image as one flat list of locations, level after level ([N, L, ·]).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.ops import batched_nms, clip_boxes_to_image, generalized_box_iou_loss, sigmoid_focal_loss
+
+from crossvis.modeling.distributed import mean_across_ranks, positive_normalizer
+
+
+@dataclass
+class PyramidLocations:
+    """Image-plane points of every pyramid location (all levels, flattened row-major, level after level)."""
+
+    points: Tensor  # [L, 2] (x, y) pixels
+    levels: Tensor  # [L] long level index (0 = P3)
+    strides: Tensor  # [L] float stride of the location's level
+
+
+@dataclass
+class HeadOutputs:
+    """Dense FCOS/controller predictions for a batch of images, flattened over levels."""
+
+    cls_logits: Tensor  # [N, L, C]
+    box_reg: Tensor  # [N, L, 4] (l, t, r, b) distances in pixels
+    ctr_logits: Tensor  # [N, L]
+    params: Tensor  # [N, L, K] dynamic mask-head parameters
+
+
+@dataclass
+class Positives:
+    """Positive locations of a batch of frames, with what the mask/crossover/identity losses need."""
+
+    frame: Tensor  # [P] frame index in the flattened 2B batch (frame 2b = key, 2b+1 = reference)
+    location: Tensor  # [P] index into the flattened pyramid locations
+    points: Tensor  # [P, 2] (x, y) pixels
+    levels: Tensor  # [P] level index
+    gt_index: Tensor  # [P] index into the batch's concatenated ground-truth instances
+    identities: Tensor  # [P] identity in 0..M-1
+
+    def subset(self, index: Tensor) -> Positives:
+        """Positives restricted to ``index`` (a long index or a bool mask)."""
+        return Positives(*(getattr(self, f)[index] for f in self.__dataclass_fields__))
+
+
+def grid_points(height: int, width: int, stride: int, device: torch.device) -> Tensor:
+    """Points ``stride//2 + k*stride`` of an (height, width) feature map, row-major, as [H*W, 2] (x, y)."""
+    ys = torch.arange(height, device=device, dtype=torch.float32) * stride + stride // 2
+    xs = torch.arange(width, device=device, dtype=torch.float32) * stride + stride // 2
+    yy, xx = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack([xx.reshape(-1), yy.reshape(-1)], dim=1)
+
+
+def pyramid_locations(shapes: list[tuple[int, int]], strides: list[int], device: torch.device) -> PyramidLocations:
+    """Locations of all pyramid levels in the flattening order used by :class:`HeadOutputs`."""
+    points = [grid_points(h, w, s, device) for (h, w), s in zip(shapes, strides)]
+    sizes = torch.tensor([p.shape[0] for p in points], device=device)
+    levels = torch.repeat_interleave(torch.arange(len(points), device=device), sizes)
+    stride_t = torch.tensor(strides, dtype=torch.float32, device=device)[levels]
+    return PyramidLocations(torch.cat(points), levels, stride_t)
+
+
+def _num_groups(channels: int) -> int:
+    """GroupNorm groups: 32 when ``channels`` allows, fewer for narrow towers.
+
+    Each group keeps at least 2 channels: a 1-channel group on a 1×1 P7 map (small inputs) has a
+    single value, which GroupNorm rejects at batch size 1.
+    """
+    return math.gcd(32, max(channels // 2, 1))
+
+
+def conv_gn_tower(in_channels: int, channels: int, num_convs: int) -> nn.Sequential:
+    """``num_convs`` × (3×3 conv, GroupNorm, ReLU), convs initialised N(0, 0.01) as in FCOS."""
+    layers: list[nn.Module] = []
+    for i in range(num_convs):
+        conv = nn.Conv2d(in_channels if i == 0 else channels, channels, 3, padding=1)
+        nn.init.normal_(conv.weight, std=0.01)
+        nn.init.zeros_(conv.bias)
+        layers += [conv, nn.GroupNorm(_num_groups(channels), channels), nn.ReLU(inplace=True)]
+    return nn.Sequential(*layers)
+
+
+def _predictor(in_channels: int, out_channels: int, bias: float = 0.0) -> nn.Conv2d:
+    conv = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+    nn.init.normal_(conv.weight, std=0.01)
+    nn.init.constant_(conv.bias, bias)
+    return conv
+
+
+def flatten_levels(maps: list[Tensor]) -> Tensor:
+    """[N, C, H_l, W_l] per level → [N, ΣH_lW_l, C]."""
+    return torch.cat([m.flatten(2).transpose(1, 2) for m in maps], dim=1)
+
+
+class FCOSHead(nn.Module):
+    """Head shared over levels: classification tower → logits; box tower → boxes, centerness, controller."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        channels: int,
+        num_convs: int,
+        num_classes: int,
+        num_params: int,
+        strides: list[int],
+        prior_prob: float,
+    ) -> None:
+        super().__init__()
+        self.cls_tower = conv_gn_tower(in_channels, channels, num_convs)
+        self.box_tower = conv_gn_tower(in_channels, channels, num_convs)
+        self.cls_logits = _predictor(channels, num_classes, bias=-math.log((1 - prior_prob) / prior_prob))
+        self.box_pred = _predictor(channels, 4)
+        self.ctr_pred = _predictor(channels, 1)
+        self.controller = _predictor(channels, num_params)
+        self.scales = nn.Parameter(torch.ones(len(strides)))
+        self.strides = list(strides)
+
+    def forward(self, feats: list[Tensor]) -> HeadOutputs:
+        """[P3..P7] → dense predictions; boxes = ReLU(scale_l · x) · stride_l (pixels)."""
+        cls, box, ctr, params = [], [], [], []
+        for level, f in enumerate(feats):
+            cls_t, box_t = self.cls_tower(f), self.box_tower(f)
+            cls.append(self.cls_logits(cls_t))
+            box.append(F.relu(self.scales[level] * self.box_pred(box_t)) * self.strides[level])
+            ctr.append(self.ctr_pred(box_t))
+            params.append(self.controller(box_t))
+        ctr_logits = flatten_levels(ctr)[..., 0]
+        return HeadOutputs(flatten_levels(cls), flatten_levels(box), ctr_logits, flatten_levels(params))
+
+
+def centers_of_mass(masks: Tensor) -> Tensor:
+    """``masks [N, H, W]`` → [N, 2] (x, y) in pixel-index coordinates."""
+    m = masks.float()
+    area = m.sum(dim=(1, 2)).clamp(min=1.0)
+    ys = torch.arange(m.shape[1], device=m.device, dtype=torch.float32)
+    xs = torch.arange(m.shape[2], device=m.device, dtype=torch.float32)
+    cy = (m.sum(dim=2) * ys).sum(dim=1) / area
+    cx = (m.sum(dim=1) * xs).sum(dim=1) / area
+    return torch.stack([cx, cy], dim=1)
+
+
+def assign_targets(
+    locations: PyramidLocations,
+    boxes: Tensor,
+    masks: Tensor,
+    sizes_of_interest: list[float],
+    radius: float,
+) -> tuple[Tensor, Tensor]:
+    """FCOS assignment of one image: each location gets the smallest gt box that claims it, or none.
+
+    A gt claims a location when (1) the location lies within ``radius`` strides of the mask's
+    centre of mass, clipped to the box (centre sampling), and (2) max(l, t, r, b) falls inside the
+    level's range from ``sizes_of_interest`` (so each object is learnt at one scale).
+    Returns ``matched [L]`` (gt index, −1 = background) and ``reg_targets [L, 4]`` (l, t, r, b).
+    """
+    num_levels = int(locations.levels.max()) + 1
+    if len(sizes_of_interest) != num_levels - 1:
+        raise ValueError(
+            f"model.fcos.sizes_of_interest has {len(sizes_of_interest)} entries, expected {num_levels - 1} "
+            f"(one boundary between each pair of the {num_levels} pyramid levels)"
+        )
+    num_loc = locations.points.shape[0]
+    if boxes.shape[0] == 0:
+        return (
+            torch.full((num_loc,), -1, dtype=torch.long, device=boxes.device),
+            boxes.new_zeros((num_loc, 4)),
+        )
+    x, y = locations.points[:, 0:1], locations.points[:, 1:2]  # [L, 1]
+    ltrb = torch.stack([x - boxes[:, 0], y - boxes[:, 1], boxes[:, 2] - x, boxes[:, 3] - y], dim=2)  # [L, N, 4]
+
+    center = centers_of_mass(masks)  # [N, 2]
+    r = locations.strides[:, None] * radius  # [L, 1]
+    cx1 = torch.maximum(center[:, 0] - r, boxes[:, 0])
+    cy1 = torch.maximum(center[:, 1] - r, boxes[:, 1])
+    cx2 = torch.minimum(center[:, 0] + r, boxes[:, 2])
+    cy2 = torch.minimum(center[:, 1] + r, boxes[:, 3])
+    in_center = torch.stack([x - cx1, y - cy1, cx2 - x, cy2 - y], dim=2).amin(dim=2) > 0  # [L, N]
+
+    bounds = torch.tensor([0.0, *sizes_of_interest, math.inf], device=boxes.device)
+    lo, hi = bounds[locations.levels][:, None], bounds[locations.levels + 1][:, None]
+    max_reg = ltrb.amax(dim=2)
+    in_range = (max_reg >= lo) & (max_reg <= hi)
+
+    area = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))[None].expand(num_loc, -1)
+    area = area.masked_fill(~(in_center & in_range), math.inf)
+    min_area, matched = area.min(dim=1)
+    reg_targets = ltrb[torch.arange(num_loc, device=boxes.device), matched]
+    matched = matched.masked_fill(min_area == math.inf, -1)
+    return matched, reg_targets
+
+
+def build_targets(
+    locations: PyramidLocations,
+    targets: list[dict[str, Tensor]],
+    num_classes: int,
+    sizes_of_interest: list[float],
+    radius: float,
+) -> tuple[Tensor, Tensor, Positives]:
+    """Assign every frame of the flattened batch (loop over frames only).
+
+    Returns ``labels [F, L]`` (``num_classes`` = background), ``reg_targets [F, L, 4]`` and the
+    :class:`Positives`, whose ``gt_index`` counts instances over the frames in order.
+    """
+    labels, regs, matches = [], [], []
+    offset = 0
+    for t in targets:
+        matched, reg = assign_targets(locations, t["boxes"], t["masks"], sizes_of_interest, radius)
+        labels.append(F.pad(t["labels"], (0, 1), value=num_classes)[matched])  # −1 picks the background pad
+        regs.append(reg)
+        matches.append(torch.where(matched >= 0, matched + offset, -1))
+        offset += t["boxes"].shape[0]
+    matched_all = torch.stack(matches)
+    frame, location = torch.nonzero(matched_all >= 0, as_tuple=True)
+    gt_index = matched_all[frame, location]
+    identities = torch.cat([t["identities"] for t in targets])[gt_index]
+    positives = Positives(frame, location, locations.points[location], locations.levels[location], gt_index, identities)
+    return torch.stack(labels), torch.stack(regs), positives
+
+
+def ltrb_to_boxes(points: Tensor, ltrb: Tensor) -> Tensor:
+    """(l, t, r, b) distances around ``points`` → xyxy boxes."""
+    return torch.cat([points - ltrb[..., :2], points + ltrb[..., 2:]], dim=-1)
+
+
+def centerness_target(ltrb: Tensor) -> Tensor:
+    """FCOS centerness sqrt(min(l,r)/max(l,r) · min(t,b)/max(t,b))."""
+    lr, tb = ltrb[..., [0, 2]], ltrb[..., [1, 3]]
+    ratio = (lr.amin(-1) / lr.amax(-1).clamp(min=1e-6)) * (tb.amin(-1) / tb.amax(-1).clamp(min=1e-6))
+    return ratio.clamp(min=0).sqrt()
+
+
+def detection_losses(
+    outputs: HeadOutputs,
+    locations: PyramidLocations,
+    labels: Tensor,
+    reg_targets: Tensor,
+    alpha: float,
+    gamma: float,
+) -> dict[str, Tensor]:
+    """L_det: focal classification / #pos, centerness-weighted GIoU / Σcenterness, centerness BCE / #pos."""
+    num_classes = outputs.cls_logits.shape[-1]
+    pos = labels < num_classes
+    num_pos = positive_normalizer(pos.sum(), labels.device)
+    onehot = F.one_hot(labels, num_classes + 1)[..., :num_classes].to(outputs.cls_logits.dtype)
+    loss_cls = sigmoid_focal_loss(outputs.cls_logits, onehot, alpha=alpha, gamma=gamma, reduction="sum") / num_pos
+
+    points = locations.points.expand(labels.shape[0], -1, -1)[pos]
+    target_ltrb = reg_targets[pos]
+    ctr_target = centerness_target(target_ltrb)
+    ctr_norm = mean_across_ranks(ctr_target.sum().detach()).clamp(min=1e-6)
+    giou = generalized_box_iou_loss(
+        ltrb_to_boxes(points, outputs.box_reg[pos]), ltrb_to_boxes(points, target_ltrb), reduction="none"
+    )
+    loss_box = (giou * ctr_target).sum() / ctr_norm
+    loss_ctr = F.binary_cross_entropy_with_logits(outputs.ctr_logits[pos], ctr_target, reduction="sum") / num_pos
+    return {"loss_cls": loss_cls, "loss_box": loss_box, "loss_ctr": loss_ctr}
+
+
+def select_detections(
+    cls_logits: Tensor,
+    box_reg: Tensor,
+    ctr_logits: Tensor,
+    locations: PyramidLocations,
+    image_size: tuple[int, int],
+    score_threshold: float,
+    pre_nms_topk: int,
+    nms_threshold: float,
+    max_detections: int,
+) -> dict[str, Tensor]:
+    """One image's detections: cls·ctr > threshold, top-k per level, class-aware NMS, top detections.
+
+    Returns ``location [K]`` (index into the pyramid), ``boxes [K, 4]`` clipped to ``image_size``
+    (valid h, w), ``labels [K]`` and ``scores [K]`` = sqrt(cls · ctr).
+    """
+    probs = cls_logits.sigmoid() * ctr_logits.sigmoid()[:, None]  # [L, C]
+    num_classes = probs.shape[1]
+    keep_loc, keep_cls, keep_score = [], [], []
+    for level in range(int(locations.levels.max()) + 1):
+        level_loc = torch.nonzero(locations.levels == level)[:, 0]
+        level_probs = probs[level_loc].flatten()
+        candidates = torch.nonzero(level_probs > score_threshold)[:, 0]
+        top = level_probs[candidates].topk(min(pre_nms_topk, candidates.numel())).indices
+        candidates = candidates[top]
+        keep_loc.append(level_loc[candidates // num_classes])
+        keep_cls.append(candidates % num_classes)
+        keep_score.append(level_probs[candidates].sqrt())
+    location, labels, det_scores = torch.cat(keep_loc), torch.cat(keep_cls), torch.cat(keep_score)
+    boxes = clip_boxes_to_image(ltrb_to_boxes(locations.points[location], box_reg[location]), image_size)
+    keep = batched_nms(boxes, det_scores, labels, nms_threshold)[:max_detections]
+    return {"location": location[keep], "boxes": boxes[keep], "labels": labels[keep], "scores": det_scores[keep]}

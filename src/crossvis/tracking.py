@@ -1,0 +1,171 @@
+"""Online tracking by detection: link each frame's detections to tracks as the frames arrive.
+
+Default ("public"): the CrossVIS public code's rule. Every detection is compared with the last
+detection of every track, match = cosine(embedding) + box IoU (−1 across classes); a best match
+below ``match_threshold`` starts a new track, and a track accepts at most one detection per
+frame, the one with the highest match (the others that chose it are dropped).
+
+Option ``scoring="masktrack"``: the paper's inference procedure (MaskTrack R-CNN [68]): the
+assignment log-probability of Eq. 9 over [new, tracks] plus weighted log detection score, box
+IoU and same-category terms; the "new" slot has IoU 0 and category term 1, as in MaskTrack
+R-CNN. Conflicts go to the highest comprehensive score. ``masktrack_weights`` default to
+MaskTrack R-CNN's ``match_coeff`` (1.0, 2.0, 10.0) for (log score, IoU, category).
+
+Memory stays bounded on long videos: per track only the last box, embedding and label are kept
+as tensors, plus the compressed RLE of each frame's mask, a running score sum and label counts.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pycocotools import mask as mask_utils
+from torchvision.ops import box_iou
+
+Scoring = Literal["public", "masktrack"]
+CategoryVote = Literal["first", "majority"]
+DETECTION_KEYS = ("boxes", "labels", "scores", "masks", "embeddings")
+
+
+@dataclass
+class _Track:
+    """What a finished track needs: one RLE per frame where present, a score sum and label votes."""
+
+    rles: dict[int, dict[str, Any]] = field(default_factory=dict)
+    score_sum: float = 0.0
+    label_votes: Counter[int] = field(default_factory=Counter)  # insertion order: first label first
+
+
+class OnlineTracker:
+    """Assigns per-frame detections of one video to tracks and produces its official result entries."""
+
+    def __init__(
+        self,
+        num_frames: int,
+        match_threshold: float = 0.4,
+        scoring: Scoring = "public",
+        category_vote: CategoryVote = "first",
+        masktrack_weights: Sequence[float] = (1.0, 2.0, 10.0),
+    ) -> None:
+        if scoring not in ("public", "masktrack"):
+            raise ValueError(f"scoring: expected 'public' or 'masktrack', got {scoring!r}")
+        if category_vote not in ("first", "majority"):
+            raise ValueError(f"category_vote: expected 'first' or 'majority', got {category_vote!r}")
+        if len(masktrack_weights) != 3:
+            raise ValueError(f"masktrack_weights: expected 3 weights (log score, IoU, category), "
+                             f"got {masktrack_weights!r}")
+        self.num_frames = num_frames
+        self.match_threshold = match_threshold
+        self.scoring = scoring
+        self.category_vote = category_vote
+        self.masktrack_weights = tuple(float(w) for w in masktrack_weights)
+        self._boxes = torch.zeros((0, 4))
+        self._labels = torch.zeros(0, dtype=torch.long)
+        self._embeddings: torch.Tensor | None = None
+        self._tracks: list[_Track] = []
+        self._last_frame = -1
+
+    @property
+    def num_tracks(self) -> int:
+        return len(self._tracks)
+
+    def update(self, frame_index: int, detections: Mapping[str, Any]) -> np.ndarray:
+        """Link one frame's detections (tensors or arrays, see the model's ``forward_infer``) to tracks.
+
+        Returns the track index of each detection, -1 for detections dropped because another
+        detection won the same track (useful for drawing the tracks).
+        """
+        if not self._last_frame < frame_index < self.num_frames:
+            raise ValueError(f"frame_index: expected increasing indices in ({self._last_frame}, {self.num_frames}), "
+                             f"got {frame_index}")
+        missing = [k for k in DETECTION_KEYS if k not in detections]
+        if missing:
+            raise ValueError(f"detections: missing {missing} (expected keys {list(DETECTION_KEYS)})")
+        boxes, scores, embeddings = (torch.as_tensor(detections[k]).detach().cpu().float()
+                                     for k in ("boxes", "scores", "embeddings"))
+        labels = torch.as_tensor(detections["labels"]).detach().cpu().long()
+        masks = torch.as_tensor(detections["masks"]).detach().cpu().numpy()
+        num_dets = len(scores)
+        if masks.dtype != np.bool_ or masks.ndim != 3:
+            raise ValueError(f"detections['masks']: expected bool [K, H, W], got {masks.dtype} {list(masks.shape)}")
+        if not len(boxes) == len(labels) == len(embeddings) == len(masks) == num_dets:
+            raise ValueError("detections: boxes, labels, scores, masks and embeddings must have the same length K, got "
+                             f"{[len(boxes), len(labels), len(scores), len(masks), len(embeddings)]}")
+        self._last_frame = frame_index
+        track_ids = torch.full((num_dets,), -1, dtype=torch.long)
+        if num_dets == 0:
+            return track_ids.numpy()
+
+        if self._tracks:
+            best, target, is_new = self._match(boxes, labels, scores, embeddings)
+            # A track takes at most one detection: the highest match among those choosing it (first on ties).
+            candidates = torch.full((num_dets, len(self._tracks)), -torch.inf)
+            matched = (~is_new).nonzero().squeeze(1)
+            candidates[matched, target[matched]] = best[matched]
+            winner = candidates.argmax(dim=0)
+            keep = ~is_new & (winner[target] == torch.arange(num_dets))
+            track_ids[keep] = target[keep]
+            self._boxes[target[keep]] = boxes[keep]
+            self._labels[target[keep]] = labels[keep]
+            self._embeddings[target[keep]] = embeddings[keep]
+        else:
+            is_new = torch.ones(num_dets, dtype=torch.bool)
+
+        track_ids[is_new] = torch.arange(len(self._tracks), len(self._tracks) + int(is_new.sum()))
+        self._tracks.extend(_Track() for _ in range(int(is_new.sum())))
+        self._boxes = torch.cat([self._boxes, boxes[is_new]])
+        self._labels = torch.cat([self._labels, labels[is_new]])
+        old = self._embeddings if self._embeddings is not None else embeddings[:0]
+        self._embeddings = torch.cat([old, embeddings[is_new]])
+
+        assigned = (track_ids >= 0).nonzero().squeeze(1).numpy()
+        # pycocotools wants a Fortran-ordered uint8 [H, W, N] stack.
+        rles = mask_utils.encode(np.asfortranarray(masks[assigned].transpose(1, 2, 0), dtype=np.uint8))
+        for det, rle in zip(assigned.tolist(), rles):
+            track = self._tracks[int(track_ids[det])]
+            track.rles[frame_index] = {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")}
+            track.score_sum += float(scores[det])
+            track.label_votes[int(labels[det])] += 1
+        return track_ids.numpy()
+
+    def _match(self, boxes: torch.Tensor, labels: torch.Tensor, scores: torch.Tensor,
+               embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Score detections × tracks; return each detection's best score, best track and new-track flag."""
+        ious = box_iou(boxes, self._boxes).nan_to_num(0.0)  # degenerate boxes: 0/0
+        same_class = labels[:, None] == self._labels[None, :]
+        if self.scoring == "public":
+            cosine = F.normalize(embeddings, dim=1) @ F.normalize(self._embeddings, dim=1).T
+            match = torch.where(same_class, cosine + ious, torch.tensor(-1.0))
+            best, target = match.max(dim=1)
+            return best, target, best < self.match_threshold
+        w_score, w_iou, w_category = self.masktrack_weights
+        # Eq. 9: softmax over [new identity (logit 0), tracks] of embedding dot products.
+        log_prob = torch.log_softmax(F.pad(embeddings @ self._embeddings.T, (1, 0)), dim=1)
+        comprehensive = (log_prob
+                         + w_score * scores.clamp_min(1e-12).log()[:, None]
+                         + w_iou * F.pad(ious, (1, 0))
+                         + w_category * F.pad(same_class.float(), (1, 0), value=1.0))
+        best, slot = comprehensive.max(dim=1)
+        return best, (slot - 1).clamp_min(0), slot == 0
+
+    def video_results(self, video_id: int,
+                      label_to_category_id: Callable[[int], int] | Mapping[int, int]) -> list[dict]:
+        """Official result entries, one per track: mean detection score, voted category, RLE or None per frame."""
+        to_category = (label_to_category_id.__getitem__ if isinstance(label_to_category_id, Mapping)
+                       else label_to_category_id)
+        results = []
+        for track in self._tracks:
+            votes = track.label_votes
+            label = next(iter(votes)) if self.category_vote == "first" else votes.most_common(1)[0][0]
+            results.append({
+                "video_id": int(video_id),
+                "category_id": int(to_category(label)),
+                "score": track.score_sum / len(track.rles),
+                "segmentations": [track.rles.get(f) for f in range(self.num_frames)],
+            })
+        return results

@@ -1,0 +1,137 @@
+"""Frame-pair sampling: reference window bounds, fall-back, determinism and the epoch sampler."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from crossvis.data.sampler import (
+    EpochSampler,
+    FramePairDataset,
+    choose_reference,
+    parse_max_offset,
+    reference_candidates,
+)
+from crossvis.data.transforms import PairTransform
+from crossvis.data.ytvis import load_vis, vis_from_dict
+
+ANNOTATED = np.array([0, 2, 3, 7, 20])
+
+
+@pytest.mark.parametrize(
+    "key, T, expected",
+    [
+        (3, 1, [2]),
+        (3, 5, [0, 2, 7]),
+        (3, math.inf, [0, 2, 7, 20]),
+        (7, 1, []),
+        (7, 5, [2, 3]),
+        (20, 13, [7]),
+        (0, 2, [2]),
+    ],
+)
+def test_reference_candidates_window(key: int, T: float, expected: list[int]) -> None:
+    assert reference_candidates(ANNOTATED, key, T).tolist() == expected
+
+
+def test_no_candidate_falls_back_to_key_frame() -> None:
+    rng = np.random.default_rng(0)
+    assert choose_reference(np.array([0]), 0, math.inf, rng) == 0  # one-frame video
+    assert choose_reference(ANNOTATED, 7, 1, rng) == 7
+
+
+def test_reference_is_uniform_over_candidates() -> None:
+    counts = Counter(choose_reference(ANNOTATED, 3, 5, np.random.default_rng(s)) for s in range(3000))
+    assert set(counts) == {0, 2, 7}
+    assert all(abs(n / 3000 - 1 / 3) < 0.04 for n in counts.values())
+
+
+@pytest.mark.parametrize("T, expected", [(1, 1.0), (20, 20.0), ("inf", math.inf), (math.inf, math.inf), ("5", 5.0)])
+def test_parse_max_offset_accepts_hydra_values(T, expected: float) -> None:
+    assert parse_max_offset(T) == expected
+
+
+@pytest.mark.parametrize("T", [0, -3, 2.5, "abc", None, True])
+def test_parse_max_offset_rejects(T) -> None:
+    with pytest.raises(ValueError, match="data.sampler.T"):
+        parse_max_offset(T)
+
+
+def _pairs_over(root: Path, T) -> FramePairDataset:
+    vis = load_vis(root / "train.json", root / "train" / "JPEGImages")
+    return FramePairDataset(vis, T, PairTransform(short=64, max_size=112), seed=3)
+
+
+def _annotated_frames_from_json(root: Path) -> dict[int, set[int]]:
+    raw = json.loads((root / "train.json").read_text())
+    frames: dict[int, set[int]] = {v["id"]: set() for v in raw["videos"]}
+    for ann in raw["annotations"]:
+        if not ann["iscrowd"]:
+            frames[ann["video_id"]] |= {t for t, s in enumerate(ann["segmentations"]) if s is not None}
+    return frames
+
+
+@pytest.mark.parametrize("T", [1, 5, "inf"])
+def test_pairs_respect_T_on_synthetic(synthetic_root: Path, T) -> None:
+    pairs = _pairs_over(synthetic_root, T)
+    annotated = _annotated_frames_from_json(synthetic_root)
+    assert len(pairs) == sum(len(f) for f in annotated.values())  # one pair per annotated key frame
+    limit = parse_max_offset(T)
+    offsets = []
+    for epoch in range(3):
+        for index in range(len(pairs)):
+            vi, ref, _ = pairs.pair(index, epoch)
+            video = pairs.vis.videos[vi]
+            key = pairs.keys[index][1]
+            assert key in annotated[video.id] and ref in annotated[video.id]
+            others = {j for j in annotated[video.id] if 0 < abs(j - key) <= limit}
+            assert (ref in others) if others else ref == key
+            offsets.append(abs(ref - key))
+    assert max(offsets) <= limit
+    if T == "inf":
+        assert max(offsets) > 5  # the window really is unbounded (8-frame videos)
+
+
+def test_pairs_deterministic_per_seed_and_vary_by_epoch(synthetic_root: Path) -> None:
+    a, b = _pairs_over(synthetic_root, "inf"), _pairs_over(synthetic_root, "inf")
+    first = a[(4, 0)]
+    again = b[(4, 0)]
+    assert first["meta"] == again["meta"]
+    assert torch.equal(first["images"], again["images"])
+    refs = lambda ds, epoch: [ds.pair(i, epoch)[1] for i in range(len(ds))]  # noqa: E731
+    assert refs(a, 0) == refs(b, 0)
+    assert refs(a, 0) != refs(a, 1)
+    b.set_epoch(1)
+    assert b[4]["meta"] == a[(4, 1)]["meta"]
+
+
+def test_epoch_sampler_tags_epoch_and_shards() -> None:
+    dataset = list(range(10))
+    shards = [EpochSampler(dataset, num_replicas=2, rank=r, shuffle=True, seed=1) for r in range(2)]
+    for s in shards:
+        s.set_epoch(4)
+    items = [list(s) for s in shards]
+    assert all(epoch == 4 for shard in items for _, epoch in shard)
+    assert sorted(i for shard in items for i, _ in shard) == list(range(10))
+    single = EpochSampler(dataset, num_replicas=1, rank=0, shuffle=True, seed=1)
+    order0 = [i for i, _ in single]
+    single.set_epoch(1)
+    assert [i for i, _ in single] != order0
+
+
+def test_one_frame_video_pairs_with_itself() -> None:
+    raw = {
+        "videos": [{"id": 3, "width": 4, "height": 3, "length": 1, "file_names": ["x/0.jpg"]}],
+        "categories": [{"id": 1, "name": "a"}],
+        "annotations": [
+            {"id": 9, "video_id": 3, "category_id": 1, "iscrowd": 0, "segmentations": [[[0, 0, 2, 0, 2, 2]]]}
+        ],
+    }
+    pairs = FramePairDataset(vis_from_dict(raw, "mem.json", "."), 1, PairTransform())
+    assert len(pairs) == 1 and pairs.pair(0, 0)[:2] == (0, 0)

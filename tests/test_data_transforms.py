@@ -1,0 +1,131 @@
+"""Pair augmentation: shared flip and scale, boxes from masks, dropped empty masks, loading."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from crossvis.data.transforms import (
+    FrameSample,
+    PairTransform,
+    load_frame_rgb,
+    preprocess_for_inference,
+    resize_scale,
+)
+
+
+@pytest.mark.parametrize(
+    "h, w, short, max_size, expected",
+    [
+        (720, 1280, 360, 640, 0.5),  # both limits agree
+        (480, 640, 360, 640, 0.75),  # short side decides
+        (300, 1200, 360, 640, 640 / 1200),  # long side would exceed max_size
+        (720, 1280, 480, 960, 2 / 3),  # SipMask (960, 480): 480/720 < 960/1280
+    ],
+)
+def test_resize_scale(h: int, w: int, short: int, max_size: int, expected: float) -> None:
+    assert resize_scale(h, w, short, max_size) == pytest.approx(expected)
+
+
+def _oriented_frame(h: int = 40, w: int = 80, shift: int = 0) -> FrameSample:
+    """Bright left half, dark right half; one rectangle in the left part (flip is visible)."""
+    image = np.full((h, w, 3), 20, np.uint8)
+    image[:, : w // 2] = 220
+    masks = np.zeros((1, h, w), bool)
+    masks[0, 10:20, 4 + shift : 24 + shift] = True
+    return FrameSample(image, masks, np.array([2]), np.array([7]))
+
+
+def _is_flipped(sample: FrameSample) -> bool:
+    half = sample.image.shape[1] // 2
+    return sample.image[:, :half].mean() < sample.image[:, half:].mean()
+
+
+def test_pair_shares_flip_and_scale() -> None:
+    transform = PairTransform(flip_prob=0.5, multiscale=True, scales=[(80, 40), (160, 80)])
+    seen = set()
+    for seed in range(40):
+        key, ref = transform(_oriented_frame(), _oriented_frame(shift=6), np.random.default_rng(seed))
+        assert key.image.shape == ref.image.shape
+        flipped = _is_flipped(key)
+        assert _is_flipped(ref) == flipped
+        for sample in (key, ref):
+            mask_x = np.nonzero(sample.masks[0])[1].mean()
+            assert (mask_x > sample.image.shape[1] / 2) == flipped  # the mask moved with the image
+        seen.add((key.image.shape[:2], flipped))
+    assert seen == {((40, 80), False), ((40, 80), True), ((80, 160), False), ((80, 160), True)}
+
+
+def test_boxes_are_computed_from_augmented_masks() -> None:
+    # 100x160 -> 50x80 (scale 0.5, nearest for masks): rows 10..19 -> 5..9, cols 5..29 -> 3..14
+    image = np.zeros((100, 160, 3), np.uint8)
+    masks = np.zeros((1, 100, 160), bool)
+    masks[0, 10:20, 5:30] = True
+    frame = FrameSample(image, masks, np.array([1]), np.array([0]))
+    for flip_prob, box in ((0.0, [3, 5, 14, 9]), (1.0, [65, 5, 76, 9])):  # flipped: x -> 79 - x
+        key, ref = PairTransform(short=50, max_size=80, flip_prob=flip_prob)(frame, frame, np.random.default_rng(0))
+        for sample in (key, ref):
+            target = sample.to_target()
+            assert target["boxes"].dtype == torch.float32
+            assert target["boxes"].tolist() == [box]
+            assert target["labels"].tolist() == [1] and target["identities"].tolist() == [0]
+
+
+def test_boxes_agree_with_masks_on_random_shapes() -> None:
+    rng = np.random.default_rng(1)
+    h, w = 60, 90
+    yy, xx = np.mgrid[:h, :w]
+    centres = rng.uniform([10, 10], [50, 80], size=(4, 2))
+    masks = np.stack([(yy - cy) ** 2 + (xx - cx) ** 2 < 64 for cy, cx in centres])
+    frame = FrameSample(rng.integers(0, 255, (h, w, 3), dtype=np.uint8), masks, np.arange(4), np.arange(4))
+    transform = PairTransform(short=45, max_size=100, flip_prob=0.5)
+    for seed in range(5):
+        for sample in transform(frame, frame, np.random.default_rng(seed)):
+            for mask, box in zip(sample.masks, sample.to_target()["boxes"].tolist()):
+                ys, xs = np.nonzero(mask)
+                assert box == [xs.min(), ys.min(), xs.max(), ys.max()]
+
+
+def test_instances_with_vanished_masks_are_dropped_per_frame() -> None:
+    image = np.zeros((40, 80, 3), np.uint8)
+    masks = np.zeros((2, 40, 80), bool)
+    masks[0, 10:20, 10:30] = True
+    masks[1, 5, 5] = True  # a single pixel on an odd row: nearest-neighbour halving drops it
+    key = FrameSample(image, masks, np.array([0, 1]), np.array([10, 11]))
+    ref = FrameSample(image, masks[:1], np.array([0]), np.array([10]))
+    out_key, out_ref = PairTransform(short=20, max_size=40, flip_prob=0.0)(key, ref, np.random.default_rng(0))
+    assert out_key.identities.tolist() == [10] and out_key.masks.shape == (1, 20, 40)
+    assert out_ref.identities.tolist() == [10]
+
+
+def test_pair_without_instances() -> None:
+    none = np.zeros(0, np.int64)
+    empty = FrameSample(np.zeros((40, 80, 3), np.uint8), np.zeros((0, 40, 80), bool), none, none)
+    key, _ = PairTransform(short=20, max_size=40)(empty, empty, np.random.default_rng(0))
+    target = key.to_target()
+    assert target["masks"].shape == (0, 20, 40) and target["boxes"].shape == (0, 4)
+
+
+def test_load_frame_rgb_and_errors(tmp_path: Path) -> None:
+    import cv2
+
+    bgr = np.zeros((4, 6, 3), np.uint8)
+    bgr[..., 2] = 255  # red in OpenCV's BGR order
+    cv2.imwrite(str(tmp_path / "red.png"), bgr)
+    rgb = load_frame_rgb(tmp_path / "red.png")
+    assert rgb.shape == (4, 6, 3) and rgb[0, 0].tolist() == [255, 0, 0]
+    with pytest.raises(FileNotFoundError, match="missing.jpg"):
+        load_frame_rgb(tmp_path / "missing.jpg")
+    (tmp_path / "broken.jpg").write_bytes(b"not an image")
+    with pytest.raises(ValueError, match="broken.jpg"):
+        load_frame_rgb(tmp_path / "broken.jpg")
+
+
+def test_preprocess_for_inference() -> None:
+    image = np.full((720, 1280, 3), 7, np.uint8)
+    out = preprocess_for_inference(image, 360, 640)
+    assert out.shape == (3, 360, 640) and out.dtype == torch.float32
+    assert torch.all(out == 7.0)  # 0..255 range, not normalised

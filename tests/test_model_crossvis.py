@@ -1,0 +1,161 @@
+"""The composed CrossVIS model with a tiny CPU config: training losses, online inference, init loading."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+import crossvis.modeling.crossvis as crossvis_module
+from crossvis.modeling.crossvis import CrossVIS
+
+pytestmark = pytest.mark.filterwarnings("ignore:model.backbone.frozen_bn=true with random")
+
+CONF = Path(__file__).resolve().parents[1] / "conf" / "model"
+TINY = [
+    "backbone=resnet18", "backbone.pretrained=false", "fpn_channels=32", "head.channels=32", "head.num_convs=1",
+    "mask_branch.channels=16", "mask_branch.num_convs=1", "embedding.dim=16",
+]
+H, W = 64, 96
+
+
+def model_cfg(*overrides: str):
+    with initialize_config_dir(config_dir=str(CONF), version_base=None):
+        return compose("default", overrides=[*TINY, *overrides])
+
+
+def make_batch(batch: int = 2):
+    """Pairs with two moving rectangles each; identity 2b and 2b+1 per pair."""
+    images = torch.rand(batch, 2, 3, H, W) * 255
+    targets = []
+    for b in range(batch):
+        pair = []
+        for k in range(2):
+            boxes = torch.tensor([[8 + 4 * k, 8, 40 + 4 * k, 48], [50, 4 + 2 * k, 90, 30 + 2 * k]], dtype=torch.float32)
+            masks = torch.zeros(2, H, W, dtype=torch.bool)
+            for i, (x1, y1, x2, y2) in enumerate(boxes.long().tolist()):
+                masks[i, y1:y2, x1:x2] = True
+            identities = torch.tensor([2 * b, 2 * b + 1])
+            pair.append(dict(masks=masks, boxes=boxes, labels=torch.tensor([0, 2]), identities=identities))
+        targets.append(pair)
+    return images, torch.tensor([[[H, W], [H, W]]] * batch), targets
+
+
+def test_default_config_keys():
+    with initialize_config_dir(config_dir=str(CONF), version_base=None):
+        cfg = compose("default")
+    assert cfg.backbone.name == "resnet50" and cfg.backbone.freeze_at == 2 and cfg.backbone.frozen_bn
+    assert cfg.feature_grad_scale == 0.1 and cfg.fpn_channels == 256
+    assert (cfg.head.num_convs, cfg.head.channels, cfg.head.prior_prob) == (4, 256, 0.01)
+    assert list(cfg.fcos.sizes_of_interest) == [64, 128, 256, 512] and cfg.fcos.center_sampling_radius == 1.5
+    assert (cfg.mask_branch.channels, cfg.mask_branch.num_convs, cfg.mask_branch.out_channels) == (128, 4, 8)
+    assert (cfg.dynamic_head.channels, cfg.dynamic_head.num_layers) == (8, 3)
+    assert cfg.mask.max_proposals == 500 and list(cfg.mask.soi) == [64, 128, 256, 512, 1024]
+    assert cfg.crossover.enabled and cfg.crossover.weight == 1.0
+    assert (cfg.embedding.type, cfg.embedding.loss, cfg.embedding.dim) == ("global", "focal", 256)
+    inf = cfg.inference
+    assert (inf.score_threshold, inf.pre_nms_topk, inf.nms_threshold, inf.max_detections, inf.mask_threshold) == (
+        0.05, 1000, 0.6, 100, 0.5)
+    assert cfg.init_from is None
+
+
+@pytest.mark.parametrize("kind", ["global", "pairwise"])
+@pytest.mark.parametrize("loss", ["focal", "ce"])
+def test_forward_train_losses_and_gradients(kind, loss):
+    torch.manual_seed(0)
+    model = CrossVIS(model_cfg(f"embedding.type={kind}", f"embedding.loss={loss}"), num_classes=3, num_identities=4)
+    losses = model.forward_train(*make_batch())
+    assert set(losses) == {"loss_cls", "loss_box", "loss_ctr", "loss_mask", "loss_cross", "loss_id"}
+    assert all(v.dim() == 0 and torch.isfinite(v) and v.item() > 0 for v in losses.values())
+    sum(losses.values()).backward()
+    assert model.head.controller.weight.grad.abs().sum() > 0
+    assert model.embedding.proj.weight.grad.abs().sum() > 0
+    assert model.mask_branch.out.weight.grad.abs().sum() > 0
+    body = model.features.backbone.body
+    assert body.layer2[0].downsample[0].weight.grad.abs().sum() > 0  # (random residual branches: zero-init frozen BN)
+    assert body.layer1[0].conv1.weight.grad is None  # frozen first stage
+
+
+def test_crossover_disabled_gives_zero():
+    torch.manual_seed(0)
+    model = CrossVIS(model_cfg("crossover.enabled=false"), num_classes=3, num_identities=4)
+    assert model.forward_train(*make_batch(1))["loss_cross"].item() == 0.0
+
+
+def test_crossover_weight_scales_the_loss():
+    losses = {}
+    for weight in (1.0, 0.5):
+        torch.manual_seed(0)
+        model = CrossVIS(model_cfg(f"crossover.weight={weight}"), num_classes=3, num_identities=4)
+        torch.manual_seed(1)
+        batch = make_batch(1)
+        torch.manual_seed(2)
+        losses[weight] = model.forward_train(*batch)["loss_cross"].item()
+    assert losses[0.5] == pytest.approx(0.5 * losses[1.0], rel=1e-5)
+
+
+def test_forward_train_rejects_bad_shapes():
+    model = CrossVIS(model_cfg(), num_classes=3, num_identities=4)
+    images, sizes, targets = make_batch(1)
+    with pytest.raises(ValueError, match="multiples of 32"):
+        model.forward_train(images[..., :60, :], sizes, targets)
+    with pytest.raises(ValueError, match="image_sizes"):
+        model.forward_train(images, sizes[:, 0], targets)
+    with pytest.raises(ValueError, match="targets"):
+        model.forward_train(images, sizes, [targets[0][:1]])
+
+
+@pytest.mark.parametrize("size", [(64, 96), (97, 131)])
+def test_forward_infer_outputs(size, monkeypatch):
+    def no_crossover(*args, **kwargs):
+        raise AssertionError("inference must not call the crossover")
+
+    monkeypatch.setattr(crossvis_module, "crossover_loss", no_crossover)
+    torch.manual_seed(0)
+    model = CrossVIS(model_cfg(), num_classes=3, num_identities=4).eval()
+    with torch.no_grad():
+        model.head.cls_logits.bias.fill_(4.0)  # make every location a confident detection
+    orig = (2 * size[0] + 1, 2 * size[1] - 3)
+    out = model.forward_infer(torch.rand(3, *size) * 255, orig)
+    assert set(out) == {"boxes", "labels", "scores", "masks", "embeddings"}
+    k = out["boxes"].shape[0]
+    assert 0 < k <= 100
+    assert out["boxes"].shape == (k, 4) and out["boxes"].dtype == torch.float32
+    assert out["labels"].shape == (k,) and out["labels"].dtype == torch.long and out["labels"].max() < 3
+    assert out["scores"].shape == (k,) and out["scores"].dtype == torch.float32
+    assert (out["scores"][:-1] >= out["scores"][1:]).all() and (out["scores"] <= 1).all()
+    assert out["masks"].shape == (k, *orig) and out["masks"].dtype == torch.bool
+    assert out["embeddings"].shape == (k, 16)
+    assert torch.allclose(out["embeddings"].norm(dim=1), torch.ones(k), atol=1e-5)
+    boxes = out["boxes"]
+    assert (boxes[:, 0] >= 0).all() and (boxes[:, 2] <= orig[1] + 1e-3).all() and (boxes[:, 3] <= orig[0] + 1e-3).all()
+
+
+def test_forward_infer_without_detections():
+    model = CrossVIS(model_cfg("inference.score_threshold=1.0"), num_classes=3, num_identities=4).eval()
+    out = model.forward_infer(torch.rand(3, 64, 96) * 255, (120, 200))
+    assert out["boxes"].shape == (0, 4) and out["masks"].shape == (0, 120, 200) and out["embeddings"].shape == (0, 16)
+
+
+def test_load_init_from_lightning_checkpoint(tmp_path):
+    torch.manual_seed(0)
+    source = CrossVIS(model_cfg(), num_classes=5, num_identities=7)
+    path = tmp_path / "last.ckpt"
+    torch.save({"state_dict": {f"model.{k}": v for k, v in source.state_dict().items()}, "epoch": 3}, path)
+    torch.manual_seed(1)
+    target = CrossVIS(model_cfg(), num_classes=3, num_identities=4)
+    missing, unexpected = target.load_init(path)
+    assert set(missing) == {
+        "head.cls_logits.weight", "head.cls_logits.bias", "identity_loss.proxies.weight", "identity_loss.proxies.bias"
+    }
+    assert unexpected == []
+    assert torch.equal(target.head.controller.weight, source.head.controller.weight)
+    assert torch.equal(target.features.fpn.p6.weight, source.features.fpn.p6.weight)
+
+    plain = tmp_path / "plain.pth"
+    torch.save(source.state_dict(), plain)
+    assert CrossVIS(model_cfg(), num_classes=5, num_identities=7).load_init(plain) == ([], [])
+    with pytest.raises(FileNotFoundError, match="model.init_from"):
+        target.load_init(tmp_path / "nope.pth")
