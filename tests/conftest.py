@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from crossvis.data.synthetic import write_synthetic
+from helpers import run_module, train_args
 
 
 @pytest.fixture(scope="session")
@@ -20,3 +21,14 @@ def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_synthetic(
         tmp_path_factory.mktemp("synthetic") / "data", videos=6, frames=8, seed=0, height=128, width=224, val_videos=2
     )
+
+
+@pytest.fixture(scope="session")
+def trained_run(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Run folder of a briefly trained tiny model (ends with a validation), shared by several tests."""
+    run_dir = tmp_path_factory.mktemp("trained")
+    run_module(
+        "crossvis.train",
+        *train_args(synthetic_root, run_dir, "trainer.max_steps=60", "optim.base_lr=0.08", "optim.warmup_iters=10"),
+    )
+    return run_dir

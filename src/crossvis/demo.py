@@ -66,13 +66,14 @@ def run_on_video(
     output: str | Path,
     results_path: str | Path,
     gif: str | Path | None = None,
+    min_score: float = 0.0,
 ) -> list[dict]:
     """Online inference over ``source``; writes the overlay video and the results json."""
     inference = module.video_inference()
     with OverlayVideoWriter(output, source.fps, gif) as writer, tqdm(total=source.num_frames, desc="frames") as bar:
 
         def on_frame(index: int, frame: np.ndarray, detections: dict, track_ids: np.ndarray) -> None:
-            writer.append(draw_tracks(frame, detections, track_ids, module.category_names))
+            writer.append(draw_tracks(frame, detections, track_ids, module.category_names, min_score))
             bar.update()
 
         results = inference.run_frames(1, iter(source), source.num_frames, on_frame=on_frame)
@@ -86,7 +87,7 @@ def main(cfg: DictConfig) -> None:
     module = load_module(cfg.checkpoint, cfg.device, OmegaConf.to_container(cfg.tracker))
     output = Path(cfg.output)
     results_path = Path(cfg.results) if cfg.results else output.with_suffix(".json")
-    results = run_on_video(module, source, output, results_path, cfg.gif)
+    results = run_on_video(module, source, output, results_path, cfg.gif, cfg.min_score)
     print(f"{len(results)} tracks over {source.num_frames} frames → {output}, {results_path}")
 
 

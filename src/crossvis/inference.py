@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
@@ -57,7 +58,9 @@ class VideoInference:
         self.model.train(was_training)
         return tracker.video_results(video_id, dict(enumerate(self.category_ids)))
 
-    def run_paths(self, video_id: int, frame_paths: Sequence[str]) -> list[dict]:
+    def run_paths(
+        self, video_id: int, frame_paths: Sequence[str | Path], on_frame: FrameCallback | None = None
+    ) -> list[dict]:
         """Same as :meth:`run_frames` for frames stored as image files (read lazily)."""
         frames = (load_frame_rgb(path) for path in frame_paths)
-        return self.run_frames(video_id, frames, len(frame_paths))
+        return self.run_frames(video_id, frames, len(frame_paths), on_frame)

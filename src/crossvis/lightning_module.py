@@ -5,17 +5,21 @@ from __future__ import annotations
 import bisect
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.distributed as dist
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.loggers import WandbLogger
 
 from crossvis.evaluation.metric import evaluate as evaluate_results
 from crossvis.inference import VideoInference
 from crossvis.modeling.crossvis import CrossVIS
+from crossvis.visualize import draw_tracks
 
 LOSS_NAMES = ("loss_cls", "loss_box", "loss_ctr", "loss_mask", "loss_cross", "loss_id")
 VAL_METRICS = ("AP", "AP50", "AP75", "AR1", "AR10")
+NUM_PREVIEWS = 3  # frames of the first validation video drawn with their tracks for W&B
 
 
 class CrossVISModule(pl.LightningModule):
@@ -49,6 +53,7 @@ class CrossVISModule(pl.LightningModule):
         self.category_names = list(category_names)
         self.category_ids = list(category_ids)
         self._val_results: dict[int, list[dict]] = {}
+        self.last_validated_step: int | None = None
 
     # ----------------------------------------------------------------------------- inference
     def video_inference(self) -> VideoInference:
@@ -75,13 +80,23 @@ class CrossVISModule(pl.LightningModule):
     # ---------------------------------------------------------------------------- validation
     def on_validation_epoch_start(self) -> None:
         self._val_results = {}
+        self._previews: list[np.ndarray] = []
         self._inference = self.video_inference()
 
     def validation_step(self, video: dict[str, Any], batch_idx: int) -> None:
         video_id = video["video_id"]
-        self._val_results[video_id] = self._inference.run_paths(video_id, video["frame_paths"])
+        wants_previews = batch_idx == 0 and isinstance(self.logger, WandbLogger)
+        self._val_results[video_id] = self._inference.run_paths(
+            video_id, video["frame_paths"], on_frame=self._keep_preview if wants_previews else None
+        )
+
+    def _keep_preview(self, index: int, frame: np.ndarray, detections: dict, track_ids: np.ndarray) -> None:
+        if len(self._previews) < NUM_PREVIEWS:
+            self._previews.append(draw_tracks(frame, detections, track_ids, self.category_names))
 
     def on_validation_epoch_end(self) -> None:
+        if self._previews:
+            self.logger.log_image("val/predictions", self._previews, step=self.global_step)
         # A distributed sampler pads ranks with repeated videos: keep one copy per video.
         per_video = dict(gather_objects(list(self._val_results.items())))
         results = [entry for entries in per_video.values() for entry in entries]
@@ -90,6 +105,7 @@ class CrossVISModule(pl.LightningModule):
         if ground_truth is None:
             return
         metrics = evaluate_results(ground_truth, results)
+        self.last_validated_step = self.global_step
         for name in VAL_METRICS:
             self.log(f"val/{name}", float(metrics[name]), rank_zero_only=True, sync_dist=False)
 
@@ -102,9 +118,12 @@ class CrossVISModule(pl.LightningModule):
         )
         lr = optim.base_lr * global_batch / optim.base_batch_size  # linear scaling rule
         params = [p for p in self.model.parameters() if p.requires_grad]
-        optimizer = torch.optim.SGD(
-            params, lr=lr, momentum=optim.momentum, weight_decay=optim.weight_decay
-        )
+        if optim.name == "sgd":  # the paper's optimiser
+            optimizer = torch.optim.SGD(params, lr=lr, momentum=optim.momentum, weight_decay=optim.weight_decay)
+        elif optim.name == "adamw":  # converges faster from scratch: used by the CPU demo
+            optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=optim.weight_decay)
+        else:
+            raise ValueError(f"optim.name: expected 'sgd' or 'adamw', got {optim.name!r}")
         total_steps = int(trainer.estimated_stepping_batches)
         schedule = warmup_step_schedule(
             total_steps, optim.warmup_iters, optim.warmup_factor, list(optim.decay_at), optim.gamma

@@ -64,6 +64,7 @@ def main(cfg: DictConfig) -> None:
         output_dir / "tracks.mp4",
         output_dir / "tracks.json",
         gif=output_dir / "tracks.gif",
+        min_score=cfg.overlay_min_score,
     )
 
     minutes = (time.perf_counter() - start) / 60

@@ -68,6 +68,8 @@ def train(cfg: DictConfig) -> tuple[pl.Trainer, CrossVISModule, Path]:
         default_root_dir=str(output_dir),
     )
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.resume)
+    if has_ground_truth and module.last_validated_step != trainer.global_step:
+        trainer.validate(module, datamodule=datamodule)  # runs stopped by max_steps mid-epoch
     metrics = {
         key.removeprefix("val/"): float(value)
         for key, value in trainer.callback_metrics.items()

@@ -26,13 +26,18 @@ def draw_tracks(
     detections: dict,
     track_ids: Sequence[int],
     class_names: Sequence[str],
+    min_score: float = 0.0,
     alpha: float = 0.5,
 ) -> np.ndarray:
-    """Return ``frame`` (RGB uint8) with each tracked detection's mask, box, track id, class and score."""
+    """Return ``frame`` (RGB uint8) with each tracked detection's mask, box, track id, class and score.
+
+    Detections scoring below ``min_score`` stay in the results but are not drawn, to keep the
+    picture readable.
+    """
     canvas = frame.astype(np.float32)
     labels = []
     for index, track_id in enumerate(track_ids):
-        if track_id < 0:  # detection dropped by the tracker
+        if track_id < 0 or float(detections["scores"][index]) < min_score:  # dropped by the tracker / faint
             continue
         color = np.array(track_color(track_id), dtype=np.float32)
         mask = np.asarray(detections["masks"][index], dtype=bool)

@@ -1,0 +1,50 @@
+"""Running the Hydra entry points as a user would, with a model small enough for tests."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+# The CPU model shrunk further, and frames kept at the synthetic fixture's 128x224.
+TINY = [
+    "model=cpu",
+    "model.fpn_channels=32",
+    "model.head.channels=32",
+    "model.head.num_convs=1",
+    "model.mask_branch.channels=16",
+    "model.mask_branch.num_convs=1",
+    "model.embedding.dim=16",
+    "data.transform.short=128",
+    "data.transform.max_size=224",
+    "data.batch_size=2",
+    "data.num_workers=0",
+    "trainer.enable_progress_bar=false",
+    "trainer.log_every_n_steps=1",
+]
+
+
+def run_module(module: str, *args: str, cwd: Path | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    """``python -m module args``; on an unexpected exit code the assertion shows the output."""
+    proc = subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True, timeout=900
+    )
+    if check:
+        assert proc.returncode == 0, f"{module} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    return proc
+
+
+def train_args(data_root: Path, run_dir: Path, *overrides: str) -> list[str]:
+    return ["data=synthetic", f"data.root={data_root}", f"hydra.run.dir={run_dir}", "logger=csv", *TINY, *overrides]
+
+
+def logged_losses(run_dir: Path) -> list[tuple[int, float]]:
+    """(step, train/loss) rows of the CSV logger."""
+    with open(run_dir / "csv" / "metrics.csv") as f:
+        return [(int(row["step"]), float(row["train/loss"])) for row in csv.DictReader(f) if row.get("train/loss")]
+
+
+def last_json_line(text: str) -> dict:
+    return json.loads(text.strip().splitlines()[-1])

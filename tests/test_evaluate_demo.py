@@ -1,0 +1,90 @@
+"""`crossvis.evaluate` and `crossvis.demo` on a briefly trained checkpoint."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+
+import imageio.v2 as imageio
+import numpy as np
+from pycocotools import mask as mask_utils
+
+from crossvis.data.ytvis import load_vis
+from crossvis.evaluation.metric import METRIC_KEYS
+from helpers import last_json_line, run_module
+
+
+def test_evaluate_writes_results_and_prints_metrics(trained_run, synthetic_root, tmp_path):
+    proc = run_module(
+        "crossvis.evaluate",
+        f"checkpoint={trained_run / 'checkpoints' / 'last.ckpt'}",
+        "data=synthetic",
+        f"data.root={synthetic_root}",
+        f"hydra.run.dir={tmp_path}",
+    )
+    metrics = last_json_line(proc.stdout)
+    assert set(metrics) == set(METRIC_KEYS)
+    results = json.loads((tmp_path / "results.json").read_text())
+    valid = load_vis(synthetic_root / "valid_gt.json", synthetic_root / "valid" / "JPEGImages")
+    lengths = {v.id: v.length for v in valid.videos}
+    assert results, "a trained model should track something"
+    for entry in results:
+        assert len(entry["segmentations"]) == lengths[entry["video_id"]]
+    with zipfile.ZipFile(tmp_path / "submission.zip") as archive:
+        assert json.loads(archive.read("results.json")) == results
+    # The metric of the run equals the standalone metric on the written files.
+    standalone = run_module("crossvis.evaluation.metric", str(synthetic_root / "valid_gt.json"), str(tmp_path / "results.json"))
+    assert last_json_line(standalone.stdout) == metrics
+
+
+def _write_mp4(path, frames, fps=5):
+    with imageio.get_writer(path, format="FFMPEG", fps=fps, macro_block_size=1) as writer:
+        for frame in frames:
+            writer.append_data(frame)
+
+
+def test_demo_turns_an_mp4_into_an_overlay_video(trained_run, synthetic_root, tmp_path):
+    valid = load_vis(synthetic_root / "valid.json", synthetic_root / "valid" / "JPEGImages")
+    video = valid.videos[0]
+    frames = [imageio.imread(video.frame_path(i)) for i in range(video.length)]
+    _write_mp4(tmp_path / "input.mp4", frames)
+    output = tmp_path / "out" / "overlay.mp4"
+    run_module(
+        "crossvis.demo",
+        f"input={tmp_path / 'input.mp4'}",
+        f"checkpoint={trained_run / 'checkpoints' / 'last.ckpt'}",
+        f"output={output}",
+        f"gif={tmp_path / 'out' / 'overlay.gif'}",
+    )
+    overlay = imageio.mimread(output, format="FFMPEG")
+    assert len(overlay) == video.length and overlay[0].shape == frames[0].shape
+    assert (tmp_path / "out" / "overlay.gif").is_file()
+    results = json.loads(output.with_suffix(".json").read_text())
+    for entry in results:
+        assert len(entry["segmentations"]) == video.length
+        for rle in filter(None, entry["segmentations"]):
+            assert mask_utils.decode({"size": rle["size"], "counts": rle["counts"].encode()}).shape == frames[0].shape[:2]
+
+
+def test_demo_reads_a_folder_of_frames(trained_run, synthetic_root, tmp_path):
+    frames_dir = synthetic_root / "valid" / "JPEGImages"
+    first_video = sorted(p for p in frames_dir.iterdir())[0]
+    output = tmp_path / "overlay.mp4"
+    run_module(
+        "crossvis.demo", f"input={first_video}", f"checkpoint={trained_run / 'checkpoints' / 'last.ckpt'}", f"output={output}"
+    )
+    assert len(imageio.mimread(output, format="FFMPEG")) == len(list(first_video.iterdir()))
+
+
+def test_demo_with_missing_or_unreadable_input_fails_and_writes_nothing(trained_run, tmp_path):
+    checkpoint = trained_run / "checkpoints" / "last.ckpt"
+    (tmp_path / "broken.mp4").write_bytes(np.random.default_rng(0).bytes(2048))
+    for name, expected in (("missing.mp4", "does not exist"), ("broken.mp4", "cannot read")):
+        output = tmp_path / f"{name}.overlay.mp4"
+        proc = run_module(
+            "crossvis.demo", f"input={tmp_path / name}", f"checkpoint={checkpoint}", f"output={output}", check=False
+        )
+        assert proc.returncode != 0
+        assert expected in proc.stderr and name in proc.stderr
+        assert not output.exists() and not output.with_suffix(".json").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.mp4"]

@@ -1,0 +1,82 @@
+"""Experiment workflow: paper-table sweeps, their collector, W&B offline logging, DDP on CPU."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from helpers import TINY, last_json_line, run_module, train_args
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = ["data=synthetic", "logger=none", *TINY, "trainer.max_steps=1"]
+
+
+def test_make_table6_smoke_run_fills_all_fourteen_cells(synthetic_root, tmp_path):
+    sweep_dir = tmp_path / "table6"
+    args = " ".join([*SMOKE, f"data.root={synthetic_root}", f"hydra.sweep.dir={sweep_dir}"])
+    proc = subprocess.run(["make", "-s", "table6", f"ARGS={args}"], cwd=ROOT, capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    collected = run_module("crossvis.tables", str(sweep_dir), "--csv", str(tmp_path / "table6.csv"))
+    assert "14 finished runs" in collected.stdout
+    rows = [line for line in collected.stdout.splitlines() if line.startswith(("| baseline", "| crossover"))]
+    cells = [cell.strip() for row in rows for cell in row.split("|")[2:-1]]
+    assert len(cells) == 14 and not any(cell.startswith("missing") for cell in cells)
+
+
+def test_table7_seeds_are_summarised_by_median_and_std(synthetic_root, tmp_path):
+    sweep_dir = tmp_path / "table7"
+    run_module(
+        "crossvis.train", "-m", "experiment=table7", *SMOKE, f"data.root={synthetic_root}", f"hydra.sweep.dir={sweep_dir}",
+        "model.embedding.type=global", "model.embedding.loss=focal", "seed=0,1",
+    )
+    collected = run_module("crossvis.tables", str(sweep_dir))
+    assert "2 finished runs" in collected.stdout
+    row = next(line for line in collected.stdout.splitlines() if line.startswith("| Global Focal"))
+    assert "±" in row.split("|")[2]
+    assert "| Pair-wise CE | missing (33.1) |" in collected.stdout
+
+
+def test_wandb_offline_run_holds_the_logged_metrics(synthetic_root, tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    run_module(
+        "crossvis.train",
+        *[a for a in train_args(synthetic_root, tmp_path, "trainer.max_steps=2") if a != "logger=csv"],
+    )
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1, "the default logger is W&B, offline without WANDB_MODE"
+    summary = json.loads((runs[0] / "files" / "wandb-summary.json").read_text())
+    assert {"train/loss", "train/loss_cross", "train/loss_id", "val/AP", "val/AR10"} <= set(summary)
+    config = (runs[0] / "files" / "config.yaml").read_text()
+    assert "crossover" in config and "sampler" in config  # the resolved Hydra config
+
+
+@pytest.mark.slow
+def test_ddp_on_cpu_validates_like_a_single_process(synthetic_root, tmp_path):
+    run_dir = tmp_path / "ddp"
+    run_module(
+        "crossvis.train",
+        *train_args(synthetic_root, run_dir, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.max_steps=3"),
+    )
+    ddp_metrics = json.loads((run_dir / "metrics.json").read_text())
+    evaluated = run_module(
+        "crossvis.evaluate",
+        f"checkpoint={run_dir / 'checkpoints' / 'last.ckpt'}",
+        "data=synthetic",
+        f"data.root={synthetic_root}",
+        f"hydra.run.dir={tmp_path / 'eval'}",
+    )
+    single = last_json_line(evaluated.stdout)
+    assert ddp_metrics == {key: single[key] for key in ddp_metrics}
+
+
+def test_slurm_launcher_config_composes():
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=["hydra/launcher=slurm", "experiment=table7"], return_hydra_config=True)
+    assert cfg.hydra.launcher._target_.endswith("submitit_launcher.SlurmLauncher")
+    assert cfg.hydra.sweeper.params["seed"] == "0,1,2,3,4"
