@@ -29,6 +29,8 @@ def trained_run(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) 
     run_dir = tmp_path_factory.mktemp("trained")
     run_module(
         "crossvis.train",
-        *train_args(synthetic_root, run_dir, "trainer.max_steps=60", "optim.base_lr=0.08", "optim.warmup_iters=10"),
+        *train_args(
+            synthetic_root, run_dir, "trainer.max_steps=80", "optim.name=adamw", "optim.base_lr=0.016", "optim.warmup_iters=10"
+        ),
     )
     return run_dir

@@ -15,7 +15,6 @@ NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "demo.ipynb"
 def test_demo_notebook_executes(trained_run, synthetic_root, monkeypatch):
     monkeypatch.setenv("CROSSVIS_RUN", str(trained_run))
     monkeypatch.setenv("CROSSVIS_DATA", str(synthetic_root))
-    monkeypatch.setenv("MPLBACKEND", "Agg")
     # The kernel must be this interpreter (the project's venv), whatever is first on PATH.
     monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     notebook = nbformat.read(NOTEBOOK, as_version=4)

@@ -12,7 +12,7 @@ from helpers import logged_losses, run_module, train_args
 
 def test_short_run_halves_the_loss_and_reports_validation_metrics(trained_run):
     losses = [loss for _, loss in logged_losses(trained_run)]
-    assert len(losses) == 60
+    assert len(losses) == 80
     first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
     assert last <= 0.5 * first, f"loss went from {first:.3f} to {last:.3f}"
     metrics = json.loads((trained_run / "metrics.json").read_text())

@@ -13,6 +13,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities import rank_zero_info
 
 from crossvis.data.datamodule import VISDataModule
@@ -78,6 +79,8 @@ def train(cfg: DictConfig) -> tuple[pl.Trainer, CrossVISModule, Path]:
     if trainer.is_global_zero and metrics:
         # Read by crossvis.tables to assemble the paper's tables from a sweep.
         write_json_atomic(output_dir / "metrics.json", metrics)
+    if isinstance(trainer.logger, WandbLogger) and trainer.is_global_zero:
+        trainer.logger.experiment.finish()  # flush summary and files now, not at interpreter exit
     rank_zero_info(f"Checkpoints: {output_dir / 'checkpoints'}")
     return trainer, module, output_dir
 
