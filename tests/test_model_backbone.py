@@ -107,3 +107,14 @@ def test_heads_gradient_scaled_into_backbone():
         sum(f.sum() for f in feats).backward()
         grads[g] = model.fpn.p6.weight.grad.clone()
     assert torch.allclose(grads[0.1], 0.1 * grads[1.0], rtol=1e-4, atol=1e-8)
+
+
+def test_unreachable_imagenet_weights_name_the_switches(monkeypatch):
+    def offline_create_model(name, pretrained=False, **kwargs):
+        if pretrained:
+            raise FileNotFoundError("cannot reach the hub and nothing is cached")
+        return timm.models.create_model(name, pretrained=False, **kwargs)
+
+    monkeypatch.setattr(timm, "create_model", offline_create_model)
+    with pytest.raises(RuntimeError, match=r"model.backbone.pretrained=false or model.backbone.checkpoint=PATH"):
+        Backbone(backbone_cfg("resnet18", pretrained=True))

@@ -59,10 +59,12 @@ def test_wandb_offline_run_holds_the_logged_metrics(synthetic_root, tmp_path, mo
 @pytest.mark.slow
 def test_ddp_on_cpu_validates_like_a_single_process(synthetic_root, tmp_path):
     run_dir = tmp_path / "ddp"
-    run_module(
+    proc = run_module(
         "crossvis.train",
         *train_args(synthetic_root, run_dir, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.max_steps=3"),
     )
+    assert "distributed_backend=gloo" in proc.stdout + proc.stderr
+    assert "Starting with 2 processes" in proc.stdout + proc.stderr
     ddp_metrics = json.loads((run_dir / "metrics.json").read_text())
     evaluated = run_module(
         "crossvis.evaluate",

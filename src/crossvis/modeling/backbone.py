@@ -42,7 +42,14 @@ def _create_timm(cfg: DictConfig) -> nn.Module:
         kwargs.update(pretrained=True, pretrained_cfg_overlay=dict(file=str(path)))
     else:
         kwargs.update(pretrained=bool(cfg.pretrained))
-    model = timm.create_model(cfg.name, **kwargs)
+    try:
+        model = timm.create_model(cfg.name, **kwargs)
+    except OSError as error:  # no network / no cached weights: say which switch to flip
+        raise RuntimeError(
+            f"model.backbone.pretrained=true: could not fetch timm ImageNet weights for {cfg.name!r} ({error}). "
+            "Without internet, set model.backbone.pretrained=false or model.backbone.checkpoint=PATH "
+            "(or model.init_from=PATH for a COCO CondInst checkpoint)."
+        ) from error
     if tuple(model.feature_info.reduction()) != BACKBONE_STRIDES:
         raise ValueError(
             f"model.backbone.name={cfg.name!r}: last three feature strides are "
