@@ -46,9 +46,10 @@ def main(cfg: DictConfig) -> None:
     )
 
     print(f"[2/4] Training CrossVIS ({cfg.model.backbone.name}) on CPU")
+    train_start = time.perf_counter()
     trainer, _, _ = train(cfg)
     checkpoint = output_dir / "checkpoints" / "last.ckpt"
-    train_minutes = (time.perf_counter() - start) / 60
+    train_minutes = (time.perf_counter() - train_start) / 60
 
     print("[3/4] Online inference and evaluation on the synthetic valid split")
     module = load_module(checkpoint)
