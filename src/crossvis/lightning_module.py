@@ -53,6 +53,7 @@ class CrossVISModule(pl.LightningModule):
         self.category_names = list(category_names)
         self.category_ids = list(category_ids)
         self._val_results: dict[int, list[dict]] = {}
+        self._previews: list[np.ndarray] = []
         self.last_validated_step: int | None = None
 
     # ----------------------------------------------------------------------------- inference
@@ -80,7 +81,7 @@ class CrossVISModule(pl.LightningModule):
     # ---------------------------------------------------------------------------- validation
     def on_validation_epoch_start(self) -> None:
         self._val_results = {}
-        self._previews: list[np.ndarray] = []
+        self._previews = []
         self._inference = self.video_inference()
 
     def validation_step(self, video: dict[str, Any], batch_idx: int) -> None:

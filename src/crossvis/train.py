@@ -80,7 +80,7 @@ def train(cfg: DictConfig) -> tuple[pl.Trainer, CrossVISModule, Path]:
         # Read by crossvis.tables to assemble the paper's tables from a sweep.
         write_json_atomic(output_dir / "metrics.json", metrics)
     if isinstance(trainer.logger, WandbLogger) and trainer.is_global_zero:
-        trainer.logger.experiment.finish()  # flush summary and files now, not at interpreter exit
+        trainer.logger.experiment.finish()  # close the run here, so the next job of an in-process sweep starts its own
     rank_zero_info(f"Checkpoints: {output_dir / 'checkpoints'}")
     return trainer, module, output_dir
 
