@@ -131,6 +131,15 @@ def test_masktrack_scoring(det: tuple, joins: bool) -> None:
     assert list(tracker.update(1, detections([det]))) == ([0] if joins else [1])
 
 
+@pytest.mark.parametrize(("scale", "joins"), [(1.0, False), (4.0, True)])
+def test_masktrack_scoring_uses_raw_dot_products(scale: float, joins: bool) -> None:
+    """Unit vectors: dot 1 → track log(e/(1+e)) = -0.31 + 2 + 0 (other class) < new -1.31 + 10.
+    Norm 4: dot 16 → track ≈ 0 + 2 + 0 = 2 > new ≈ -16 + 10 = -6, the embedding outweighs the category."""
+    tracker = OnlineTracker(num_frames=2, scoring="masktrack")
+    tracker.update(0, detections([([0, 0, 10, 10], 0, 0.9, [scale * v for v in E0])]))
+    assert list(tracker.update(1, detections([([0, 0, 10, 10], 1, 0.9, [scale * v for v in E0])]))) == ([0] if joins else [1])
+
+
 @pytest.mark.parametrize(("vote", "category"), [("first", 11), ("majority", 22)])
 def test_category_vote(vote: str, category: int) -> None:
     # Without the category term a class change does not start a new track (new -1.31 < track 1.69).

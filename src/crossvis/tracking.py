@@ -6,7 +6,8 @@ below ``match_threshold`` starts a new track, and a track accepts at most one de
 frame, the one with the highest match (the others that chose it are dropped).
 
 Option ``scoring="masktrack"``: the paper's inference procedure (MaskTrack R-CNN [68]): the
-assignment log-probability of Eq. 9 over [new, tracks] plus weighted log detection score, box
+assignment log-probability of Eq. 9 over [new, tracks] (raw dot products of the unnormalised
+embeddings, as trained by the pair-wise loss) plus weighted log detection score, box
 IoU and same-category terms; the "new" slot has IoU 0 and category term 1, as in MaskTrack
 R-CNN. Conflicts go to the highest comprehensive score. ``masktrack_weights`` default to
 MaskTrack R-CNN's ``match_coeff`` (1.0, 2.0, 10.0) for (log score, IoU, category).
@@ -144,7 +145,8 @@ class OnlineTracker:
             best, target = match.max(dim=1)
             return best, target, best < self.match_threshold
         w_score, w_iou, w_category = self.masktrack_weights
-        # Eq. 9: softmax over [new identity (logit 0), tracks] of embedding dot products.
+        # Eq. 9: softmax over [new identity (logit 0), tracks] of raw dot products of the unnormalised
+        # embeddings (the model returns them unnormalised), as MaskTrack R-CNN's inference does.
         log_prob = torch.log_softmax(F.pad(embeddings @ self._embeddings.T, (1, 0)), dim=1)
         comprehensive = (log_prob
                          + w_score * scores.clamp_min(1e-12).log()[:, None]

@@ -148,7 +148,7 @@ class CrossVIS(nn.Module):
             "labels": det["labels"],
             "scores": det["scores"],
             "masks": masks > cfg.mask_threshold,
-            "embeddings": F.normalize(embeddings[0, loc], dim=1),
+            "embeddings": embeddings[0, loc],  # unnormalised: MaskTrack scoring needs raw dot products
         }
 
     def load_init(self, path: str | Path) -> tuple[list[str], list[str]]:

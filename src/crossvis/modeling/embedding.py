@@ -1,8 +1,9 @@
 """Instance embeddings for online association and their losses (paper Sec. 3.3, Table 7 variants).
 
 ``global`` (default): L2-normalised embeddings against M learnable identity proxies (Eq. 11–14).
-``pairwise``: MaskTrack R-CNN-style, key-frame embeddings against the reference frame's instances
-plus a "new identity" slot (Eq. 9–10). Either can be trained with softmax CE or sigmoid focal loss.
+``pairwise``: MaskTrack R-CNN-style, raw dot products of key-frame embeddings with the reference
+frame's instances plus a "new identity" slot (Eq. 9–10). Either can be trained with softmax CE or
+sigmoid focal loss.
 """
 
 from __future__ import annotations
@@ -91,22 +92,24 @@ class IdentityLoss(nn.Module):
     def _pairwise(self, embeddings: Tensor, positives: Positives) -> Tensor:
         """Key-frame positives vs the reference frame's instances of the same pair, plus "new" (Eq. 9–10).
 
-        Reference instance embedding = normalised mean of its positives' normalised embeddings.
-        Logits are cosine similarities scaled by √2·ln(N) (the AdaCos scale for the pair's N+1
-        classes, not the global √2·ln(M−1)); the "new identity" slot has logit 0, the "1 +" of Eq. 9.
+        As MaskTrack R-CNN's track head: logits are raw dot products e_iᵀe_n of the unnormalised
+        embeddings and the "new identity" slot has logit 0 (the "1 +" of Eq. 9). MaskTrack R-CNN
+        embeds each reference instance once (from its ground-truth box RoI); without RoIs, a
+        reference instance's embedding e_n is the mean of its positive locations' embeddings in
+        the reference frame.
         """
-        e = F.normalize(embeddings, dim=1)
         pair, identity = positives.frame // 2, positives.identities
         is_key = positives.frame % 2 == 0
         ref_keys = torch.stack([pair[~is_key], identity[~is_key]], 1)
         instances, inverse = torch.unique(ref_keys, dim=0, return_inverse=True)
-        ref = F.normalize(e.new_zeros(instances.shape[0], e.shape[1]).index_add(0, inverse, e[~is_key]), dim=1)
+        counts = torch.bincount(inverse, minlength=instances.shape[0]).clamp(min=1)
+        ref_sum = embeddings.new_zeros(instances.shape[0], embeddings.shape[1]).index_add(0, inverse, embeddings[~is_key])
+        ref = ref_sum / counts[:, None].to(embeddings.dtype)
         same_pair = pair[is_key][:, None] == instances[None, :, 0]  # [Q, R]
-        scale = cosine_logit_scale(same_pair.sum(1) + 1).to(e.device)
-        sim = (e[is_key] @ ref.T) * scale[:, None]
-        logits = torch.cat([sim.new_zeros(sim.shape[0], 1), sim], dim=1)  # Eq. 9
-        valid = torch.cat([same_pair.new_ones(sim.shape[0], 1), same_pair], dim=1)
+        dots = embeddings[is_key] @ ref.T  # e_iᵀe_n
+        logits = torch.cat([dots.new_zeros(dots.shape[0], 1), dots], dim=1)  # Eq. 9
+        valid = torch.cat([same_pair.new_ones(dots.shape[0], 1), same_pair], dim=1)
         match = same_pair & (identity[is_key][:, None] == instances[None, :, 1])
         query, column = torch.nonzero(match, as_tuple=True)  # at most one reference instance per query
-        target = torch.zeros(sim.shape[0], dtype=torch.long, device=e.device).index_put((query,), column + 1)
-        return self._classify(logits, target, valid, sim.shape[0])  # Eq. 10 (CE) or its focal variant
+        target = torch.zeros(dots.shape[0], dtype=torch.long, device=embeddings.device).index_put((query,), column + 1)
+        return self._classify(logits, target, valid, dots.shape[0])  # Eq. 10 (CE) or its focal variant
