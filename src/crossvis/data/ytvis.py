@@ -77,11 +77,20 @@ class Instance:
     segmentations: list  # raw per-frame entries, None where absent
     height: int
     width: int
+    bboxes: list | None = None  # per-frame [x, y, w, h] or None (json ``bboxes``; optional)
 
     def mask(self, frame: int) -> np.ndarray | None:
         """Bool mask (H, W) of this instance in ``frame``, or None when absent."""
         seg = self.segmentations[frame]
         return None if seg is None else decode_segmentation(seg, self.height, self.width)
+
+    def box(self, frame: int) -> np.ndarray | None:
+        """The json box of ``frame`` as xyxy (x2 = x + w, as the public code), clipped to the frame; None if absent."""
+        entry = self.bboxes[frame] if self.bboxes is not None else None
+        if entry is None:
+            return None
+        x, y, w, h = (float(v) for v in entry)
+        return np.clip([x, y, x + w, y + h], 0, [self.width, self.height, self.width, self.height]).astype(np.float32)
 
 
 @dataclass
@@ -187,6 +196,25 @@ def _check_segmentation(seg: Any, video: Video, path: Path, where: str, frame: i
         raise _format_error(path, where, f"{field_name}.counts", expected, seg["counts"])
 
 
+def _check_bboxes(bboxes: Any, video: Video, path: Path, where: str) -> list | None:
+    """The optional per-frame ``bboxes`` ([x, y, w, h] or null per frame), checked at load time."""
+    if bboxes is None:
+        return None
+    if not isinstance(bboxes, list) or len(bboxes) != video.length:
+        raise _format_error(path, where, "bboxes", f"a list of {video.length} entries (the video's length)", bboxes)
+    for t, box in enumerate(bboxes):
+        valid = box is None or (
+            isinstance(box, list)
+            and len(box) == 4
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in box)
+            and box[2] >= 0
+            and box[3] >= 0
+        )
+        if not valid:
+            raise _format_error(path, where, f"bboxes[{t}]", "null or [x, y, w, h] numbers with w, h >= 0", box)
+    return bboxes
+
+
 def _parse_videos(raw: dict, path: Path, image_root: Path) -> list[Video]:
     videos = []
     for entry in _require(raw, "videos", list, path, "top level"):
@@ -250,6 +278,7 @@ def _attach_annotations(annotations: list, videos: dict[int, Video], cat_to_labe
             raise _format_error(path, where, "segmentations", expected, f"{len(segs)} entries")
         for t, seg in enumerate(segs):
             _check_segmentation(seg, video, path, where, t)
+        bboxes = _check_bboxes(ann.get("bboxes"), video, path, where)
         video.instances.append(
             Instance(
                 ann_id=ann_id,
@@ -260,6 +289,7 @@ def _attach_annotations(annotations: list, videos: dict[int, Video], cat_to_labe
                 segmentations=segs,
                 height=video.height,
                 width=video.width,
+                bboxes=bboxes,
             )
         )
     return len(ann_ids)
