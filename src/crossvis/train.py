@@ -16,7 +16,8 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities import rank_zero_info
 
-from crossvis.data.datamodule import VISDataModule
+from crossvis.data.datamodule import VISDataModule, official_split
+from crossvis.evaluate import evaluate_split
 from crossvis.io import write_json_atomic
 from crossvis.lightning_module import CrossVISModule
 
@@ -34,8 +35,10 @@ def train(cfg: DictConfig) -> tuple[pl.Trainer, CrossVISModule, Path]:
     """Fit a model as configured; returns the trainer, the module and the run's output folder."""
     pl.seed_everything(cfg.seed, workers=True)
     output_dir = Path(HydraConfig.get().runtime.output_dir)
-    datamodule = VISDataModule(cfg.data)
+    datamodule = VISDataModule.from_run_config(cfg)
     datamodule.setup("fit")
+    if datamodule.holdout_ids:
+        datamodule.write_split(output_dir / "holdout_split.json")
     module = CrossVISModule(
         cfg,
         num_classes=datamodule.num_classes,
@@ -79,6 +82,9 @@ def train(cfg: DictConfig) -> tuple[pl.Trainer, CrossVISModule, Path]:
     if trainer.is_global_zero and metrics:
         # Read by crossvis.tables to assemble the paper's tables from a sweep.
         write_json_atomic(output_dir / "metrics.json", metrics)
+    if datamodule.holdout_ids and OmegaConf.select(cfg, "data.val.json") and trainer.is_global_zero:
+        # val/* came from the held-out split: the official split still gets its CodaLab submission.zip.
+        evaluate_split(module.to(trainer.strategy.root_device), official_split(cfg.data), output_dir)
     if isinstance(trainer.logger, WandbLogger) and trainer.is_global_zero:
         trainer.logger.experiment.finish()  # close the run here, so the next job of an in-process sweep starts its own
     rank_zero_info(f"Checkpoints: {output_dir / 'checkpoints'}")
