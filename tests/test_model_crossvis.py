@@ -164,3 +164,33 @@ def test_load_init_from_lightning_checkpoint(tmp_path):
     assert CrossVIS(model_cfg(), num_classes=5, num_identities=7).load_init(plain) == ([], [])
     with pytest.raises(FileNotFoundError, match="model.init_from"):
         target.load_init(tmp_path / "nope.pth")
+
+
+def test_per_frame_loss_normalisers_average_the_pair():
+    """Public code: each loss over frame t (own normaliser) and over t+δ (own normaliser), averaged.
+
+    With one normaliser over a pair (A, A) the loss is A's own per-frame loss, so per-frame
+    losses of (A, B) must be the mean of the single-normaliser losses of (A, A) and (B, B).
+    Eval mode keeps BatchNorm per-image; max_proposals above the positive count removes sampling.
+    """
+    torch.manual_seed(0)
+    images, sizes, targets = make_batch(1)
+    a, b = targets[0]
+    b = {k: v[:1] for k, v in b.items()}  # frame B has one instance, A two: different normalisers
+    per_frame = CrossVIS(model_cfg("mask.max_proposals=100000"), num_classes=3, num_identities=4).eval()
+    with torch.no_grad():
+        per_frame.head.cls_logits.bias.fill_(2.0)  # negatives dominate: the normaliser decides the value
+    pair = CrossVIS(model_cfg("mask.max_proposals=100000", "loss_normalizer=pair"), num_classes=3, num_identities=4)
+    pair.load_state_dict(per_frame.state_dict())
+    pair.eval()
+    with torch.no_grad():
+        mixed = per_frame.forward_train(images, sizes, [[a, b]])
+        same_a = pair.forward_train(images[:, [0, 0]], sizes, [[a, a]])
+        same_b = pair.forward_train(images[:, [1, 1]], sizes, [[b, b]])
+        pooled = pair.forward_train(images, sizes, [[a, b]])
+    for name in ("loss_cls", "loss_box", "loss_ctr", "loss_mask"):
+        assert mixed[name].item() == pytest.approx((same_a[name].item() + same_b[name].item()) / 2, rel=1e-4), name
+    # 18 and 9 positives, similar sums S: per frame (S/18 + S/9)/2 = S/12, one normaliser 2S/27 = S/13.5
+    assert pooled["loss_cls"].item() < 0.95 * mixed["loss_cls"].item()
+    with pytest.raises(ValueError, match="model.loss_normalizer"):
+        CrossVIS(model_cfg("loss_normalizer=frame"), num_classes=3, num_identities=4)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import torch
@@ -31,6 +32,14 @@ from crossvis.modeling.fcos import (
 )
 
 SIZE_DIVISOR = 32
+# model.loss_normalizer: per_frame = public code (L_det, L_seg of frame t and of t+δ, each over its
+# own positives, averaged); pair = one normaliser over both frames (frames weigh by their positives).
+LOSS_NORMALIZERS = ("per_frame", "pair")
+
+
+def _frames(out: HeadOutputs, group: slice) -> HeadOutputs:
+    """The dense predictions of the frames ``group`` of the flattened batch."""
+    return HeadOutputs(**{f.name: getattr(out, f.name)[group] for f in dataclasses.fields(out)})
 
 
 class CrossVIS(nn.Module):
@@ -41,6 +50,9 @@ class CrossVIS(nn.Module):
         cfg = cfg_model
         self.cfg = cfg
         self.num_classes = num_classes
+        self.loss_normalizer = cfg.get("loss_normalizer", "per_frame")
+        if self.loss_normalizer not in LOSS_NORMALIZERS:
+            raise ValueError(f"model.loss_normalizer: expected one of {LOSS_NORMALIZERS}, got {self.loss_normalizer!r}")
         self.features = BackboneFPN(cfg.backbone, cfg.fpn_channels, cfg.feature_grad_scale)
         self.mask_head = DynamicMaskHead(
             cfg.mask_branch.out_channels, cfg.dynamic_head.channels, cfg.dynamic_head.num_layers, list(cfg.mask.soi)
@@ -78,8 +90,9 @@ class CrossVIS(nn.Module):
     ) -> dict[str, Tensor]:
         """Losses of a batch of frame pairs (index 0 = key frame t, 1 = reference frame t+δ).
 
-        Both frames go through the network as one batch of 2B; each loss is computed over all 2B
-        frames with one normaliser (= the per-frame losses averaged over the pair). Padding is
+        Both frames go through the network as one batch of 2B. L_det and L_seg are computed for the
+        key frames and for the reference frames, each with its own normaliser, and averaged (public
+        code; ``model.loss_normalizer=pair``: one normaliser over all 2B frames). Padding is
         background for the losses, so ``image_sizes`` (valid sizes) is not needed here.
         """
         divisible = images.shape[-2] % SIZE_DIVISOR == 0 and images.shape[-1] % SIZE_DIVISOR == 0
@@ -98,14 +111,23 @@ class CrossVIS(nn.Module):
         labels, reg_targets, positives = build_targets(
             locations, frames, self.num_classes, list(cfg.fcos.sizes_of_interest), cfg.fcos.center_sampling_radius
         )
-        losses = detection_losses(out, locations, labels, reg_targets, cfg.fcos.focal_alpha, cfg.fcos.focal_gamma)
-
         gt_masks = gt_masks_at_stride4(torch.cat([t["masks"] for t in frames]))
         sampled = positives.subset(sample_per_group(positives.frame, cfg.mask.max_proposals))
         params = out.params[sampled.frame, sampled.location]
         # Eq. 4 (frame t) and Eq. 5 (frame t+δ): each instance's filters on its own frame
         masks = self.mask_head.predict(params, mask_feats, sampled.frame, sampled.points, sampled.levels)
-        losses["loss_mask"] = mean_dice(masks, gt_masks[sampled.gt_index])
+
+        groups = (slice(0, None, 2), slice(1, None, 2)) if self.loss_normalizer == "per_frame" else (slice(None),)
+        frame_ids = torch.arange(len(frames), device=images.device)
+        losses: dict[str, Tensor] = {}
+        for group in groups:
+            part = detection_losses(
+                _frames(out, group), locations, labels[group], reg_targets[group], cfg.fcos.focal_alpha, cfg.fcos.focal_gamma
+            )
+            chosen = torch.isin(sampled.frame, frame_ids[group])
+            part["loss_mask"] = mean_dice(masks[chosen], gt_masks[sampled.gt_index[chosen]])
+            for name, value in part.items():
+                losses[name] = losses.get(name, 0) + value / len(groups)
         if cfg.crossover.enabled:
             cross = crossover_loss(self.mask_head, params, sampled, positives, mask_feats, gt_masks)
             losses["loss_cross"] = cfg.crossover.weight * cross
