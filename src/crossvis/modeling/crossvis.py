@@ -122,7 +122,8 @@ class CrossVIS(nn.Module):
         losses: dict[str, Tensor] = {}
         for group in groups:
             part = detection_losses(
-                _frames(out, group), locations, labels[group], reg_targets[group], cfg.fcos.focal_alpha, cfg.fcos.focal_gamma
+                _frames(out, group), locations, labels[group], reg_targets[group],
+                cfg.fcos.focal_alpha, cfg.fcos.focal_gamma,
             )
             chosen = torch.isin(sampled.frame, frame_ids[group])
             part["loss_mask"] = mean_dice(masks[chosen], gt_masks[sampled.gt_index[chosen]])
