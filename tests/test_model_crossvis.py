@@ -71,8 +71,8 @@ def test_forward_train_losses_and_gradients(kind, loss):
     assert all(v.dim() == 0 and torch.isfinite(v) and v.item() > 0 for v in losses.values())
     sum(losses.values()).backward()
     assert model.head.controller.weight.grad.abs().sum() > 0
-    assert model.embedding.proj.weight.grad.abs().sum() > 0
-    assert model.mask_branch.out.weight.grad.abs().sum() > 0
+    assert model.embedding.pred.weight.grad.abs().sum() > 0
+    assert model.mask_branch.tower[-1].weight.grad.abs().sum() > 0
     body = model.features.backbone.body
     assert body.layer2[0].downsample[0].weight.grad.abs().sum() > 0  # (random residual branches: zero-init frozen BN)
     assert body.layer1[0].conv1.weight.grad is None  # frozen first stage
