@@ -58,7 +58,8 @@ def test_default_config_keys():
     inf = cfg.inference
     assert (inf.score_threshold, inf.pre_nms_topk, inf.nms_threshold, inf.max_detections, inf.mask_threshold) == (
         0.05, 1000, 0.6, 100, 0.5)
-    assert cfg.init_from is None
+    assert cfg.init_from is None and cfg.init_strict
+    assert cfg.upsample == "aligned_bilinear" and cfg.fcos.box_loss == "iou_plus1"  # AdelaiDet semantics
 
 
 @pytest.mark.parametrize("kind", ["global", "pairwise"])
@@ -71,8 +72,8 @@ def test_forward_train_losses_and_gradients(kind, loss):
     assert all(v.dim() == 0 and torch.isfinite(v) and v.item() > 0 for v in losses.values())
     sum(losses.values()).backward()
     assert model.head.controller.weight.grad.abs().sum() > 0
-    assert model.embedding.proj.weight.grad.abs().sum() > 0
-    assert model.mask_branch.out.weight.grad.abs().sum() > 0
+    assert model.embedding.pred.weight.grad.abs().sum() > 0
+    assert model.mask_branch.tower[-1].weight.grad.abs().sum() > 0
     body = model.features.backbone.body
     assert body.layer2[0].downsample[0].weight.grad.abs().sum() > 0  # (random residual branches: zero-init frozen BN)
     assert body.layer1[0].conv1.weight.grad is None  # frozen first stage
@@ -136,6 +137,24 @@ def test_forward_infer_outputs(size, monkeypatch):
     assert not torch.allclose(out["embeddings"].norm(dim=1), torch.ones(k), atol=1e-2)
     boxes = out["boxes"]
     assert (boxes[:, 0] >= 0).all() and (boxes[:, 2] <= orig[1] + 1e-3).all() and (boxes[:, 3] <= orig[0] + 1e-3).all()
+
+
+@pytest.mark.parametrize(
+    ("override", "changed", "unchanged"),
+    [("fcos.box_loss=giou_pixels", "loss_box", "loss_mask"), ("upsample=pixel_center", "loss_mask", "loss_box")],
+)
+def test_reference_semantics_options_change_what_they_claim(override, changed, unchanged):
+    def losses(*overrides):
+        torch.manual_seed(0)
+        model = CrossVIS(model_cfg(*overrides), num_classes=3, num_identities=4)
+        torch.manual_seed(1)
+        return model.forward_train(*make_batch())
+
+    reference, option = losses(), losses(override)
+    assert torch.allclose(reference[unchanged], option[unchanged])
+    assert not torch.allclose(reference[changed], option[changed])
+    with pytest.raises(ValueError, match=override.split("=")[0]):
+        CrossVIS(model_cfg(override.split("=")[0] + "=bogus"), num_classes=3, num_identities=4)
 
 
 def test_forward_infer_without_detections():

@@ -118,3 +118,14 @@ def test_all_variants_train(kind, loss):
     opt.step()
     empty = loss_fn(dense[:0, 0], positives([], []))
     assert empty.item() == 0.0
+
+
+def test_embedding_head_normalises_each_level_on_its_own():
+    torch.manual_seed(0)
+    head = EmbeddingHead(in_channels=16, channels=16, num_convs=1, dim=8).train()
+    assert head.pred.kernel_size == (1, 1) and head.pred.bias.eq(0).all()
+    assert 0.005 < head.pred.weight.std().item() < 0.015  # N(0, 0.01) as the CrossVIS fork's reid_pred
+    feats = [torch.rand(4, 16, 4, 4), torch.rand(4, 16, 2, 2) * 5 + 3]  # levels with different statistics
+    dense = head(feats)
+    for level in (dense[:, :16], dense[:, 16:]):  # BatchNorm2d per level map: each level is centred
+        assert torch.allclose(level.mean(dim=(0, 1)), torch.zeros(8), atol=1e-5)

@@ -34,18 +34,19 @@ def test_checkpoint_resumes_at_the_step_it_stopped(synthetic_root, tmp_path):
     assert torch.load(second / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 5
 
 
-def test_init_from_reports_missing_and_unexpected_keys(synthetic_root, tmp_path, trained_run):
+def test_init_from_is_strict_unless_relaxed(synthetic_root, tmp_path, trained_run):
     checkpoint = trained_run / "checkpoints" / "last.ckpt"
-    proc = run_module(
-        "crossvis.train",
-        *train_args(
-            synthetic_root, tmp_path, "trainer.max_steps=1", "trainer.limit_val_batches=0",
-            f"model.init_from={checkpoint}", "model.embedding.dim=8",
-        ),
+    args = train_args(
+        synthetic_root, tmp_path, "trainer.max_steps=1", "trainer.limit_val_batches=0",
+        f"model.init_from={checkpoint}", "model.embedding.dim=8",
     )
+    # A different embedding width: those tensors have no same-shape counterpart → a listed failure.
+    failed = run_module("crossvis.train", *args, check=False)
+    assert failed.returncode != 0
+    assert "CheckpointError" in failed.stderr and "embedding.pred.weight (8, 32, 1, 1): file has (16, 32, 1, 1)" in failed.stderr
+    proc = run_module("crossvis.train", *args, "model.init_strict=false")
     log = proc.stdout + proc.stderr
     assert f"Initialised from {checkpoint}" in log
-    # A different embedding width: those tensors cannot load and are reported, the rest loads.
     assert "missing keys" in log and "embedding" in log.split("missing keys", 1)[1]
 
 

@@ -29,22 +29,24 @@ def cosine_logit_scale(num_classes: Tensor | int) -> Tensor:
 
 
 class EmbeddingHead(nn.Module):
-    """Separate tower on P3–P7 → 1×1 conv → BatchNorm, giving a dense embedding at every location.
+    """The CrossVIS fork's ``reid`` branch: tower → 1×1 conv → BatchNorm2d, applied to each level's map.
 
-    BatchNorm runs over all locations of the batch (not only positives) so that a batch with zero
-    or one positive still trains, and train/test statistics come from the same dense maps.
+    Names mirror the fork (``reid_tower``, ``reid_pred``, ``reid_pred_bn`` → ``tower``, ``pred``,
+    ``pred_bn``); one BatchNorm2d is shared by the levels but normalises each level's map on its own
+    (batch statistics per level in training), as the public code does.
     """
 
     def __init__(self, in_channels: int, channels: int, num_convs: int, dim: int) -> None:
         super().__init__()
         self.tower = conv_gn_tower(in_channels, channels, num_convs)
-        self.proj = nn.Conv1d(channels, dim, 1)  # the 1×1 conv, applied to the level-flattened maps
-        self.norm = nn.BatchNorm1d(dim)
+        self.pred = nn.Conv2d(channels, dim, 1)
+        nn.init.normal_(self.pred.weight, std=0.01)
+        nn.init.zeros_(self.pred.bias)
+        self.pred_bn = nn.BatchNorm2d(dim)
 
     def forward(self, feats: list[Tensor]) -> Tensor:
         """[P3..P7] → embeddings [N, L, dim] in the location order of the FCOS head."""
-        x = flatten_levels([self.tower(f) for f in feats]).transpose(1, 2)
-        return self.norm(self.proj(x)).transpose(1, 2)
+        return flatten_levels([self.pred_bn(self.pred(self.tower(f))) for f in feats])
 
 
 class IdentityLoss(nn.Module):
