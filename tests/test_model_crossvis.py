@@ -132,7 +132,7 @@ def test_forward_infer_outputs(size, monkeypatch):
     assert out["embeddings"].shape == (k, 16)
     # Unnormalised rows of the dense embedding map (MaskTrack R-CNN scoring uses raw dot products).
     with torch.no_grad():
-        dense = model._dense(crossvis_module.pad_to_multiple(image[None], 32))[3][0]
+        dense = model._dense(crossvis_module.pad_to_multiple(image[None], 32), torch.tensor([size]))[3][0]
     assert torch.cdist(out["embeddings"], dense).min(dim=1).values.max() < 1e-2
     assert not torch.allclose(out["embeddings"].norm(dim=1), torch.ones(k), atol=1e-2)
     boxes = out["boxes"]
