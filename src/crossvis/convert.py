@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(f"Wrote {args.dst}: {report['loaded']} tensors load, {len(report['reinitialised'])} re-initialised, "
           f"{len(report['unused'])} unused")
-    print(json.dumps(report))
+    print(json.dumps(report, ensure_ascii=False))
     return 0
 
 

@@ -279,20 +279,20 @@ def detection_losses(
     onehot = F.one_hot(labels, num_classes + 1)[..., :num_classes].to(outputs.cls_logits.dtype)
     loss_cls = sigmoid_focal_loss(outputs.cls_logits, onehot, alpha=alpha, gamma=gamma, reduction="sum") / num_pos
 
-    points = locations.points.expand(labels.shape[0], -1, -1)[pos]
     target_ltrb = reg_targets[pos]
     ctr_target = centerness_target(target_ltrb)
     ctr_norm = mean_across_ranks(ctr_target.sum().detach()).clamp(min=1e-6)
     if box_loss == "iou_plus1":
         strides = locations.strides.expand(labels.shape[0], -1)[pos][:, None]
-        giou = ltrb_giou_loss(outputs.box_reg[pos] / strides, target_ltrb / strides)
+        per_box = ltrb_giou_loss(outputs.box_reg[pos] / strides, target_ltrb / strides)  # stride 2^k: exact
     elif box_loss == "giou_pixels":
-        giou = generalized_box_iou_loss(
+        points = locations.points.expand(labels.shape[0], -1, -1)[pos]
+        per_box = generalized_box_iou_loss(
             ltrb_to_boxes(points, outputs.box_reg[pos]), ltrb_to_boxes(points, target_ltrb), reduction="none"
         )
     else:
         raise ValueError(f"model.fcos.box_loss={box_loss!r}: expected one of {BOX_LOSSES}")
-    loss_box = (giou * ctr_target).sum() / ctr_norm
+    loss_box = (per_box * ctr_target).sum() / ctr_norm
     loss_ctr = F.binary_cross_entropy_with_logits(outputs.ctr_logits[pos], ctr_target, reduction="sum") / num_pos
     return {"loss_cls": loss_cls, "loss_box": loss_box, "loss_ctr": loss_ctr}
 
