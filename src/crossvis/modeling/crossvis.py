@@ -20,6 +20,8 @@ from crossvis.modeling.condinst import (
 )
 from crossvis.modeling.crossover import crossover_loss
 from crossvis.modeling.embedding import EmbeddingHead, IdentityLoss
+from crossvis.modeling.paste import paste_masks
+from crossvis.modeling.precision import with_inference_precision
 from crossvis.modeling.fcos import (
     FCOSHead,
     HeadOutputs,
@@ -115,11 +117,13 @@ class CrossVIS(nn.Module):
         return losses  # Eq. 15: the caller sums them
 
     @torch.no_grad()
+    @with_inference_precision
     def forward_infer(self, image: Tensor, orig_size: tuple[int, int]) -> dict[str, Tensor]:
         """Detections of one frame ``image (3, h, w)`` 0..255 (already resized), returned in ``orig_size`` pixels.
 
         Call in eval mode. Masks: dynamic head at stride 4 → input resolution → crop the padding →
-        bilinear resize to (H0, W0) → threshold. Crossover plays no part here.
+        bilinear resize to (H0, W0) → threshold (:func:`paste_masks`). Crossover plays no part here.
+        Precision and layout follow ``inference.precision`` / ``inference.channels_last``.
         """
         cfg = self.cfg.inference
         h, w = image.shape[-2:]
@@ -141,13 +145,13 @@ class CrossVIS(nn.Module):
         points, levels = locations.points[loc], locations.levels[loc]
         masks = self.mask_head.predict(out.params[0, loc], mask_feats, frame, points, levels)
         masks = upsample_aligned(masks[:, None], 4)[..., :h, :w]
-        masks = F.interpolate(masks, size=(orig_h, orig_w), mode="bilinear", align_corners=False)[:, 0]
+        masks = paste_masks(masks[:, 0], (orig_h, orig_w), cfg.mask_threshold)
         scale = det["boxes"].new_tensor([orig_w / w, orig_h / h, orig_w / w, orig_h / h])
         return {
             "boxes": det["boxes"] * scale,
             "labels": det["labels"],
             "scores": det["scores"],
-            "masks": masks > cfg.mask_threshold,
+            "masks": masks,
             "embeddings": F.normalize(embeddings[0, loc], dim=1),
         }
 
