@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -92,3 +94,47 @@ def test_encode_masks_equals_stacked_encoding_for_any_layout():
 def test_encode_masks_rejects_non_boolean_masks():
     with pytest.raises(ValueError, match="bool"):
         encode_masks(np.zeros((1, 4, 4), dtype=np.uint8), [0])
+
+
+def previous_paste(masks: torch.Tensor, out_size: tuple[int, int], threshold: float) -> torch.Tensor:
+    """The code before the fast path: F.interpolate of every mask over the whole frame, then threshold."""
+    return F.interpolate(masks[:, None].float(), size=out_size, mode="bilinear", align_corners=False)[:, 0] > threshold
+
+
+@pytest.mark.parametrize("reference_paste", [full_frame, previous_paste], ids=["same-arithmetic", "F.interpolate"])
+def test_online_path_gives_the_same_rles_and_tracks_as_the_straightforward_path(monkeypatch, reference_paste):
+    """Seeded tiny model, 100 detections per frame: fast paste + in-place RLE vs full-frame paste + stacked copy.
+
+    Against the same arithmetic the equality is guaranteed; against F.interpolate (other rounding)
+    it holds on this input, where no probability falls within rounding error of the threshold.
+    """
+    from hydra import compose, initialize_config_dir
+
+    import crossvis.modeling.crossvis as crossvis_module
+    import crossvis.tracking as tracking_module
+    from crossvis.inference import VideoInference
+    from crossvis.modeling.crossvis import CrossVIS
+
+    conf = Path(__file__).resolve().parents[1] / "conf" / "model"
+    with initialize_config_dir(config_dir=str(conf), version_base=None):
+        cfg = compose("default", overrides=[
+            "backbone=resnet18", "backbone.pretrained=false", "backbone.frozen_bn=false", "fpn_channels=32",
+            "head.channels=32", "head.num_convs=1", "mask_branch.channels=16", "mask_branch.num_convs=1",
+            "embedding.dim=16", "inference.score_threshold=0",
+        ])
+    torch.manual_seed(0)
+    model = CrossVIS(cfg, num_classes=3, num_identities=10).eval()
+    model.head.controller.weight.data.mul_(10)  # random dynamic filters then give masks with boundaries
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 256, (90, 150, 3), dtype=np.uint8) for _ in range(3)]
+
+    def run() -> list[dict]:
+        return VideoInference(model, 64, 112, {}, [1, 2, 3]).run_frames(7, frames, len(frames))
+
+    fast = run()
+    partial = [s for entry in fast for s in entry["segmentations"] if s is not None and 0 < mask_utils.area(
+        {"size": s["size"], "counts": s["counts"].encode()}) < 90 * 150]
+    assert len(partial) > 20  # the comparison covers real mask boundaries, not only empty or full masks
+    monkeypatch.setattr(crossvis_module, "paste_masks", lambda m, size, t: reference_paste(m.float(), size, t).contiguous())
+    monkeypatch.setattr(tracking_module, "encode_masks", straightforward_rles)
+    assert run() == fast
