@@ -94,21 +94,24 @@ def paste_masks(masks: Tensor, out_size: tuple[int, int], threshold: float) -> T
         masks = masks.float()
         k, h, w = masks.shape
         out_h, out_w = int(out_size[0]), int(out_size[1])
-        out = torch.zeros((k, out_w, out_h), dtype=torch.bool, device=masks.device)
+        out = torch.empty((k, out_w, out_h), dtype=torch.bool, device=masks.device)
         if k == 0:
             return out.transpose(1, 2)
         rows = AxisSampling.create(h, out_h, masks.device)
         cols = AxisSampling.create(w, out_w, masks.device)
         scratch = [masks.new_empty(n) for n in (out_h * w,) * 2 + (out_h * out_w,) * 2]
-        can_be_on = masks > threshold * (1.0 - ROUNDING_MARGIN)
-        row_any, col_any = can_be_on.any(2), can_be_on.any(1)
-        for i in torch.nonzero(row_any.any(1))[:, 0].tolist():
-            r = torch.nonzero(row_any[i])[:, 0]
-            c = torch.nonzero(col_any[i])[:, 0]
-            y0, y1 = rows.window(int(r[0]), int(r[-1]))
-            x0, x1 = cols.window(int(c[0]), int(c[-1]))
-            if y0 >= y1 or x0 >= x1:  # downsampling can skip every candidate source row/column
+        can_be_on = threshold * (1.0 - ROUNDING_MARGIN)
+        row_on, col_on = (masks.amax(2) > can_be_on).tolist(), (masks.amax(1) > can_be_on).tolist()
+        for i in range(k):
+            if not any(row_on[i]):
+                out[i].zero_()
                 continue
-            window = resize_window(masks[i], rows, cols, slice(y0, y1), slice(x0, x1), scratch)
-            torch.gt(window, threshold, out=out[i, x0:x1, y0:y1])
+            r_lo, r_hi = row_on[i].index(True), h - 1 - row_on[i][::-1].index(True)
+            c_lo, c_hi = col_on[i].index(True), w - 1 - col_on[i][::-1].index(True)
+            (y0, y1), (x0, x1) = rows.window(r_lo, r_hi), cols.window(c_lo, c_hi)
+            if (y0, y1, x0, x1) != (0, out_h, 0, out_w):
+                out[i].zero_()
+            if y0 < y1 and x0 < x1:  # downsampling can skip every candidate source row/column
+                window = resize_window(masks[i], rows, cols, slice(y0, y1), slice(x0, x1), scratch)
+                torch.gt(window, threshold, out=out[i, x0:x1, y0:y1])
         return out.transpose(1, 2)
