@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 ARGS   ?=
 TABLES := table1 table2 table3 table6 table7 table8
 
-.PHONY: install demo test test-slow clean $(TABLES)
+.PHONY: install demo bench test test-slow clean $(TABLES)
 
 # Creates the venv and installs the package editable with its dev extra; a no-op when done.
 install: $(STAMP)
@@ -19,6 +19,11 @@ $(STAMP): pyproject.toml
 # Synthetic data → train a small CrossVIS on CPU → online evaluation → overlay video.
 demo: install
 	$(PY) -m crossvis.quickstart $(ARGS)
+
+# Speed in the paper's Table-5 layout (model-only and end-to-end FPS, stages, memory) on this
+# machine; ARGS adds overrides, e.g. ARGS="device=cuda input.frames=200 rounds=3" on a GPU.
+bench: install
+	$(PY) -m crossvis.benchmark compare=[maskrcnn,condinst] $(ARGS)
 
 # The fast suite (CI); the long end-to-end tests are marked slow.
 test: install

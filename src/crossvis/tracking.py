@@ -25,8 +25,9 @@ from typing import Any, Callable, Literal, Mapping, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pycocotools import mask as mask_utils
 from torchvision.ops import box_iou
+
+from crossvis.rle import encode_masks
 
 Scoring = Literal["public", "masktrack"]
 CategoryVote = Literal["first", "majority"]
@@ -125,11 +126,9 @@ class OnlineTracker:
         self._embeddings = torch.cat([old, embeddings[is_new]])
 
         assigned = (track_ids >= 0).nonzero().squeeze(1).numpy()
-        # pycocotools wants a Fortran-ordered uint8 [H, W, N] stack.
-        rles = mask_utils.encode(np.asfortranarray(masks[assigned].transpose(1, 2, 0), dtype=np.uint8))
-        for det, rle in zip(assigned.tolist(), rles):
+        for det, rle in zip(assigned.tolist(), encode_masks(masks, assigned.tolist())):
             track = self._tracks[int(track_ids[det])]
-            track.rles[frame_index] = {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")}
+            track.rles[frame_index] = rle
             track.score_sum += float(scores[det])
             track.label_votes[int(labels[det])] += 1
         return track_ids.numpy()

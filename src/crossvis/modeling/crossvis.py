@@ -7,7 +7,6 @@ import warnings
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
@@ -24,6 +23,8 @@ from crossvis.modeling.condinst import (
 )
 from crossvis.modeling.crossover import crossover_loss
 from crossvis.modeling.embedding import EmbeddingHead, IdentityLoss
+from crossvis.modeling.paste import paste_masks
+from crossvis.modeling.precision import with_inference_precision
 from crossvis.modeling.fcos import (
     BOX_LOSSES,
     FCOSHead,
@@ -161,13 +162,14 @@ class CrossVIS(nn.Module):
         return losses  # Eq. 15: the caller sums them
 
     @torch.no_grad()
+    @with_inference_precision
     def forward_infer(self, image: Tensor, orig_size: tuple[int, int]) -> dict[str, Tensor]:
         """Detections of one frame ``image (3, h, w)`` 0..255 (already resized), returned in ``orig_size`` pixels.
 
         Call in eval mode. Follows ``CondInst.postprocess``: boxes from NMS (unclipped) are scaled to
         (H0, W0), clipped, and empty ones dropped; masks: dynamic head at stride 4 → ×4 to the
-        padded input → crop the padding → bilinear resize to (H0, W0) → threshold. Crossover plays
-        no part here.
+        padded input → crop the padding → bilinear resize to (H0, W0) → threshold (:func:`paste_masks`).
+        Crossover plays no part here. Precision and layout follow ``inference.precision`` / ``inference.channels_last``.
         """
         cfg = self.cfg.inference
         h, w = image.shape[-2:]
@@ -190,12 +192,12 @@ class CrossVIS(nn.Module):
         points, levels = locations.points[loc], locations.levels[loc]
         masks = self.mask_head.predict(out.params[0, loc], mask_feats, frame, points, levels)
         masks = upsample(masks[:, None], 4, self.upsample_mode)[..., :h, :w]
-        masks = F.interpolate(masks, size=(orig_h, orig_w), mode="bilinear", align_corners=False)[:, 0]
+        masks = paste_masks(masks[:, 0], (orig_h, orig_w), cfg.mask_threshold)
         return {
             "boxes": boxes[nonempty],
             "labels": det["labels"][nonempty],
             "scores": det["scores"][nonempty],
-            "masks": masks > cfg.mask_threshold,
+            "masks": masks,
             "embeddings": embeddings[0, loc],  # unnormalised: MaskTrack scoring needs raw dot products
         }
 

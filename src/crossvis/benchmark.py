@@ -1,0 +1,344 @@
+"""Speed benchmark: the paper's FPS protocol (Table 5) and the end-to-end online cost (Hydra entry point).
+
+    python -m crossvis.benchmark [checkpoint=CKPT] [input.path=VIDEO_OR_DIR] [compare=[maskrcnn,condinst]]
+
+Batch 1, after warm-up, synchronised on CUDA. Per round, two passes over the same frames:
+
+* **model-only** (the paper's FPS): the timer covers ``forward_infer`` only, i.e. a resized
+  frame tensor already on the device in, detections out (boxes, scores, labels, embeddings and
+  binary masks pasted at the frame's size); decoding, resizing and tracking are left out.
+* **end-to-end**: everything an online user waits for: decode (or generate) the frame, resize
+  and move it (preprocess), the model, the tracker and RLE encoding of the masks, timed per stage
+  with :class:`crossvis.timing.StageTimer` (backbone+FPN through a module hook, mask paste and RLE
+  through their own stage markers, "heads" = the rest of ``forward_infer``).
+
+The last line printed is a JSON object with every figure.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import resource
+import statistics
+import sys
+import time
+from typing import Any, Callable, Iterator
+
+import hydra
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor, nn
+
+from crossvis.data.transforms import preprocess_for_inference
+from crossvis.demo import FrameSource
+from crossvis.evaluate import load_module
+from crossvis.modeling.crossvis import CrossVIS
+from crossvis.modeling.precision import autocast_dtype
+from crossvis.timing import StageTimer
+from crossvis.tracking import OnlineTracker
+
+STAGES = ("decode", "preprocess", "backbone+fpn", "heads", "mask paste", "tracker", "rle")
+# Paper Table 5: FPS on one RTX 2080 Ti at 360×640.
+PAPER_FPS = {"maskrcnn": 41.6, "condinst": 42.8, "masktrack": 32.8, "crossvis": 39.8}
+ROW_NAMES = {  # {backbone}: the benchmarked model's backbone (the paper's rows are R-50)
+    "maskrcnn": "Mask R-CNN resnet50-FPN",
+    "condinst": "CondInst {backbone}",
+    "masktrack": "MaskTrack R-CNN resnet50",
+    "crossvis": "CrossVIS {backbone}",
+}
+COMPARABLE = ("maskrcnn", "condinst")
+
+
+class NoEmbedding(nn.Module):
+    """Stands in for the embedding branch to turn CrossVIS into plain CondInst (0-dim embeddings)."""
+
+    def forward(self, feats: list[Tensor]) -> Tensor:
+        locations = sum(f.shape[-2] * f.shape[-1] for f in feats)
+        return feats[0].new_zeros(feats[0].shape[0], locations, 0)
+
+
+class Frames:
+    """The benchmark's frames, re-iterable: a video file, a folder of frames, or seeded uint8 noise."""
+
+    def __init__(self, cfg_input: DictConfig, seed: int) -> None:
+        self.source = FrameSource(cfg_input.path, 10.0) if cfg_input.path else None
+        available = self.source.num_frames if self.source else None
+        requested = cfg_input.frames
+        if requested is None and available is None:
+            raise ValueError("input.frames: a number is needed when frames are generated (input.path=null)")
+        if requested is not None and int(requested) < 1:
+            raise ValueError(f"input.frames: expected a positive number of frames, got {requested}")
+        self.num_frames = int(requested) if available is None else min(available, int(requested or available))
+        self.size = tuple(int(s) for s in cfg_input.size)
+        if len(self.size) != 2 or min(self.size) < 1:
+            raise ValueError(f"input.size: expected [height, width] of positive ints, got {list(cfg_input.size)}")
+        self.seed = seed
+        self.kind = "generated" if self.source is None else ("folder" if self.source.path.is_dir() else "video")
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        if self.source is not None:
+            for index, frame in enumerate(self.source):
+                if index == self.num_frames:
+                    return
+                yield frame
+            return
+        rng = np.random.default_rng(self.seed)
+        for _ in range(self.num_frames):
+            yield rng.integers(0, 256, (*self.size, 3), dtype=np.uint8)
+
+
+class Benchmark:
+    """One model + tracker setting measured on one set of frames."""
+
+    def __init__(self, cfg: DictConfig) -> None:
+        self.device = torch.device(cfg.device)
+        self.frames = Frames(cfg.input, int(cfg.seed))
+        torch.manual_seed(int(cfg.seed))
+        if cfg.checkpoint:
+            module = load_module(cfg.checkpoint, str(self.device), OmegaConf.to_container(cfg.tracker))
+            self.model: CrossVIS = module.model
+            for key in ("precision", "channels_last"):  # the GPU-user options apply to checkpoints too
+                self.model.cfg.inference[key] = cfg.model.inference[key]
+            self.short, self.max_size = int(module.cfg.data.transform.short), int(module.cfg.data.transform.max_size)
+            self.tracker_cfg = dict(module.cfg.tracker)
+        else:
+            self.model = CrossVIS(cfg.model, int(cfg.num_classes), int(cfg.num_identities)).to(self.device)
+            # Random box regression gives zero-size boxes, which the reference post-processing drops.
+            # A bias of 4 puts every box side 4 strides (>= 32 px) from its location, so even locations
+            # in the padding keep a box that overlaps the image and the forced max_detections survive.
+            torch.nn.init.constant_(self.model.head.box_pred.bias, 4.0)
+            self.short, self.max_size = int(cfg.input.short), int(cfg.input.max_size)
+            self.tracker_cfg = dict(cfg.tracker)
+        if cfg.score_threshold is not None:
+            self.model.cfg.inference.score_threshold = float(cfg.score_threshold)
+        self.model.eval()
+        dtype = autocast_dtype(self.model.cfg.inference.precision)
+        self.dtype = str(dtype or torch.float32).replace("torch.", "")
+
+    def preprocess(self, frame: np.ndarray) -> Tensor:
+        return preprocess_for_inference(frame, self.short, self.max_size).to(self.device)
+
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def model_only(self, run: Callable[[Any], Any], prepare: Callable[[np.ndarray], Any]) -> float:
+        """Seconds spent in ``run(prepare(frame))`` over the frames (``prepare`` untimed)."""
+        total = 0.0
+        for frame in self.frames:
+            inputs = prepare(frame)
+            self.sync()
+            start = time.perf_counter()
+            run(inputs)
+            self.sync()
+            total += time.perf_counter() - start
+        return total
+
+    def end_to_end(self, timer: StageTimer) -> tuple[float, int]:
+        """Seconds for the whole online loop over the frames, stages into ``timer``; and the detections."""
+        tracker = OnlineTracker(self.frames.num_frames, **self.tracker_cfg)
+        detections_total = 0
+        self.sync()
+        start = time.perf_counter()
+        with timer.active():
+            frames = iter(self.frames)
+            for index in range(self.frames.num_frames):
+                with timer.stage("decode"):
+                    frame = next(frames)
+                with timer.stage("preprocess"):
+                    image = self.preprocess(frame)
+                with timer.stage("heads"):  # exclusive: backbone+FPN and mask paste are their own stages
+                    detections = self.model.forward_infer(image, frame.shape[:2])
+                with timer.stage("tracker"):  # exclusive: RLE is its own stage
+                    detections = {key: value.cpu() for key, value in detections.items()}
+                    tracker.update(index, detections)
+                detections_total += len(detections["scores"])
+            with timer.stage("tracker"):
+                tracker.video_results(0, lambda label: label)
+        self.sync()
+        return time.perf_counter() - start, detections_total
+
+    @torch.inference_mode()
+    def run(self, rounds: int, warmup: int) -> dict[str, Any]:
+        """Warm-up, then ``rounds`` × (model-only pass, end-to-end pass); figures per frame."""
+        first = next(iter(self.frames))
+        warm_tracker = OnlineTracker(warmup + 1, **self.tracker_cfg)
+        for index in range(warmup):
+            warm_tracker.update(index, self.model.forward_infer(self.preprocess(first), first.shape[:2]))
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        timer = StageTimer(self.device)
+        hooks = timer.time_module(self.model.features, "backbone+fpn")
+        model_times, e2e_times, detections = [], [], 0
+        for _ in range(rounds):
+            for handle in hooks:  # the paper's protocol runs without stage boundaries
+                handle.remove()
+            model_times.append(self.model_only(lambda x: self.model.forward_infer(*x), self._crossvis_inputs))
+            hooks = timer.time_module(self.model.features, "backbone+fpn")
+            seconds, count = self.end_to_end(timer)
+            e2e_times.append(seconds)
+            detections += count
+        for handle in hooks:
+            handle.remove()
+        n = self.frames.num_frames
+        model_s, e2e_s = statistics.median(model_times) / n, statistics.median(e2e_times) / n
+        stages_ms = {name: 1000 * timer.seconds.get(name, 0.0) / (n * rounds) for name in STAGES}
+        stages_ms["other"] = 1000 * sum(e2e_times) / (n * rounds) - sum(stages_ms.values())
+        return {
+            "model_only_fps": 1.0 / model_s,
+            "end_to_end_fps": 1.0 / e2e_s,
+            "model_only_ms": 1000 * model_s,
+            "end_to_end_ms": 1000 * e2e_s,
+            "end_to_end_over_model_only": e2e_s / model_s,
+            "stages_ms": stages_ms,
+            "detections_per_frame": detections / (n * rounds),
+            **peak_memory(self.device),
+        }
+
+    def _crossvis_inputs(self, frame: np.ndarray) -> tuple[Tensor, tuple[int, int]]:
+        return self.preprocess(frame), frame.shape[:2]
+
+    @torch.inference_mode()
+    def compare(self, name: str, rounds: int, warmup: int) -> float:
+        """Model-only FPS of a Table-5 baseline on the same frames (median over rounds)."""
+        if name == "condinst":
+            model = copy.deepcopy(self.model)
+            model.embedding = NoEmbedding()
+            run, prepare = (lambda x: model.forward_infer(*x)), self._crossvis_inputs
+        elif name == "maskrcnn":
+            run, prepare = self._maskrcnn()
+        else:
+            raise ValueError(f"compare: unknown row {name!r}, expected a subset of {list(COMPARABLE)}")
+        first = prepare(next(iter(self.frames)))
+        for _ in range(warmup):
+            run(first)
+        times = [self.model_only(run, prepare) for _ in range(rounds)]
+        return self.frames.num_frames / statistics.median(times)
+
+    def _maskrcnn(self) -> tuple[Callable[[Any], Any], Callable[[np.ndarray], Any]]:
+        """torchvision Mask R-CNN R-50-FPN, random weights, resizing like our model and pasting at frame size.
+
+        It takes the frame at its own size (its transform resizes to ``short``/``max_size`` and
+        normalises inside the timed call) and returns mask probabilities at frame size.
+        """
+        from torchvision.models.detection import maskrcnn_resnet50_fpn
+
+        threshold = self.model.cfg.inference.score_threshold
+        model = maskrcnn_resnet50_fpn(
+            weights=None,
+            weights_backbone=None,
+            min_size=self.short,
+            max_size=self.max_size,
+            box_score_thresh=float(threshold),
+            box_detections_per_img=int(self.model.cfg.inference.max_detections),
+        ).to(self.device).eval()
+        dtype = autocast_dtype(self.model.cfg.inference.precision)
+
+        def run(image: Tensor) -> Any:
+            with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
+                return model([image])
+
+        def prepare(frame: np.ndarray) -> Tensor:
+            return torch.from_numpy(frame).permute(2, 0, 1).to(self.device).float().div_(255.0)
+
+        return run, prepare
+
+
+def peak_memory(device: torch.device) -> dict[str, Any]:
+    """CUDA max allocated on a GPU, else the process's peak resident set size (MiB)."""
+    if device.type == "cuda":
+        return {"peak_memory_mb": torch.cuda.max_memory_allocated(device) / 2**20, "memory": "cuda_max_allocated"}
+    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    scale = 1 if sys.platform == "darwin" else 1024
+    return {"peak_memory_mb": kib * scale / 2**20, "memory": "peak_rss"}
+
+
+def table5(report: dict[str, Any]) -> str:
+    """Report rows in the layout of the paper's Table 5, with the paper's 2080 Ti figures beside."""
+    measured = {"crossvis": report["model_only_fps"], **report["compare"]}
+    base = measured.get("maskrcnn")
+
+    def fmt(value: float | None, pattern: str) -> str:
+        return "—" if value is None else pattern.format(value)
+
+    lines = [
+        f"{'method':<26} {'FPS':>8} {'×MaskRCNN':>10} {'e2e FPS':>8} {'paper FPS':>10} {'paper ×':>8}",
+    ]
+    for key in ("maskrcnn", "condinst", "masktrack", "crossvis"):
+        fps = measured.get(key)
+        ratio = fps / base if fps is not None and base else None
+        e2e = report["end_to_end_fps"] if key == "crossvis" else None
+        lines.append(
+            f"{ROW_NAMES[key].format(backbone=report['backbone']):<26} {fmt(fps, '{:.2f}'):>8} {fmt(ratio, '{:.2f}'):>10} {fmt(e2e, '{:.2f}'):>8} "
+            f"{PAPER_FPS[key]:>10.1f} {PAPER_FPS[key] / PAPER_FPS['maskrcnn']:>8.2f}"
+        )
+    return "\n".join(lines)
+
+
+def format_report(report: dict[str, Any]) -> str:
+    stages = "\n".join(f"  {name:<13} {ms:9.1f} ms" for name, ms in report["stages_ms"].items())
+    return (
+        f"{report['frames']} frames × {report['rounds']} rounds, {report['input']['kind']} "
+        f"{report['input']['size'][0]}×{report['input']['size'][1]} → {report['input']['resized'][0]}×"
+        f"{report['input']['resized'][1]}, {report['device']} {report['dtype']}"
+        f"{', channels-last' if report['channels_last'] else ''}, {report['threads']} threads, "
+        f"{report['detections_per_frame']:.1f} detections/frame\n\n"
+        f"{table5(report)}\n\n"
+        f"model-only  {report['model_only_ms']:9.1f} ms/frame ({report['model_only_fps']:.2f} FPS)\n"
+        f"end-to-end  {report['end_to_end_ms']:9.1f} ms/frame ({report['end_to_end_fps']:.2f} FPS), "
+        f"{report['end_to_end_over_model_only']:.3f}× model-only\n"
+        f"end-to-end stages per frame:\n{stages}\n"
+        f"peak memory ({report['memory']}): {report['peak_memory_mb']:.0f} MiB"
+    )
+
+
+def benchmark(cfg: DictConfig) -> dict[str, Any]:
+    """Run the benchmark described by ``cfg`` (conf/benchmark.yaml) and return its report."""
+    if cfg.threads is not None:
+        torch.set_num_threads(int(cfg.threads))
+    compare = list(cfg.compare or [])
+    unknown = [name for name in compare if name not in COMPARABLE]
+    if unknown:
+        raise ValueError(f"compare: unknown rows {unknown}, expected a subset of {list(COMPARABLE)}")
+    rounds, warmup = int(cfg.rounds), int(cfg.warmup)
+    if rounds < 1 or warmup < 0:
+        raise ValueError(f"rounds >= 1 and warmup >= 0 expected, got rounds={rounds} warmup={warmup}")
+    bench = Benchmark(cfg)
+    report = bench.run(rounds, warmup)  # before the baselines are built: their memory is not ours
+    report["compare"] = {name: bench.compare(name, rounds, warmup) for name in compare}
+    first = next(iter(bench.frames))
+    report.update(
+        backbone=str(bench.model.cfg.backbone.name),
+        device=str(bench.device),
+        dtype=bench.dtype,
+        precision=str(bench.model.cfg.inference.precision),
+        channels_last=bool(bench.model.cfg.inference.channels_last),
+        threads=torch.get_num_threads(),
+        frames=bench.frames.num_frames,
+        rounds=rounds,
+        warmup=warmup,
+        input={
+            "kind": bench.frames.kind,
+            "size": list(first.shape[:2]),
+            "resized": list(preprocess_for_inference(first, bench.short, bench.max_size).shape[-2:]),
+        },
+    )
+    if "maskrcnn" in report["compare"]:
+        report["ratio_to_maskrcnn"] = {
+            name: fps / report["compare"]["maskrcnn"]
+            for name, fps in {"crossvis": report["model_only_fps"], **report["compare"]}.items()
+        }
+    return report
+
+
+@hydra.main(config_path="../../conf", config_name="benchmark", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    report = benchmark(cfg)
+    print(format_report(report))
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()
