@@ -11,7 +11,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from adelaidet_keys import condinst_keys, crossvis_extras
+from adelaidet_keys import R101_BLOCKS, condinst_keys, crossvis_extras
 from crossvis.convert import main as convert_main
 from crossvis.evaluate import load_module
 from crossvis.modeling.checkpoints import (
@@ -121,15 +121,17 @@ def test_strict_init_fails_listing_unmatched_keys_and_can_be_relaxed(condinst_st
     del broken["backbone.bottom_up.res4.5.conv2.weight"]
     broken["backbone.fpn_lateral3.weight"] = torch.zeros(256, 256, 1, 1)  # wrong shape (C3 has 512 channels)
     path = tmp_path / "broken.pth"
-    torch.save({"model": broken}, path)
     model = CrossVIS(d2_model_cfg(), num_classes=80, num_identities=5)
+    broken["proposal_generator.fcos_head.cls_tower.12.weight"] = torch.zeros(256, 256, 3, 3)  # a fifth tower conv
+    torch.save({"model": broken}, path)
     with pytest.raises(CheckpointError) as error:
         model.load_init(path)
     message = str(error.value)
-    assert str(path) in message and "2 model tensors" in message
+    assert str(path) in message and "2 model tensors have no same-shape counterpart and 1 file tensors" in message
+    assert "proposal_generator.fcos_head.cls_tower.12.weight (256, 256, 3, 3): in file, no place in the model" in message
     assert "features.backbone.body.layer3.5.conv2.weight (256, 256, 3, 3): not in file" in message
     assert "features.fpn.lateral.0.weight (256, 512, 1, 1): file has (256, 256, 1, 1) (backbone.fpn_lateral3.weight)" in message
-    assert isinstance(error.value, ValueError) and len(error.value.keys) == 2
+    assert isinstance(error.value, ValueError) and len(error.value.keys) == 3
 
     relaxed = CrossVIS(d2_model_cfg("init_strict=false"), num_classes=80, num_identities=5)
     with pytest.warns(UserWarning, match="layer3.5.conv2.weight"):
@@ -206,3 +208,22 @@ def test_evaluate_builds_released_crossvis_checkpoints_from_the_data_split(cross
     torch.save({"model": make_state({**condinst_keys(num_classes=80), **crossvis_extras(50)})}, wrong)
     with pytest.raises(CheckpointError, match=f"has 80 classes .* has {n} categories"):
         load_module(wrong, "cpu", None, data)
+
+
+def test_resnet101_checkpoint_selects_and_fills_the_r101_backbone(tmp_path):
+    path = tmp_path / "CondInst_MS_R_101_3x.pth"
+    torch.save({"model": make_state(condinst_keys(num_classes=80, blocks=R101_BLOCKS))}, path)
+    source = read_checkpoint(path)
+    assert backbone_for(source) == "resnet101_d2"
+    with initialize_config_dir(config_dir=str(CONF / "model"), version_base=None):
+        cfg = compose("default", overrides=["backbone=resnet101_d2"])
+    plan = plan_init(source, CrossVIS(cfg, num_classes=80, num_identities=5).state_dict())
+    assert plan.unmatched == [] and len(plan.loaded) == len(source.tensors)
+    r50 = CrossVIS(d2_model_cfg(), num_classes=80, num_identities=5)
+    expected = r"for resnet101_d2 .*backbone.name=resnet50, stride_in_1x1=true; use model/backbone=resnet101_d2"
+    with pytest.raises(CheckpointError, match=expected):
+        r50.load_init(path)
+    # the plan alone sees a deeper backbone as file tensors without a place, not as a silent partial load
+    surplus = plan_init(source, r50.state_dict()).surplus
+    # res4.6..22: 17 blocks × (3 convs + 3 FrozenBN × 4), no shortcut
+    assert len(surplus) == 17 * 15 and "features.backbone.body.layer3.22.conv3.weight" in surplus

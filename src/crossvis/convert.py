@@ -8,7 +8,8 @@ loads with ``model.init_from=DST`` exactly like SRC would. The report compares S
 it will initialise (the paper's model with the detectron2 backbone of SRC's depth, ``N`` classes
 and ``M`` identities; defaults: SRC's own) and is printed as the last line, in JSON:
 ``{"loaded": count, "reinitialised": {key: reason}, "unmatched": [...], "unused": [...]}``.
-Unmatched model tensors are an error (exit 1, nothing written).
+An incomplete match (a model tensor without counterpart, a file tensor without a place) is an
+error: exit 1, nothing written.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from crossvis.io import atomic_path
 from crossvis.modeling.checkpoints import (
     CheckpointError,
     backbone_for,
-    describe_unmatched,
+    mismatch_error,
     plan_init,
     read_checkpoint,
     released_model_config,
@@ -38,12 +39,8 @@ def convert(src: str, dst: str, num_classes: int | None, num_identities: int | N
     model = CrossVIS(cfg.model, num_classes or source_classes, num_identities or source_identities)
     target = model.state_dict()
     plan = plan_init(source, target)
-    if plan.unmatched:
-        raise CheckpointError(
-            source.path,
-            f"{len(plan.unmatched)} model tensors have no same-shape counterpart:",
-            describe_unmatched(plan, source, target),
-        )
+    if not plan.complete:
+        raise mismatch_error(plan, source, target)
     with atomic_path(dst) as tmp:
         torch.save({"state_dict": source.tensors, "converted_from": source.origin}, tmp)
     return {"source": source.origin, "backbone": backbone_for(source), **plan.report()}

@@ -190,7 +190,13 @@ class InitPlan:
     loaded: dict[str, Tensor]  # this project's key → tensor to load
     reinitialised: dict[str, str]  # this project's key → why it keeps its fresh init
     unmatched: list[str]  # model tensors with no same-shape counterpart and no reason to re-initialise
-    unused: list[str]  # file keys that initialise nothing
+    surplus: list[str]  # this project's keys of file tensors the model has no place for (e.g. a deeper backbone)
+    unused: list[str]  # file keys that initialise nothing (surplus ones and those outside the key table)
+
+    @property
+    def complete(self) -> bool:
+        """True when every model tensor and every mapped file tensor found its counterpart."""
+        return not (self.unmatched or self.surplus)
 
     def report(self) -> dict:
         """JSON-ready summary (the converter's last line)."""
@@ -219,7 +225,9 @@ def _expected_reinit(key: str, source: SourceCheckpoint, found: Tensor | None, w
 def plan_init(source: SourceCheckpoint, target: Mapping[str, Tensor]) -> InitPlan:
     """Match the checkpoint's tensors to the model's ``state_dict()`` by name and shape.
 
-    BatchNorm ``num_batches_tracked`` counters are loaded when present and never required.
+    BatchNorm ``num_batches_tracked`` counters are loaded when present and never required. File
+    tensors the model has no place for are ``surplus`` (a ResNet-101 file into a ResNet-50 model),
+    except identity proxies, which a pair-wise embedding model does not have.
     """
     loaded: dict[str, Tensor] = {}
     reinitialised: dict[str, str] = {}
@@ -234,20 +242,35 @@ def plan_init(source: SourceCheckpoint, target: Mapping[str, Tensor]) -> InitPla
             reinitialised[key] = reason
         else:
             unmatched.append(key)
+    surplus = [
+        k for k in source.tensors
+        if k not in target and not k.endswith("num_batches_tracked") and not k.startswith("identity_loss.proxies.")
+    ]
     used = set(loaded) | set(reinitialised)
     unused = [source.source_keys[k] for k in source.tensors if k not in used] + list(source.unmapped)
-    return InitPlan(loaded, reinitialised, unmatched, unused)
+    return InitPlan(loaded, reinitialised, unmatched, surplus, unused)
 
 
-def describe_unmatched(plan: InitPlan, source: SourceCheckpoint, target: Mapping[str, Tensor]) -> list[str]:
-    """One line per unmatched model tensor: its shape and what the file holds under that name."""
+def describe_mismatch(plan: InitPlan, source: SourceCheckpoint, target: Mapping[str, Tensor]) -> list[str]:
+    """One line per unmatched model tensor (its shape, what the file holds) and per surplus file tensor."""
     lines = []
     for key in plan.unmatched:
         found = source.tensors.get(key)
         got = f"file has {tuple(found.shape)} ({source.source_keys[key]})" if found is not None else "not in file"
         lines.append(f"{key} {tuple(target[key].shape)}: {got}")
+    for key in plan.surplus:
+        lines.append(f"{source.source_keys[key]} {tuple(source.tensors[key].shape)}: in file, no place in the model")
     return lines
 
+
+def mismatch_error(plan: InitPlan, source: SourceCheckpoint, target: Mapping[str, Tensor], hint: str = "") -> CheckpointError:
+    """The one error (or warning text) for an incomplete match: counts, then every key."""
+    counts = []
+    if plan.unmatched:
+        counts.append(f"{len(plan.unmatched)} model tensors have no same-shape counterpart")
+    if plan.surplus:
+        counts.append(f"{len(plan.surplus)} file tensors have no place in the model")
+    return CheckpointError(source.path, " and ".join(counts) + f"{hint}:", describe_mismatch(plan, source, target))
 
 CONF_DIR = Path(__file__).resolve().parents[3] / "conf"
 

@@ -11,7 +11,7 @@ from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from crossvis.modeling.backbone import FPN_STRIDES, BackboneFPN, pad_to_multiple
-from crossvis.modeling.checkpoints import CheckpointError, backbone_for, describe_unmatched, plan_init, read_checkpoint
+from crossvis.modeling.checkpoints import CheckpointError, backbone_for, mismatch_error, plan_init, read_checkpoint
 from crossvis.modeling.condinst import (
     UPSAMPLE_MODES,
     DynamicMaskHead,
@@ -206,7 +206,8 @@ class CrossVIS(nn.Module):
 
         Every model tensor must find a same-shape counterpart, except the expected re-inits (class
         logits when the class count differs, identity proxies when M differs, the embedding branch
-        from a CondInst file). Otherwise a :class:`CheckpointError` lists the keys; with ``strict``
+        from a CondInst file), and every file tensor of the key table must find its place.
+        Otherwise a :class:`CheckpointError` lists the keys; with ``strict``
         false (default: ``model.init_strict``) that becomes a warning. A detectron2-format file needs
         the detectron2 backbone (``model/backbone=resnet50_d2`` or ``resnet101_d2``).
         Returns (re-initialised keys, file keys left unused).
@@ -215,19 +216,21 @@ class CrossVIS(nn.Module):
         if not Path(path).expanduser().is_file():
             raise FileNotFoundError(f"model.init_from: no such file {path}")
         source = read_checkpoint(path)
-        if source.is_detectron2 and not self.cfg.backbone.get("stride_in_1x1", False):
+        backbone = self.cfg.backbone
+        d2 = bool(backbone.get("stride_in_1x1", False))
+        if source.is_detectron2 and (not d2 or f"{backbone.name}_d2" != backbone_for(source)):
             raise CheckpointError(
                 source.path,
-                f"is a detectron2/AdelaiDet {source.origin} checkpoint (MSRA ResNet: BGR input, stride in the 1x1 "
-                f"conv) but model.backbone.name={self.cfg.backbone.name} is a timm ResNet; "
-                f"use model/backbone={backbone_for(source)}",
+                f"is a detectron2/AdelaiDet {source.origin} checkpoint for {backbone_for(source)} (MSRA ResNet: BGR "
+                f"input, stride in the 1x1 conv) but the model has model.backbone.name={backbone.name}, "
+                f"stride_in_1x1={str(d2).lower()}; use model/backbone={backbone_for(source)}",
             )
         target = self.state_dict()
         plan = plan_init(source, target)
-        if plan.unmatched:
-            message = f"{len(plan.unmatched)} model tensors have no same-shape counterpart (model.init_strict=false to proceed):"
+        if not plan.complete:
+            error = mismatch_error(plan, source, target, " (model.init_strict=false to proceed)")
             if strict:
-                raise CheckpointError(source.path, message, describe_unmatched(plan, source, target))
-            warnings.warn(str(CheckpointError(source.path, message, describe_unmatched(plan, source, target))), stacklevel=2)
+                raise error
+            warnings.warn(str(error), stacklevel=2)
         self.load_state_dict(plan.loaded, strict=False)
         return list(plan.reinitialised) + plan.unmatched, plan.unused
