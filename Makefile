@@ -23,7 +23,7 @@ demo: install
 # Speed in the paper's Table-5 layout (model-only and end-to-end FPS, stages, memory) on this
 # machine; ARGS adds overrides, e.g. ARGS="device=cuda input.frames=200 rounds=3" on a GPU.
 bench: install
-	$(PY) -m crossvis.benchmark compare=[maskrcnn,condinst] $(ARGS)
+	$(PY) -m crossvis.benchmark 'compare=[maskrcnn,condinst]' $(ARGS)
 
 # The fast suite (CI); the long end-to-end tests are marked slow.
 test: install
