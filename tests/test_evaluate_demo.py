@@ -79,7 +79,7 @@ def test_demo_reads_a_folder_of_frames(trained_run, synthetic_root, tmp_path):
 def test_demo_with_missing_or_unreadable_input_fails_and_writes_nothing(trained_run, tmp_path):
     checkpoint = trained_run / "checkpoints" / "last.ckpt"
     (tmp_path / "broken.mp4").write_bytes(np.random.default_rng(0).bytes(2048))
-    for name, expected in (("missing.mp4", "does not exist"), ("broken.mp4", "cannot read")):
+    for name, expected in (("missing.mp4", "does not exist"), ("broken.mp4", "cannot decode")):
         output = tmp_path / f"{name}.overlay.mp4"
         proc = run_module(
             "crossvis.demo", f"input={tmp_path / name}", f"checkpoint={checkpoint}", f"output={output}", check=False

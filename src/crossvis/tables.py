@@ -21,6 +21,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from crossvis.cli import user_errors
+from crossvis.errors import InputNotFoundError, UserError
 from crossvis.io import atomic_path
 
 METRICS = ("AP", "AP50", "AP75", "AR1", "AR10")
@@ -210,6 +212,7 @@ def to_csv(table: Table, cells: dict[tuple[str, str], Cell]) -> str:
     return out.getvalue()
 
 
+@user_errors
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sweep_dir", type=Path)
@@ -217,13 +220,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--csv", type=Path, help="also write the cells as CSV here")
     args = parser.parse_args(argv)
     if not args.sweep_dir.is_dir():
-        print(f"error: sweep folder {args.sweep_dir} does not exist", file=sys.stderr)
-        return 1
+        raise InputNotFoundError(f"sweep folder {args.sweep_dir} does not exist (expected a Hydra multirun folder)")
     runs = load_runs(args.sweep_dir)
     name = args.table or next((r.config.get("table") for r in runs if r.config.get("table")), None)
     if name not in TABLES:
-        print(f"error: cannot tell which table {args.sweep_dir} is; pass --table {{{','.join(TABLES)}}}", file=sys.stderr)
-        return 1
+        raise UserError(f"cannot tell which table {args.sweep_dir} is; pass --table {{{','.join(TABLES)}}}")
     table = TABLES[name]
     cells = collect(table, runs)
     print(f"{len(runs)} finished runs in {args.sweep_dir}\n")
