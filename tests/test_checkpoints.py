@@ -73,8 +73,9 @@ def test_checkpoint_written_through_a_temporary_file(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_killed_run_resumes_within_one_interval_and_ends_like_an_uninterrupted_run(synthetic_root, tmp_path):
     # The synthetic set has 48 annotated frames: 24 steps per epoch at 2 pairs per step.
+    # threads=1: the same summation order in every run, so the three runs can be compared exactly.
     common = ["trainer.max_steps=30", "checkpoint.every_n_steps=8", "trainer.limit_val_batches=0",
-              "optim.warmup_iters=40", "data.num_workers=1"]
+              "optim.warmup_iters=40", "threads=1"]
     straight, killed, resumed = tmp_path / "straight", tmp_path / "killed", tmp_path / "resumed"
     run_module("crossvis.train", *train_args(synthetic_root, straight, *common))
     proc = subprocess.run(
@@ -93,12 +94,12 @@ def test_killed_run_resumes_within_one_interval_and_ends_like_an_uninterrupted_r
     assert final["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(
         reference["optimizer_states"][0]["param_groups"][0]["lr"], rel=1e-9)
     # Steps 24-29: same logged epoch (the sampler's), step and LR as the uninterrupted run, and the
-    # same pairs (epoch 1 restarts from its beginning), hence the same losses.
+    # same pairs and random draws (torch's RNG state is in the checkpoint), hence the same losses.
     after = _logged(resumed)
     before = [row for row in _logged(straight) if row[1] >= 24]
     assert [row[:2] for row in after] == [row[:2] for row in before] == [(1, s) for s in range(24, 30)]
     assert [row[2] for row in after] == pytest.approx([row[2] for row in before], rel=1e-6)
-    assert [row[3] for row in after] == pytest.approx([row[3] for row in before], rel=1e-3)
+    assert [row[3] for row in after] == pytest.approx([row[3] for row in before], rel=1e-5)
 
 
 @pytest.mark.slow

@@ -25,6 +25,7 @@ from crossvis.errors import InputFormatError, UserError
 from crossvis.io import atomic_path
 
 CHECKPOINT_EXPECTED = "a Lightning checkpoint (.ckpt) written by crossvis.train"
+TORCH_RNG_KEY = "torch_rng_state"
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -62,6 +63,19 @@ class LastCheckpoint(ModelCheckpoint):
         # Training stopped otherwise (e.g. early stopping): keep its final state too.
         if not self._should_skip_saving_checkpoint(trainer):
             self._save_none_monitor_checkpoint(trainer, self._monitor_candidates(trainer))
+
+
+class TorchRNGState(pl.Callback):
+    """Saves and restores torch's global random state, so a resumed run draws what the interrupted run
+    would have (the model samples positives with ``torch.randperm``). The data pipeline seeds its own
+    generators from (seed, epoch, index) and needs nothing."""
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
+        checkpoint[TORCH_RNG_KEY] = torch.get_rng_state()
+
+    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
+        if TORCH_RNG_KEY in checkpoint:
+            torch.set_rng_state(checkpoint[TORCH_RNG_KEY])
 
 
 def _is_final_batch(trainer: pl.Trainer) -> bool:

@@ -16,7 +16,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities import rank_zero_info
 
-from crossvis.checkpoints import AtomicCheckpointIO, LastCheckpoint, check_categories, read_checkpoint
+from crossvis.checkpoints import AtomicCheckpointIO, LastCheckpoint, TorchRNGState, check_categories, read_checkpoint
 from crossvis.cli import configure_threads, require_writable_dir, user_errors
 from crossvis.data.datamodule import VISDataModule
 from crossvis.io import write_json_atomic
@@ -47,8 +47,8 @@ class WandbRunId(pl.Callback):
             checkpoint[WANDB_RUN_ID_KEY] = trainer.logger.version
 
 
-def check_resume(cfg: DictConfig, datamodule: VISDataModule) -> dict | None:
-    """Read ``cfg.resume`` (if set) and check that it was trained on the data's categories."""
+def check_resume(cfg: DictConfig, datamodule: VISDataModule) -> str | None:
+    """Check ``cfg.resume`` (if set): a training checkpoint of the data's categories; returns its W&B run id."""
     if not cfg.resume:
         return None
     checkpoint = read_checkpoint(cfg.resume)
@@ -61,7 +61,7 @@ def check_resume(cfg: DictConfig, datamodule: VISDataModule) -> dict | None:
         train_vis.json_path,
         [(c.id, c.name) for c in train_vis.categories],
     )
-    return checkpoint
+    return checkpoint.get(WANDB_RUN_ID_KEY)
 
 
 def train(cfg: DictConfig) -> tuple[pl.Trainer, CrossVISModule, Path]:
@@ -70,7 +70,7 @@ def train(cfg: DictConfig) -> tuple[pl.Trainer, CrossVISModule, Path]:
     output_dir = require_writable_dir(HydraConfig.get().runtime.output_dir, "hydra.run.dir")
     datamodule = VISDataModule(cfg.data)
     datamodule.setup("fit")
-    resume = check_resume(cfg, datamodule)
+    resume_run_id = check_resume(cfg, datamodule)
     module = CrossVISModule(
         cfg,
         num_classes=datamodule.num_classes,
@@ -90,19 +90,18 @@ def train(cfg: DictConfig) -> tuple[pl.Trainer, CrossVISModule, Path]:
     validates = trainer_kwargs["limit_val_batches"] != 0
     has_ground_truth = validates and datamodule.val_ground_truth is not None
     checkpoint_dir = output_dir / "checkpoints"
-    callbacks: list[pl.Callback] = [LastCheckpoint(checkpoint_dir, cfg.checkpoint.every_n_steps), WandbRunId()]
+    callbacks: list[pl.Callback] = [LastCheckpoint(checkpoint_dir, cfg.checkpoint.every_n_steps), WandbRunId(), TorchRNGState()]
     if has_ground_truth:
         callbacks.append(
             ModelCheckpoint(dirpath=checkpoint_dir, filename="best", monitor=cfg.checkpoint.monitor, mode=cfg.checkpoint.mode)
         )
     trainer = pl.Trainer(
         **trainer_kwargs,
-        logger=build_logger(cfg, resume.get(WANDB_RUN_ID_KEY) if resume else None),
+        logger=build_logger(cfg, resume_run_id),
         callbacks=callbacks,
         plugins=[AtomicCheckpointIO()],
         default_root_dir=str(output_dir),
     )
-    del resume  # Lightning reads the checkpoint again to restore every state
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.resume)
     if has_ground_truth and module.last_validated_step != trainer.global_step:
         trainer.validate(module, datamodule=datamodule)  # runs stopped by max_steps mid-epoch
