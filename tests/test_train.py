@@ -82,7 +82,8 @@ def test_resume_from_a_foreign_or_corrupt_checkpoint_fails_before_training(synth
     corrupt = tmp_path / "corrupt.ckpt"
     corrupt.write_bytes((trained_run / "checkpoints" / "last.ckpt").read_bytes()[:5000])  # a cut-off download
     for checkpoint, overrides, expected in (
-        (trained_run / "checkpoints" / "last.ckpt", [f"data.train.json={other}"], "was trained on other categories than"),
+        (trained_run / "checkpoints" / "last.ckpt", [f"data.train.json={other}", "data.val.json=null"],
+         "was trained on other categories than"),
         (corrupt, [], f"checkpoint: cannot read {corrupt}"),
     ):
         run_dir = tmp_path / checkpoint.stem
