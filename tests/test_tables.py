@@ -71,8 +71,10 @@ def test_every_table_renders_from_an_empty_sweep(tmp_path, capsys, name):
 
 
 def test_unknown_folder_is_an_error(tmp_path, capsys):
-    assert main([str(tmp_path / "nope")]) == 1
-    assert "does not exist" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(tmp_path / "nope")])
+    assert exit_info.value.code == 1
+    assert capsys.readouterr().err == f"error: sweep folder {tmp_path / 'nope'} does not exist (expected a Hydra multirun folder)\n"
 
 
 def _table8_sweep(root) -> None:

@@ -69,3 +69,27 @@ def test_every_config_switch_trains(synthetic_root, tmp_path, switches):
     )
     losses = logged_losses(tmp_path)
     assert len(losses) == 2 and all(loss == loss and loss < 1e4 for _, loss in losses)
+
+
+def test_resume_from_a_foreign_or_corrupt_checkpoint_fails_before_training(synthetic_root, tmp_path, trained_run):
+    raw = json.loads((synthetic_root / "train.json").read_text())
+    new_ids = dict(zip(sorted(c["id"] for c in raw["categories"]), (1, 2, 3, 4)))  # the set uses 2, 5, 8, 11
+    for entry in raw["categories"]:
+        entry["id"] = new_ids[entry["id"]]
+    for entry in raw["annotations"]:
+        entry["category_id"] = new_ids[entry["category_id"]]
+    other = tmp_path / "train.json"
+    other.write_text(json.dumps(raw))
+    corrupt = tmp_path / "corrupt.ckpt"
+    corrupt.write_bytes((trained_run / "checkpoints" / "last.ckpt").read_bytes()[:5000])  # a cut-off download
+    for checkpoint, overrides, expected in (
+        (trained_run / "checkpoints" / "last.ckpt", [f"data.train.json={other}", "data.val.json=null"],
+         "was trained on other categories than"),
+        (corrupt, [], f"checkpoint: cannot read {corrupt}"),
+    ):
+        run_dir = tmp_path / checkpoint.stem
+        proc = run_module("crossvis.train", *train_args(synthetic_root, run_dir, "trainer.max_steps=100",
+                                                        f"resume={checkpoint}", *overrides), check=False)
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr
+        assert proc.stderr.strip().splitlines()[-1].startswith("error: ") and expected in proc.stderr
+        assert not (run_dir / "checkpoints").exists() and not (run_dir / "csv").exists()

@@ -84,6 +84,17 @@ class CrossVISModule(pl.LightningModule):
         self.log("train/lr", self.optimizers().param_groups[0]["lr"], batch_size=batch_size)
         return total
 
+    def on_train_start(self) -> None:
+        # On resume Lightning restores the optimiser's learning rates as the interrupted run saved
+        # them, i.e. from that run's schedule (which depends on its trainer.max_steps). Re-apply this
+        # run's schedule at the restored step, so step, scheduler and logged LR agree from the start.
+        scheduler = self.lr_schedulers()
+        if self.global_step == 0 or not isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
+            return
+        scheduler.last_epoch = self.global_step  # the schedule counts optimiser steps
+        for group, base_lr, factor in zip(scheduler.optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
+            group["lr"] = base_lr * factor(self.global_step)
+
     # ---------------------------------------------------------------------------- validation
     def on_validation_epoch_start(self) -> None:
         self._val_results = {}

@@ -28,6 +28,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from crossvis.cli import user_errors
+from crossvis.errors import InputNotFoundError, UserError
 from crossvis.io import atomic_path
 
 METRICS = ("AP", "AP50", "AP75", "AR1", "AR10")
@@ -276,6 +278,7 @@ def to_csv(table: Table, collected: Collected) -> str:
     return out.getvalue()
 
 
+@user_errors
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sweep_dir", type=Path)
@@ -284,13 +287,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--official", type=Path, help="CSV of official server scores: run,AP,AP50,... (percent)")
     args = parser.parse_args(argv)
     if not args.sweep_dir.is_dir():
-        print(f"error: sweep folder {args.sweep_dir} does not exist", file=sys.stderr)
-        return 1
+        raise InputNotFoundError(f"sweep folder {args.sweep_dir} does not exist (expected a Hydra multirun folder)")
     runs = load_runs(args.sweep_dir)
     name = args.table or next((r.config.get("table") for r in runs if r.config.get("table")), None)
     if name not in TABLES:
-        print(f"error: cannot tell which table {args.sweep_dir} is; pass --table {{{','.join(TABLES)}}}", file=sys.stderr)
-        return 1
+        raise UserError(f"cannot tell which table {args.sweep_dir} is; pass --table {{{','.join(TABLES)}}}")
     table = TABLES[name]
     try:
         official = read_official(args.official, args.sweep_dir, runs) if args.official else None

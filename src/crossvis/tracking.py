@@ -14,6 +14,8 @@ MaskTrack R-CNN's ``match_coeff`` (1.0, 2.0, 10.0) for (log score, IoU, category
 
 Memory stays bounded on long videos: per track only the last box, embedding and label are kept
 as tensors, plus the compressed RLE of each frame's mask, a running score sum and label counts.
+The video's length is not needed in advance (container frame counts are often wrong): frames
+are consumed as they come and the results cover the frames actually seen.
 """
 
 from __future__ import annotations
@@ -48,7 +50,6 @@ class OnlineTracker:
 
     def __init__(
         self,
-        num_frames: int,
         match_threshold: float = 0.4,
         scoring: Scoring = "public",
         category_vote: CategoryVote = "first",
@@ -61,7 +62,6 @@ class OnlineTracker:
         if len(masktrack_weights) != 3:
             raise ValueError(f"masktrack_weights: expected 3 weights (log score, IoU, category), "
                              f"got {masktrack_weights!r}")
-        self.num_frames = num_frames
         self.match_threshold = match_threshold
         self.scoring = scoring
         self.category_vote = category_vote
@@ -76,15 +76,19 @@ class OnlineTracker:
     def num_tracks(self) -> int:
         return len(self._tracks)
 
+    @property
+    def num_frames(self) -> int:
+        """Frames seen so far (the last updated index + 1): the length of every result's segmentations."""
+        return self._last_frame + 1
+
     def update(self, frame_index: int, detections: Mapping[str, Any]) -> np.ndarray:
         """Link one frame's detections (tensors or arrays, see the model's ``forward_infer``) to tracks.
 
         Returns the track index of each detection, -1 for detections dropped because another
         detection won the same track (useful for drawing the tracks).
         """
-        if not self._last_frame < frame_index < self.num_frames:
-            raise ValueError(f"frame_index: expected increasing indices in ({self._last_frame}, {self.num_frames}), "
-                             f"got {frame_index}")
+        if frame_index <= self._last_frame:
+            raise ValueError(f"frame_index: expected an index above the last one ({self._last_frame}), got {frame_index}")
         missing = [k for k in DETECTION_KEYS if k not in detections]
         if missing:
             raise ValueError(f"detections: missing {missing} (expected keys {list(DETECTION_KEYS)})")
@@ -156,7 +160,7 @@ class OnlineTracker:
 
     def video_results(self, video_id: int,
                       label_to_category_id: Callable[[int], int] | Mapping[int, int]) -> list[dict]:
-        """Official result entries, one per track: mean detection score, voted category, RLE or None per frame."""
+        """Official result entries, one per track: mean detection score, voted category, RLE or None per frame seen."""
         to_category = (label_to_category_id.__getitem__ if isinstance(label_to_category_id, Mapping)
                        else label_to_category_id)
         results = []

@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, DistributedSampler
 
-from crossvis.data.transforms import FrameSample, PairTransform, load_frame_rgb, mask_boxes
-from crossvis.data.ytvis import VISDataset, Video, VISFormatError
+from crossvis.data.transforms import FrameSample, PairTransform, mask_boxes
+from crossvis.data.ytvis import VISDataset, Video
 
 
 def parse_max_offset(T: int | float | str) -> float:
@@ -95,13 +95,7 @@ def _frame_sample(video: Video, t: int) -> FrameSample:
 
     Boxes: the json ``bboxes`` entry of the frame where there is one, the mask's box otherwise.
     """
-    path = video.require_frame(t)
-    image = load_frame_rgb(path)
-    if image.shape[:2] != (video.height, video.width):
-        raise VISFormatError(
-            f"{video.json_path}: video {video.id}: field 'height'/'width': expected the frame size "
-            f"{video.height}x{video.width}, but {path} is {image.shape[0]}x{image.shape[1]}"
-        )
+    image = video.load_frame(t)
     present = [(inst, inst.mask(t)) for inst in video.instances if not inst.iscrowd]
     present = [(inst, m) for inst, m in present if m is not None]
     boxes = [inst.box(t) for inst, _ in present]

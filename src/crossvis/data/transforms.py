@@ -24,7 +24,10 @@ import albumentations as A
 import cv2
 import numpy as np
 import torch
+from PIL import Image
 from torchvision.ops import masks_to_boxes
+
+from crossvis.errors import InputFormatError, InputNotFoundError
 
 # SipMask-VIS multi-scale training ("Aug." in Table 1): the (long, short) ends of the scale range.
 DEFAULT_MULTISCALE = ((649, 360), (960, 480))
@@ -40,14 +43,28 @@ def resized_shape(h: int, w: int, short: int, max_size: int) -> tuple[int, int]:
     return max(1, round(h * s)), max(1, round(w * s))
 
 
-def load_frame_rgb(path: str | os.PathLike) -> np.ndarray:
-    """Read an image file as uint8 RGB (H, W, 3)."""
-    image = cv2.imread(os.fspath(path), cv2.IMREAD_COLOR)
-    if image is None:
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"{path}: frame file does not exist")
-        raise ValueError(f"{path}: could not decode the file as an image (expected a JPEG/PNG frame)")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+def load_frame_rgb(path: str | os.PathLike, expected_size: tuple[int, int] | None = None, where: str = "") -> np.ndarray:
+    """Read an image file as uint8 RGB (H, W, 3), strictly.
+
+    A truncated or corrupt file raises (OpenCV would decode a truncated JPEG partially, with only
+    a warning), and so does a frame whose (height, width) differs from ``expected_size`` (``where``
+    names the annotation field that gives it). Pixels come in stored order: no EXIF rotation, like
+    the annotation masks.
+    """
+    try:
+        with Image.open(path) as image:
+            image.load()  # decodes everything; Pillow raises "image file is truncated" on missing data
+            rgb = np.asarray(image.convert("RGB"))
+    except FileNotFoundError:
+        raise InputNotFoundError(f"{path}: frame file does not exist") from None
+    except (OSError, SyntaxError, ValueError) as error:  # Pillow's decoding errors (UnidentifiedImageError is an OSError)
+        raise InputFormatError(f"{path}: cannot decode the frame ({error}); expected a complete JPEG/PNG image") from None
+    if expected_size is not None and rgb.shape[:2] != tuple(expected_size):
+        raise InputFormatError(
+            f"{where}: expected the frame size {expected_size[0]}x{expected_size[1]}, "
+            f"but {path} is {rgb.shape[0]}x{rgb.shape[1]}"
+        )
+    return rgb
 
 
 def preprocess_for_inference(image_rgb: np.ndarray, short: int, max_size: int) -> torch.Tensor:

@@ -21,12 +21,15 @@ from typing import Any
 import numpy as np
 import pycocotools.mask as mask_utils
 
+from crossvis.data.transforms import load_frame_rgb
+from crossvis.errors import InputFormatError, InputNotFoundError
 
-class VISFormatError(ValueError):
+
+class VISFormatError(InputFormatError):
     """The annotation json does not follow the YouTube-VIS format."""
 
 
-class VISFileNotFoundError(FileNotFoundError):
+class VISFileNotFoundError(InputNotFoundError):
     """An annotation json or a referenced frame does not exist."""
 
 
@@ -117,6 +120,11 @@ class Video:
             )
         return path
 
+    def load_frame(self, i: int) -> np.ndarray:
+        """Frame ``i`` as uint8 RGB, decoded strictly; raises naming the file unless it decodes at (height, width)."""
+        where = f"{self.json_path}: video {self.id}: field 'height'/'width'"
+        return load_frame_rgb(self.require_frame(i), (self.height, self.width), where)
+
     def annotated_frames(self) -> np.ndarray:
         """Sorted indices of frames with at least one non-crowd instance present."""
         present = np.zeros(self.length, dtype=bool)
@@ -153,6 +161,8 @@ class VISDataset:
 
 
 def _read_json(path: Path) -> dict:
+    if path.is_dir():
+        raise VISFileNotFoundError(f"{path}: is a directory (expected a YouTube-VIS/OVIS annotation json file)")
     if not path.is_file():
         raise VISFileNotFoundError(f"{path}: annotation json not found (expected a YouTube-VIS/OVIS json file)")
     try:

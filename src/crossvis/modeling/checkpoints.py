@@ -25,6 +25,8 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 from torch import Tensor
 
+from crossvis.errors import InputFormatError
+
 OWN = "crossvis"  # this project's own files
 CONDINST = "condinst"  # AdelaiDet CondInst (COCO): no embedding branch, no identity proxies
 CROSSVIS_FORK = "crossvis_fork"  # the authors' CrossVIS (AdelaiDet fork): + reid branch and ``cls`` proxies
@@ -75,7 +77,7 @@ KEY_TABLE: tuple[tuple[str, str], ...] = (
 _COMPILED = tuple((re.compile(pattern), target) for pattern, target in KEY_TABLE)
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InputFormatError):
     """A checkpoint that cannot initialise the model as asked; names the file and the keys."""
 
     def __init__(self, path: str | Path, message: str, keys: list[str] | None = None) -> None:
