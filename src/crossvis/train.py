@@ -16,7 +16,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities import rank_zero_info
 
-from crossvis.data.datamodule import VISDataModule
+from crossvis.data.coco_datamodule import build_datamodule
 from crossvis.io import write_json_atomic
 from crossvis.lightning_module import CrossVISModule
 
@@ -34,7 +34,7 @@ def train(cfg: DictConfig) -> tuple[pl.Trainer, CrossVISModule, Path]:
     """Fit a model as configured; returns the trainer, the module and the run's output folder."""
     pl.seed_everything(cfg.seed, workers=True)
     output_dir = Path(HydraConfig.get().runtime.output_dir)
-    datamodule = VISDataModule(cfg.data)
+    datamodule = build_datamodule(cfg)  # video, COCO (data=coco) or joint (data=*_coco)
     datamodule.setup("fit")
     module = CrossVISModule(
         cfg,

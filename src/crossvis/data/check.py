@@ -1,5 +1,8 @@
 """Verify a dataset before training: ``python -m crossvis.data.check ANNOTATION_JSON IMAGE_ROOT``.
 
+Accepts YouTube-VIS / OVIS jsons (``videos``) and COCO instances jsons (``images``, see
+``crossvis.data.coco.report_coco``).
+
 Loads the json as training does, checks that every referenced frame exists and every mask
 decodes at its video's size, prints a summary and, as the last line, one JSON object
 ``{videos, frames, instances, identities, categories: {name: instance count}}``.
@@ -14,7 +17,15 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from crossvis.data.ytvis import VISDataset, VISFileNotFoundError, VISFormatError, decode_segmentation, load_vis
+from crossvis.data.coco import is_coco_json, report_coco
+from crossvis.data.ytvis import (
+    VISDataset,
+    VISFileNotFoundError,
+    VISFormatError,
+    _read_json,
+    decode_segmentation,
+    vis_from_dict,
+)
 
 
 def check_dataset(vis: VISDataset) -> dict:
@@ -52,7 +63,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("image_root", type=Path)
     args = parser.parse_args(argv)
     try:
-        vis = load_vis(args.annotation_json, args.image_root)
+        raw = _read_json(args.annotation_json)
+        if is_coco_json(raw):  # COCO instances json (still images)
+            report_coco(raw, args.annotation_json, args.image_root)
+            return 0
+        vis = vis_from_dict(raw, args.annotation_json, args.image_root)
         summary = check_dataset(vis)
     except (VISFormatError, VISFileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
