@@ -49,9 +49,8 @@ def test_coco_ap_hand_case() -> None:
     """Detection A (0.9) covers only the crowd region: ignored, not a false positive (else AP = 0.5).
 
     Detection B (0.8): exact mask, box [10, 10, 50, 62] with IoU 1600 / 2080 = 0.769 against the
-    ground-truth box. Mask: a true positive at all ten IoU thresholds → AP_mask = 1 (it would be
-    0.6 if the box replaced the mask, as pycocotools' loadRes does when ``bbox`` is kept). Box: a
-    true positive at 0.50 … 0.75 (six of ten thresholds, precision 1) and a miss above → AP_box = 0.6.
+    ground-truth box. Mask: a true positive at all ten IoU thresholds → AP_mask = 1. Box: a true
+    positive at 0.50 … 0.75 (six of ten thresholds, precision 1) and a miss above → AP_box = 0.6.
     """
     det = {
         "boxes": torch.tensor([[60.0, 60.0, 90.0, 90.0], [10.0, 10.0, 50.0, 62.0]]),

@@ -13,7 +13,7 @@ from crossvis.data.coco_datamodule import ConfigError, build_datamodule, check_c
 from crossvis.data.datamodule import collate_pairs
 from crossvis.data.pseudo_pairs import StillTransform
 from crossvis.data.transforms import FrameSample
-from crossvis.lightning_module import warmup_step_schedule
+from crossvis.lightning_module import CrossVISModule, warmup_step_schedule
 from crossvis.modeling.crossvis import CrossVIS
 from helpers import TINY
 
@@ -151,3 +151,9 @@ def test_joint_category_map_errors(joint_cfg) -> None:
         build_datamodule(joint_cfg("data.coco.category_map={1: 3}")).setup("fit")
     with pytest.raises(ConfigError, match="data.coco.category_map: key 2 is not a category id of"):
         build_datamodule(joint_cfg("++data.coco.category_map={2: 2}")).setup("fit")
+
+
+def test_video_inference_needs_the_embedding_branch() -> None:
+    module = CrossVISModule(train_cfg("experiment=coco_condinst"), 4, 0, ["a", "b", "c", "d"], [1, 2, 3, 4])
+    with pytest.raises(ValueError, match="video inference tracks with embeddings"):
+        module.video_inference()

@@ -13,9 +13,10 @@ import torch.distributed as dist
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import WandbLogger
 
-from crossvis.evaluation.coco_eval import evaluate_coco, image_results, write_results
+from crossvis.evaluation.coco_eval import evaluate_coco, image_results
 from crossvis.evaluation.metric import evaluate as evaluate_results
 from crossvis.inference import VideoInference
+from crossvis.io import write_json_atomic
 from crossvis.modeling.crossvis import CrossVIS
 from crossvis.visualize import draw_tracks
 
@@ -138,7 +139,7 @@ class CrossVISModule(pl.LightningModule):
     def _log_coco(self, ground_truth: dict, results: list[dict]) -> None:
         """COCO mask/box AP (pycocotools COCOeval) → ``val/AP_mask``, ``val/AP_box``, …; results json beside the run."""
         if self.trainer.is_global_zero:
-            write_results(Path(self.trainer.default_root_dir) / "coco_results.json", results)
+            write_json_atomic(Path(self.trainer.default_root_dir) / "coco_results.json", results)  # COCO results format
         metrics = evaluate_coco(ground_truth, results, verbose=self.trainer.is_global_zero)
         self.last_validated_step = self.global_step
         for name, value in metrics.items():

@@ -3,7 +3,7 @@
 Results follow the official COCO results format: ``{image_id, category_id, score, bbox [x, y, w, h],
 segmentation}`` with compressed RLE (``counts`` a string). As in detectron2's COCOEvaluator the
 ``bbox`` field is removed for the mask evaluation: otherwise ``loadRes`` takes the box area as
-the instance area (changing the small/medium/large split) and replaces the masks by boxes.
+the detection's area, which changes the small/medium/large split of the mask AP.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from crossvis.data.transforms import load_frame_rgb, preprocess_for_inference
-from crossvis.io import write_json_atomic
 
 # COCOeval.stats indices → metric suffix
 STATS = {"AP": 0, "AP50": 1, "AP75": 2, "APs": 3, "APm": 4, "APl": 5}
@@ -80,8 +79,3 @@ def evaluate_coco(ground_truth: dict, results: list[dict], verbose: bool = True)
         for name, index in STATS.items():
             metrics[f"{name}_{suffix}"] = float(stats[index])
     return metrics
-
-
-def write_results(path: str | Path, results: list[dict]) -> None:
-    """The results json, written atomically (a reader never sees half a file)."""
-    write_json_atomic(path, results)
