@@ -154,6 +154,6 @@ def test_joint_category_map_errors(joint_cfg) -> None:
 
 
 def test_video_inference_needs_the_embedding_branch() -> None:
-    module = CrossVISModule(train_cfg("experiment=coco_condinst"), 4, 0, ["a", "b", "c", "d"], [1, 2, 3, 4])
+    module = CrossVISModule(train_cfg("experiment=coco_condinst", "logger=none"), 4, 0, ["a", "b", "c", "d"], [1, 2, 3, 4])
     with pytest.raises(ValueError, match="video inference tracks with embeddings"):
         module.video_inference()

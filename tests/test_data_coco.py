@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -13,6 +11,7 @@ import numpy as np
 import pytest
 from pycocotools.coco import COCO
 
+from crossvis.data.check import main as check_main
 from crossvis.data.coco import is_coco_json, load_coco
 from crossvis.data.ytvis import VISFormatError
 
@@ -101,21 +100,15 @@ def test_degenerate_polygons_are_dropped_and_counted(synthetic_coco_root: Path, 
     assert raw["annotations"][0]["id"] not in {inst.ann_id for im in coco.images for inst in im.instances}
 
 
-def _check(json_path: Path, image_root: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "crossvis.data.check", str(json_path), str(image_root)],
-        capture_output=True, text=True, timeout=120,
-    )
-
-
-def test_check_accepts_coco(synthetic_coco_root: Path, tmp_path: Path) -> None:
-    result = _check(synthetic_coco_root / TRAIN[0], synthetic_coco_root / TRAIN[1])
-    assert result.returncode == 0, result.stderr
+def test_check_accepts_coco(synthetic_coco_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """``python -m crossvis.data.check`` (its ``main``) detects the COCO format by the ``images`` key."""
+    assert check_main([str(synthetic_coco_root / TRAIN[0]), str(synthetic_coco_root / TRAIN[1])]) == 0
+    result = capsys.readouterr()
     raw = _raw(synthetic_coco_root)
     names = {c["id"]: c["name"] for c in raw["categories"]}
     plain = [a for a in raw["annotations"] if not a["iscrowd"]]
     per_category = Counter(names[a["category_id"]] for a in plain)
-    assert json.loads(result.stdout.strip().splitlines()[-1]) == {
+    assert json.loads(result.out.strip().splitlines()[-1]) == {
         "images": len(raw["images"]),
         "training_images": len({a["image_id"] for a in plain}),
         "instances": len(plain),
@@ -128,6 +121,6 @@ def test_check_accepts_coco(synthetic_coco_root: Path, tmp_path: Path) -> None:
     shutil.copytree(synthetic_coco_root / TRAIN[1], images)
     first = raw["images"][0]
     (images / first["file_name"]).unlink()
-    result = _check(synthetic_coco_root / TRAIN[0], images)
-    assert result.returncode == 1
-    assert f"image {first['id']}: field 'file_name'" in result.stderr and "instances_train2017.json" in result.stderr
+    assert check_main([str(synthetic_coco_root / TRAIN[0]), str(images)]) == 1
+    stderr = capsys.readouterr().err
+    assert f"image {first['id']}: field 'file_name'" in stderr and "instances_train2017.json" in stderr
