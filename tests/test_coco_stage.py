@@ -33,7 +33,8 @@ def test_coco_condinst_recipe() -> None:
     cfg = train_cfg("experiment=coco_condinst")
     assert cfg.data.format == "coco" and cfg.trainer.max_steps == 90000
     assert cfg.optim.base_lr == 0.01 and cfg.optim.base_batch_size == 16 and cfg.optim.warmup_iters == 1000
-    schedule = warmup_step_schedule(90000, cfg.optim.warmup_iters, cfg.optim.warmup_factor, list(cfg.optim.decay_at), 0.1)
+    optim = cfg.optim
+    schedule = warmup_step_schedule(90000, optim.warmup_iters, optim.warmup_factor, list(optim.decay_at), 0.1)
     assert [schedule(s) for s in (1000, 59999, 60000, 79999, 80000, 89999)] == pytest.approx(
         [1.0, 1.0, 0.1, 0.1, 0.01, 0.01]
     )
@@ -76,7 +77,8 @@ def test_config_errors() -> None:
         check_config(train_cfg("data=coco"))
     with pytest.raises(ConfigError, match="model.embedding.type=global does not apply to COCO pseudo-pairs"):
         check_config(train_cfg("data=coco", "data.pseudo_pairs.enabled=true"))
-    assert check_config(train_cfg("data=coco", "data.pseudo_pairs.enabled=true", "model.embedding.type=pairwise")) == "coco"
+    pairwise = train_cfg("data=coco", "data.pseudo_pairs.enabled=true", "model.embedding.type=pairwise")
+    assert check_config(pairwise) == "coco"
     assert check_config(train_cfg("data=ytvis19_coco")) == "joint"  # global embedding on the video pairs
 
 
@@ -107,7 +109,8 @@ def test_pseudo_pair_views() -> None:
 
 @pytest.fixture(scope="module")
 def joint_cfg(synthetic_root: Path, synthetic_coco_root: Path):
-    return lambda *o: train_cfg("data=synthetic_coco", f"data.root={synthetic_root}", f"data.coco.root={synthetic_coco_root}", *o)
+    roots = [f"data.root={synthetic_root}", f"data.coco.root={synthetic_coco_root}"]
+    return lambda *o: train_cfg("data=synthetic_coco", *roots, *o)
 
 
 def test_joint_data_mixes_sources_and_maps_categories(joint_cfg) -> None:
@@ -154,6 +157,7 @@ def test_joint_category_map_errors(joint_cfg) -> None:
 
 
 def test_video_inference_needs_the_embedding_branch() -> None:
-    module = CrossVISModule(train_cfg("experiment=coco_condinst", "logger=none"), 4, 0, ["a", "b", "c", "d"], [1, 2, 3, 4])
+    cfg = train_cfg("experiment=coco_condinst", "logger=none")
+    module = CrossVISModule(cfg, 4, 0, ["a", "b", "c", "d"], [1, 2, 3, 4])
     with pytest.raises(ValueError, match="video inference tracks with embeddings"):
         module.video_inference()

@@ -52,7 +52,8 @@ def test_pretrain_coco_reports_coco_ap(coco_run: tuple[Path, str], synthetic_coc
     assert {r["category_id"] for r in results} <= {c["id"] for c in gt["categories"]}
     # the logged figures are COCOeval's on the written results json
     expected = evaluate_coco(gt, results, verbose=False)
-    assert metrics["AP_mask"] == pytest.approx(expected["AP_mask"]) and metrics["AP_box"] == pytest.approx(expected["AP_box"])
+    assert metrics["AP_mask"] == pytest.approx(expected["AP_mask"])
+    assert metrics["AP_box"] == pytest.approx(expected["AP_box"])
     assert not any(row.get("train/loss_id") for row in _csv_rows(run_dir))  # no identity loss in the COCO stage
 
 
@@ -77,7 +78,8 @@ def test_coco_checkpoint_initialises_the_video_model(coco_run: tuple[Path, str])
 
 def test_video_stage_from_coco_checkpoint(coco_run: tuple[Path, str], synthetic_root: Path, tmp_path: Path) -> None:
     ckpt = coco_run[0] / "checkpoints" / "last.ckpt"
-    run_module("crossvis.train", *train_args(synthetic_root, tmp_path, f"model.init_from={ckpt}", "trainer.max_steps=3"))
+    args = train_args(synthetic_root, tmp_path, f"model.init_from={ckpt}", "trainer.max_steps=3")
+    run_module("crossvis.train", *args)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert {"AP", "AP50", "AR10"} <= set(metrics)  # trained, then evaluated with the video protocol
 

@@ -64,7 +64,9 @@ class CrossVISModule(pl.LightningModule):
     def video_inference(self) -> VideoInference:
         """Online inference (model + tracker) configured like this run."""
         if self.model.embedding is None:
-            raise ValueError("video inference tracks with embeddings: model.embedding.enabled=false suits data=coco only")
+            raise ValueError(
+                "video inference tracks with embeddings: model.embedding.enabled=false suits data=coco only"
+            )
         return VideoInference(
             self.model,
             short=self.cfg.data.transform.short,
@@ -137,7 +139,7 @@ class CrossVISModule(pl.LightningModule):
             self.log(f"val/{name}", float(metrics[name]), rank_zero_only=True, sync_dist=False)
 
     def _log_coco(self, ground_truth: dict, results: list[dict]) -> None:
-        """COCO mask/box AP (pycocotools COCOeval) → ``val/AP_mask``, ``val/AP_box``, …; results json beside the run."""
+        """COCO mask/box AP (COCOeval) → ``val/AP_mask``, ``val/AP_box``, …; results json beside the run."""
         if self.trainer.is_global_zero:
             write_json_atomic(Path(self.trainer.default_root_dir) / "coco_results.json", results)  # COCO results format
         metrics = evaluate_coco(ground_truth, results, verbose=self.trainer.is_global_zero)

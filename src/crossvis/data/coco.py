@@ -163,7 +163,8 @@ def _valid_segmentation(seg: object, image: CocoImage, path: Path, where: str) -
         expected = f"[{image.height}, {image.width}] (the image's height, width)"
         raise _format_error(path, where, "segmentation.size", expected, seg["size"])
     if not isinstance(seg["counts"], (list, str)):
-        raise _format_error(path, where, "segmentation.counts", "a list (uncompressed) or a string (compressed)", seg["counts"])
+        expected = "a list (uncompressed) or a string (compressed)"
+        raise _format_error(path, where, "segmentation.counts", expected, seg["counts"])
     return seg
 
 
@@ -204,7 +205,8 @@ def coco_from_dict(
         if cat not in known:
             raise _format_error(json_path, where, "category_id", f"one of the category ids {sorted(known)}", cat)
         image = by_id[image_id]
-        seg = _valid_segmentation(_require(ann, "segmentation", (list, dict), json_path, where), image, json_path, where)
+        seg = _require(ann, "segmentation", (list, dict), json_path, where)
+        seg = _valid_segmentation(seg, image, json_path, where)
         if seg is None:
             dropped += 1
             continue

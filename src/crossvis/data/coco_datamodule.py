@@ -98,7 +98,9 @@ class MixedPairDataset(Dataset):
         if not 0 <= coco_fraction < 1:
             raise ConfigError(f"data.coco.fraction: expected a share of COCO pairs in [0, 1), got {coco_fraction}")
         if coco_fraction > 0 and len(coco) == 0:
-            raise ConfigError(f"{coco.coco.json_path}: no image keeps an instance of a mapped category (data.coco.category_map)")
+            raise ConfigError(
+                f"{coco.coco.json_path}: no image keeps an instance of a mapped category (data.coco.category_map)"
+            )
         self.video, self.coco, self.seed = video, coco, int(seed)
         self.counts = {"video": len(video), "coco": round(len(video) * coco_fraction / (1 - coco_fraction))}
         self._order: tuple[int, np.ndarray] | None = None

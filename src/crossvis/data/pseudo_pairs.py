@@ -76,7 +76,9 @@ class StillTransform:
         if views not in (1, 2):
             raise ValueError(f"views: expected 1 (single images) or 2 (pseudo-pairs), got {views}")
         if not (0 <= scale < 1 and 0 <= shift < 1):
-            raise ValueError(f"pseudo_pairs: expected 0 <= scale < 1 and 0 <= shift < 1, got scale={scale}, shift={shift}")
+            raise ValueError(
+                f"pseudo_pairs: expected 0 <= scale < 1 and 0 <= shift < 1, got scale={scale}, shift={shift}"
+            )
         self.shorts = [int(s) for s in shorts]
         self.max_size = int(max_size)
         self.flip_prob = float(flip_prob)

@@ -126,7 +126,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing non-empty output directory")
     a = parser.parse_args(argv)
     out = write_synthetic_coco(a.out, a.images, a.val_images, a.seed, a.height, a.width, a.overwrite)
-    print(f"wrote {a.images} train + {a.val_images} val COCO-format images ({a.height}x{a.width} and {a.width}x{a.height}) to {out}")
+    sizes = f"{a.height}x{a.width} and {a.width}x{a.height}"
+    print(f"wrote {a.images} train + {a.val_images} val COCO-format images ({sizes}) to {out}")
 
 
 if __name__ == "__main__":

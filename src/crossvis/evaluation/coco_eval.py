@@ -46,7 +46,9 @@ def detections_to_coco(image_id: int, detections: dict[str, torch.Tensor], categ
 
 
 @torch.no_grad()
-def image_results(model: torch.nn.Module, image_id: int, path: str | Path, short: int, max_size: int, category_ids: list[int]) -> list[dict]:
+def image_results(
+    model: torch.nn.Module, image_id: int, path: str | Path, short: int, max_size: int, category_ids: list[int]
+) -> list[dict]:
     """Detections of one image file as COCO results (test resize ``short`` / ``max_size``)."""
     image = load_frame_rgb(path)
     tensor = preprocess_for_inference(image, short, max_size).to(next(model.parameters()).device)
