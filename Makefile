@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 ARGS   ?=
 TABLES := table1 table2 table3 table6 table7 table8
 
-.PHONY: install demo bench test test-slow clean $(TABLES)
+.PHONY: install demo bench test test-slow clean pretrain-coco $(TABLES)
 
 # Creates the venv and installs the package editable with its dev extra; a no-op when done.
 install: $(STAMP)
@@ -43,6 +43,11 @@ $(TABLES): install
 	$(PY) -m crossvis.train -m experiment=$@ hydra.sweep.dir=$(or $(SWEEP_DIR),multirun/$@/$(NOW)) $(ARGS)
 	$(PY) -m crossvis.tables $(or $(SWEEP_DIR),multirun/$@/$(NOW)) --csv $(or $(SWEEP_DIR),multirun/$@/$(NOW))/$@.csv \
 		$(if $(OFFICIAL),--official $(OFFICIAL))
+
+# Stage 1: CondInst on COCO (AdelaiDet MS R-50 1x), evaluated with COCO mask / box AP, e.g.
+#   make pretrain-coco ARGS="data.root=datasets/coco trainer.devices=4"
+pretrain-coco: install
+	$(PY) -m crossvis.train experiment=coco_condinst $(ARGS)
 
 clean:
 	rm -rf outputs multirun demo_output

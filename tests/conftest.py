@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from crossvis.data.synthetic import write_synthetic
+from crossvis.data.synthetic_coco import write_synthetic_coco
 from helpers import run_module, train_args
 
 
@@ -34,3 +35,11 @@ def trained_run(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) 
         ),
     )
     return run_dir
+
+
+@pytest.fixture(scope="session")
+def synthetic_coco_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small synthetic COCO-format image set (read-only): 12 train + 4 val images, 128x224 and 224x128."""
+    return write_synthetic_coco(
+        tmp_path_factory.mktemp("synthetic_coco") / "coco", images=12, val_images=4, seed=0, height=128, width=224
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -13,8 +14,10 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import WandbLogger
 from torch import nn
 
+from crossvis.evaluation.coco_eval import evaluate_coco, image_results
 from crossvis.evaluation.metric import evaluate as evaluate_results
 from crossvis.inference import VideoInference
+from crossvis.io import write_json_atomic
 from crossvis.modeling.crossvis import CrossVIS
 from crossvis.visualize import draw_tracks
 
@@ -61,10 +64,15 @@ class CrossVISModule(pl.LightningModule):
         self._val_results: dict[int, list[dict]] = {}
         self._previews: list[np.ndarray] = []
         self.last_validated_step: int | None = None
+        self._pair_counts: dict[str, int] = {}  # training pairs seen per source (video / coco)
 
     # ----------------------------------------------------------------------------- inference
     def video_inference(self) -> VideoInference:
         """Online inference (model + tracker) configured like this run."""
+        if self.model.embedding is None:
+            raise ValueError(
+                "video inference tracks with embeddings: model.embedding.enabled=false suits data=coco only"
+            )
         return VideoInference(
             self.model,
             short=self.cfg.data.transform.short,
@@ -76,10 +84,17 @@ class CrossVISModule(pl.LightningModule):
     # ------------------------------------------------------------------------------ training
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         losses = self.model.forward_train(batch["images"], batch["image_sizes"], batch["targets"])
-        total = sum(losses[name] for name in LOSS_NAMES)  # Eq. 15
+        total = sum(losses[name] for name in LOSS_NAMES if name in losses)  # Eq. 15 (no L_id without embeddings)
         batch_size = batch["images"].shape[0]
         for name in LOSS_NAMES:
-            self.log(f"train/{name}", losses[name], batch_size=batch_size)
+            if name in losses:
+                self.log(f"train/{name}", losses[name], batch_size=batch_size)
+        for meta in batch["meta"]:
+            source = meta.get("source", "video")
+            self._pair_counts[source] = self._pair_counts.get(source, 0) + 1
+        if len(self._pair_counts) > 1 or "coco" in self._pair_counts:  # COCO and joint runs: items per source so far
+            for source, count in self._pair_counts.items():
+                self.log(f"train/pairs_{source}", float(count), batch_size=batch_size, reduce_fx="max")
         self.log("train/loss", total, prog_bar=True, batch_size=batch_size)
         self.log("train/lr", self.optimizers().param_groups[0]["lr"], batch_size=batch_size)
         return total
@@ -96,12 +111,22 @@ class CrossVISModule(pl.LightningModule):
             group["lr"] = base_lr * factor(self.global_step)
 
     # ---------------------------------------------------------------------------- validation
+    def _still_images(self) -> bool:
+        """COCO validation (per-image detections, COCOeval) instead of video tracking."""
+        return getattr(self.trainer.datamodule, "val_format", "vis") == "coco"
+
     def on_validation_epoch_start(self) -> None:
         self._val_results = {}
         self._previews = []
-        self._inference = self.video_inference()
+        self._inference = None if self._still_images() else self.video_inference()
 
     def validation_step(self, video: dict[str, Any], batch_idx: int) -> None:
+        if self._inference is None:  # a COCO image
+            t = self.cfg.data.transform
+            self._val_results[video["image_id"]] = image_results(
+                self.model, video["image_id"], video["path"], t.short, t.max_size, self.category_ids
+            )
+            return
         video_id = video["video_id"]
         wants_previews = batch_idx == 0 and isinstance(self.logger, WandbLogger)
         self._val_results[video_id] = self._inference.run_paths(
@@ -120,12 +145,24 @@ class CrossVISModule(pl.LightningModule):
         results = [entry for entries in per_video.values() for entry in entries]
         self._val_results = {}
         ground_truth = getattr(self.trainer.datamodule, "val_ground_truth", None)
+        if self._still_images():
+            self._log_coco(ground_truth, results)
+            return
         if ground_truth is None:
             return
         metrics = evaluate_results(ground_truth, results)
         self.last_validated_step = self.global_step
         for name in VAL_METRICS:
             self.log(f"val/{name}", float(metrics[name]), rank_zero_only=True, sync_dist=False)
+
+    def _log_coco(self, ground_truth: dict, results: list[dict]) -> None:
+        """COCO mask/box AP (COCOeval) → ``val/AP_mask``, ``val/AP_box``, …; results json beside the run."""
+        if self.trainer.is_global_zero:
+            write_json_atomic(Path(self.trainer.default_root_dir) / "coco_results.json", results)  # COCO results format
+        metrics = evaluate_coco(ground_truth, results, verbose=self.trainer.is_global_zero)
+        self.last_validated_step = self.global_step
+        for name, value in metrics.items():
+            self.log(f"val/{name}", value, rank_zero_only=True, sync_dist=False)
 
     # ----------------------------------------------------------------------------- optimiser
     def configure_optimizers(self) -> dict[str, Any]:

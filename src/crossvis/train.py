@@ -18,6 +18,7 @@ from pytorch_lightning.utilities import rank_zero_info
 
 from crossvis.checkpoints import AtomicCheckpointIO, LastCheckpoint, TorchRNGState, check_categories, read_checkpoint
 from crossvis.cli import configure_threads, require_writable_dir, user_errors
+from crossvis.data.coco_datamodule import build_datamodule
 from crossvis.data.datamodule import VISDataModule, official_split
 from crossvis.evaluate import evaluate_split
 from crossvis.io import write_json_atomic
@@ -69,7 +70,7 @@ def train(cfg: DictConfig) -> tuple[pl.Trainer, CrossVISModule, Path]:
     """Fit a model as configured; returns the trainer, the module and the run's output folder."""
     pl.seed_everything(cfg.seed, workers=True)
     output_dir = require_writable_dir(HydraConfig.get().runtime.output_dir, "hydra.run.dir")
-    datamodule = VISDataModule.from_run_config(cfg)
+    datamodule = build_datamodule(cfg)  # video, COCO (data=coco) or joint (data=*_coco)
     datamodule.setup("fit")
     resume_run_id = check_resume(cfg, datamodule)
     if datamodule.holdout_ids:

@@ -1,5 +1,8 @@
 """Verify a dataset before training: ``python -m crossvis.data.check ANNOTATION_JSON IMAGE_ROOT``.
 
+Accepts YouTube-VIS / OVIS jsons (``videos``) and COCO instances jsons (``images``, see
+``crossvis.data.coco.report_coco``).
+
 Loads the json as training does, checks that every referenced frame exists, decodes every frame
 (in parallel, strictly: truncated or corrupt images fail) at its video's height/width, checks that
 every mask decodes at that size, prints a summary and, as the last line, one JSON object
@@ -21,7 +24,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from crossvis.cli import user_errors
-from crossvis.data.ytvis import VISDataset, VISFormatError, decode_segmentation, load_vis
+from crossvis.data.coco import is_coco_json, report_coco
+from crossvis.data.ytvis import VISDataset, VISFormatError, _read_json, decode_segmentation, vis_from_dict
 
 
 def decode_frames(vis: VISDataset, workers: int | None = None) -> None:
@@ -79,7 +83,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("image_root", type=Path)
     parser.add_argument("--no-decode", action="store_true", help="do not decode the frames (quick pass: existence only)")
     args = parser.parse_args(argv)
-    vis = load_vis(args.annotation_json, args.image_root)
+    raw = _read_json(args.annotation_json)
+    if is_coco_json(raw):  # COCO instances json (still images)
+        report_coco(raw, args.annotation_json, args.image_root)
+        return 0
+    vis = vis_from_dict(raw, args.annotation_json, args.image_root)
     summary = check_dataset(vis, decode=not args.no_decode)
     print(f"{vis.json_path} (images under {vis.image_root}): OK")
     print(f"  videos {summary['videos']}, frames {summary['frames']}, annotated frames {summary['annotated_frames']}")

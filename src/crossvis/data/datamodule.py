@@ -47,17 +47,21 @@ PAD_DIVISOR = 32  # strides up to 32 (and timm's DLA-34) need inputs divisible b
 
 
 def collate_pairs(items: list[dict]) -> dict:
-    """Batch pair items, zero padding images and masks to the batch max rounded up to 32."""
+    """Batch pair items, zero padding images and masks to the batch max rounded up to 32.
+
+    Items of single images (``images`` [1, 3, h, w], the COCO stage) batch the same way with 1 frame.
+    """
     sizes = torch.tensor([item["images"].shape[-2:] for item in items], dtype=torch.long)
     hp, wp = (math.ceil(int(s) / PAD_DIVISOR) * PAD_DIVISOR for s in sizes.max(dim=0).values)
-    images = torch.zeros(len(items), 2, 3, hp, wp, dtype=torch.float32)
+    frames = items[0]["images"].shape[0]
+    images = torch.zeros(len(items), frames, 3, hp, wp, dtype=torch.float32)
     targets = []
     for b, (item, (h, w)) in enumerate(zip(items, sizes.tolist())):
         images[b, :, :, :h, :w] = item["images"]
         targets.append([{**t, "masks": F.pad(t["masks"], (0, wp - w, 0, hp - h))} for t in item["targets"]])
     return {
         "images": images,
-        "image_sizes": sizes[:, None, :].expand(-1, 2, -1).clone(),  # both frames share the size
+        "image_sizes": sizes[:, None, :].expand(-1, frames, -1).clone(),  # both frames share the size
         "targets": targets,
         "meta": [item["meta"] for item in items],
     }

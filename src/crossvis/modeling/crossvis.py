@@ -89,17 +89,24 @@ class CrossVIS(nn.Module):
             cfg.mask_branch.out_channels,
             self.upsample_mode,
         )
-        self.embedding = EmbeddingHead(cfg.fpn_channels, cfg.head.channels, cfg.head.num_convs, cfg.embedding.dim)
-        self.identity_loss = IdentityLoss(
-            cfg.embedding.type,
-            cfg.embedding.loss,
-            cfg.embedding.dim,
-            num_identities,
-            cfg.fcos.focal_alpha,
-            cfg.fcos.focal_gamma,
-        )
+        # model.embedding.enabled=false (the CondInst COCO stage): no embedding tower, proxies or L_id,
+        # so the state dict is the video model's minus the ``embedding.*`` / ``identity_loss.*`` keys.
+        self.embedding: EmbeddingHead | None = None
+        self.identity_loss: IdentityLoss | None = None
+        if cfg.embedding.get("enabled", True):
+            self.embedding = EmbeddingHead(cfg.fpn_channels, cfg.head.channels, cfg.head.num_convs, cfg.embedding.dim)
+            self.identity_loss = IdentityLoss(
+                cfg.embedding.type,
+                cfg.embedding.loss,
+                cfg.embedding.dim,
+                num_identities,
+                cfg.fcos.focal_alpha,
+                cfg.fcos.focal_gamma,
+            )
 
-    def _dense(self, images: Tensor, image_sizes: Tensor) -> tuple[PyramidLocations, HeadOutputs, Tensor, Tensor]:
+    def _dense(
+        self, images: Tensor, image_sizes: Tensor
+    ) -> tuple[PyramidLocations, HeadOutputs, Tensor, Tensor | None]:
         """Everything computed at every location of ``images [N, 3, H, W]`` (H, W multiples of 32).
 
         ``image_sizes [N, 2]``: valid (h, w) of each image; the backbone zeroes the rest after
@@ -107,7 +114,8 @@ class CrossVIS(nn.Module):
         """
         feats = self.features(images, image_sizes)
         locations = pyramid_locations([tuple(f.shape[-2:]) for f in feats], list(FPN_STRIDES), images.device)
-        return locations, self.head(feats), self.mask_branch(feats), self.embedding(feats)
+        embeddings = self.embedding(feats) if self.embedding is not None else None
+        return locations, self.head(feats), self.mask_branch(feats), embeddings
 
     def forward_train(
         self, images: Tensor, image_sizes: Tensor, targets: list[list[dict[str, Tensor]]]
@@ -118,17 +126,26 @@ class CrossVIS(nn.Module):
         key frames and for the reference frames, each with its own normaliser, and averaged (public
         code; ``model.loss_normalizer=pair``: one normaliser over all 2B frames). Padding is
         background for the losses, so ``image_sizes`` (valid sizes) is not needed here.
+        Single images (``[B, 1, 3, H, W]``, the CondInst COCO stage) train without crossover and
+        without L_id. A frame dict with ``identity_loss: False`` (COCO pseudo-pairs in joint
+        training) keeps its positives out of L_id.
         """
+        k = images.shape[1] if images.dim() == 5 else 0
         divisible = images.shape[-2] % SIZE_DIVISOR == 0 and images.shape[-1] % SIZE_DIVISOR == 0
-        if images.dim() != 5 or images.shape[1] != 2 or not divisible:
+        if k not in (1, 2) or not divisible:
             raise ValueError(
-                f"forward_train: images must be [B, 2, 3, H, W] with H, W multiples of {SIZE_DIVISOR}, "
-                f"got {tuple(images.shape)}"
+                f"forward_train: images must be [B, 2, 3, H, W] (pairs) or [B, 1, 3, H, W] (single images) "
+                f"with H, W multiples of {SIZE_DIVISOR}, got {tuple(images.shape)}"
             )
-        if tuple(image_sizes.shape) != (images.shape[0], 2, 2):
-            raise ValueError(f"forward_train: image_sizes must be [B, 2, 2], got {tuple(image_sizes.shape)}")
-        if len(targets) != images.shape[0] or any(len(pair) != 2 for pair in targets):
-            raise ValueError(f"forward_train: targets must be {images.shape[0]} lists of 2 frame dicts")
+        if tuple(image_sizes.shape) != (images.shape[0], k, 2):
+            raise ValueError(f"forward_train: image_sizes must be [B, {k}, 2], got {tuple(image_sizes.shape)}")
+        if len(targets) != images.shape[0] or any(len(pair) != k for pair in targets):
+            raise ValueError(f"forward_train: targets must be {images.shape[0]} lists of {k} frame dicts")
+        if k == 1 and (self.cfg.crossover.enabled or self.identity_loss is not None):
+            raise ValueError(
+                "forward_train: single images train CondInst only: set model.crossover.enabled=false and "
+                "model.embedding.enabled=false (experiment=coco_condinst does), or train on pairs"
+            )
         cfg = self.cfg
         frames = [t for pair in targets for t in pair]  # frame 2b = key, 2b+1 = reference
         locations, out, mask_feats, embeddings = self._dense(images.flatten(0, 1), image_sizes.flatten(0, 1))
@@ -158,7 +175,10 @@ class CrossVIS(nn.Module):
             losses["loss_cross"] = cfg.crossover.weight * cross
         else:
             losses["loss_cross"] = masks.new_zeros(())
-        losses["loss_id"] = self.identity_loss(embeddings[positives.frame, positives.location], positives)
+        if self.identity_loss is not None:
+            with_id = torch.tensor([bool(t.get("identity_loss", True)) for t in frames], device=images.device)
+            id_pos = positives.subset(with_id[positives.frame])
+            losses["loss_id"] = self.identity_loss(embeddings[id_pos.frame, id_pos.location], id_pos)
         return losses  # Eq. 15: the caller sums them
 
     @torch.no_grad()
@@ -193,13 +213,15 @@ class CrossVIS(nn.Module):
         masks = self.mask_head.predict(out.params[0, loc], mask_feats, frame, points, levels)
         masks = upsample(masks[:, None], 4, self.upsample_mode)[..., :h, :w]
         masks = paste_masks(masks[:, 0], (orig_h, orig_w), cfg.mask_threshold)
-        return {
+        detections = {
             "boxes": boxes[nonempty],
             "labels": det["labels"][nonempty],
             "scores": det["scores"][nonempty],
             "masks": masks,
-            "embeddings": embeddings[0, loc],  # unnormalised: MaskTrack scoring needs raw dot products
         }
+        if embeddings is not None:
+            detections["embeddings"] = embeddings[0, loc]  # unnormalised: MaskTrack scoring needs raw dot products
+        return detections
 
     def load_init(self, path: str | Path, strict: bool | None = None) -> tuple[list[str], list[str]]:
         """Initialise from any checkpoint :mod:`crossvis.modeling.checkpoints` reads (``model.init_from``).
