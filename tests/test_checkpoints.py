@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 
 from adelaidet_keys import R101_BLOCKS, condinst_keys, crossvis_extras
 from crossvis.convert import main as convert_main
+from crossvis.data.ytvis import load_vis
 from crossvis.evaluate import load_module
 from crossvis.modeling.checkpoints import (
     CONDINST,
@@ -69,8 +70,8 @@ def test_every_adelaidet_key_has_a_model_counterpart_of_the_same_shape(condinst_
     embedding = [k for k in model_80.state_dict() if k.startswith("embedding.") and "num_batches" not in k]
     assert plan.reinitialised == {
         **{k: "CondInst checkpoint has no embedding branch" for k in embedding},
-        "identity_loss.proxies.weight": "CondInst checkpoint has no identity proxies",
-        "identity_loss.proxies.bias": "CondInst checkpoint has no identity proxies",
+        "identity_loss.proxies.weight": "CondInst checkpoint has no embedding branch",
+        "identity_loss.proxies.bias": "CondInst checkpoint has no embedding branch",
     }
     # spot checks of the table (DESIGN.md "Checkpoint interop")
     assert map_detectron2_key("backbone.bottom_up.res2.0.shortcut.norm.running_var") == (
@@ -193,21 +194,23 @@ def test_converter_round_trip_loads_every_tensor(condinst_state, tmp_path, capsy
 def test_evaluate_builds_released_crossvis_checkpoints_from_the_data_split(crossvis_state, synthetic_root, tmp_path):
     with initialize_config_dir(config_dir=str(CONF), version_base=None):
         data = compose("evaluate", overrides=["checkpoint=x", f"data.root={synthetic_root}"]).data
-    categories = json.loads((synthetic_root / "train.json").read_text())["categories"]
+    split = load_vis(data.val.json, data.val.images)  # the evaluated split names the categories
+    categories = json.loads((synthetic_root / "valid_gt.json").read_text())["categories"]
     n = len(categories)
     shapes = {**condinst_keys(num_classes=n), **crossvis_extras(50)}
     path = tmp_path / "crossvis_released.pth"
     torch.save({"model": make_state(shapes)}, path)
-    module = load_module(path, "cpu", {"match_threshold": 0.3}, data)
+    module = load_module(path, "cpu", {"match_threshold": 0.3}, data, split.categories)
     assert module.model.num_classes == n and module.model.identity_loss.proxies.out_features == 50
     assert module.cfg.model.backbone.stride_in_1x1 and module.cfg.tracker.match_threshold == 0.3
     assert module.category_ids == sorted(c["id"] for c in categories)
+    assert module.category_names == [c["name"] for c in sorted(categories, key=lambda c: c["id"])]
     assert not module.training
 
     wrong = tmp_path / "crossvis_80.pth"
     torch.save({"model": make_state({**condinst_keys(num_classes=80), **crossvis_extras(50)})}, wrong)
     with pytest.raises(CheckpointError, match=f"has 80 classes .* has {n} categories"):
-        load_module(wrong, "cpu", None, data)
+        load_module(wrong, "cpu", None, data, split.categories)
 
 
 def test_resnet101_checkpoint_selects_and_fills_the_r101_backbone(tmp_path):

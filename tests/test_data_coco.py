@@ -121,6 +121,8 @@ def test_check_accepts_coco(synthetic_coco_root: Path, tmp_path: Path, capsys: p
     shutil.copytree(synthetic_coco_root / TRAIN[1], images)
     first = raw["images"][0]
     (images / first["file_name"]).unlink()
-    assert check_main([str(synthetic_coco_root / TRAIN[0]), str(images)]) == 1
+    with pytest.raises(SystemExit) as exit_info:  # the user-error contract: one message, exit code 1
+        check_main([str(synthetic_coco_root / TRAIN[0]), str(images)])
+    assert exit_info.value.code == 1
     stderr = capsys.readouterr().err
     assert f"image {first['id']}: field 'file_name'" in stderr and "instances_train2017.json" in stderr

@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import Dataset
 
 from crossvis.data.coco import COCODataset
-from crossvis.data.transforms import FrameSample, _drop_empty, resized_shape
+from crossvis.data.transforms import FrameSample, _drop_empty, mask_boxes, resized_shape
 
 
 @functools.lru_cache(maxsize=64)
@@ -58,7 +58,10 @@ def _apply(pipeline: A.Compose, sample: FrameSample, rng: np.random.Generator) -
     out = pipeline(**inputs)
     h, w = out["image"].shape[:2]
     masks = np.asarray(out["masks"], dtype=bool) if len(sample.masks) else np.zeros((0, h, w), bool)
-    return _drop_empty(out["image"], masks, sample)
+    boxes = np.full((len(masks), 4), np.nan, np.float32)
+    nonempty = masks.any(axis=(1, 2))
+    boxes[nonempty] = mask_boxes(masks[nonempty])  # scaled, shifted and cropped: the visible part's box
+    return _drop_empty(out["image"], masks, boxes, sample)
 
 
 class StillTransform:

@@ -211,15 +211,17 @@ class InitPlan:
 
 
 def _expected_reinit(key: str, source: SourceCheckpoint, found: Tensor | None, wanted: Tensor) -> str | None:
-    """Why ``key`` may keep its init (the issue's three cases), or None if a missing tensor is an error."""
+    """Why ``key`` may keep its init (the issue's three cases), or None if a missing tensor is an error.
+
+    A checkpoint without an embedding branch is a CondInst one: AdelaiDet's, or this project's COCO
+    stage (``model.embedding.enabled=false``); its embedding tower and identity proxies start anew.
+    """
     if key.startswith("head.cls_logits.") and found is not None:
         return f"class count {found.shape[0]}→{wanted.shape[0]}"
-    if key.startswith("identity_loss.proxies."):
-        if found is not None:
-            return f"identity count {found.shape[0]}→{wanted.shape[0]}"
-        if source.origin == CONDINST:
-            return "CondInst checkpoint has no identity proxies"
-    if key.startswith("embedding.") and found is None and source.origin == CONDINST:
+    if key.startswith("identity_loss.proxies.") and found is not None:
+        return f"identity count {found.shape[0]}→{wanted.shape[0]}"
+    has_embedding = any(k.startswith("embedding.") for k in source.tensors)
+    if key.startswith(("embedding.", "identity_loss.proxies.")) and found is None and not has_embedding:
         return "CondInst checkpoint has no embedding branch"
     return None
 
