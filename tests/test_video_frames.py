@@ -18,7 +18,7 @@ import torch
 
 import crossvis.demo as demo
 from crossvis.demo import FrameSource, run_on_video
-from crossvis.errors import InputFormatError
+from crossvis.errors import ConfigError, InputFormatError
 from crossvis.inference import VideoInference
 
 H, W = 48, 64
@@ -158,3 +158,8 @@ def test_long_video_memory_grows_only_with_the_rles(tmp_path: Path) -> None:
     rle_bytes = sum(len(s["counts"]) for s in segs[50:300])
     growth = traced[299] - traced[49]
     assert growth <= rle_bytes + 250 * 600, (growth, rle_bytes)
+
+
+def test_bad_tracker_setting_fails_before_any_frame() -> None:
+    with pytest.raises(ConfigError, match="tracker.scoring: expected 'public' or 'masktrack', got 'hungarian'"):
+        VideoInference(ScriptedModel(), short=H, max_size=W, tracker_cfg={"scoring": "hungarian"}, category_ids=[7])

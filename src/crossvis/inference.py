@@ -33,6 +33,7 @@ class VideoInference:
         self.short = short
         self.max_size = max_size
         self.tracker_cfg = dict(tracker_cfg)
+        OnlineTracker(**self.tracker_cfg)  # a bad tracker setting fails here, before any frame is read
         self.category_ids = list(category_ids)
 
     @torch.inference_mode()
