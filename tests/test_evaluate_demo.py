@@ -125,7 +125,7 @@ def test_evaluate_with_a_checkpoint_of_other_categories_fails_before_inference(t
 def test_a_file_that_is_not_a_checkpoint_gives_one_clear_error(tmp_path, content):
     bad = tmp_path / "bad.ckpt"
     bad.write_bytes(content)
-    with pytest.raises(ValueError, match=f"checkpoint: cannot load {bad}") as caught:
+    with pytest.raises(ValueError, match=f"{bad}: cannot read as a checkpoint") as caught:
         load_checked_module(bad)
     assert "weights_only" not in str(caught.value)
 
@@ -135,7 +135,7 @@ def test_entry_points_report_user_errors_in_one_line(trained_run, synthetic_root
     bad.write_bytes(np.random.default_rng(0).bytes(4096))
     message = _user_error(run_module("crossvis.evaluate", f"checkpoint={bad}", f"data.root={synthetic_root}",
                                      f"hydra.run.dir={tmp_path / 'eval'}", check=False))
-    assert message.startswith(f"error: checkpoint: cannot load {bad}") and "weights_only" not in message
+    assert message.startswith(f"error: {bad}: cannot read as a checkpoint") and "weights_only" not in message
     message = _user_error(run_module("crossvis.evaluate", f"checkpoint={trained_run / 'checkpoints' / 'last.ckpt'}",
                                      f"data.root={synthetic_root}", f"data.val.json={synthetic_root}",
                                      f"hydra.run.dir={tmp_path / 'eval'}", check=False))

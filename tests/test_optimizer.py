@@ -25,7 +25,7 @@ def test_norm_layers_have_no_weight_decay_biases_do():
     trainable = [p for p in model.parameters() if p.requires_grad]
     assert len(decay_of) == len(trainable)  # every trainable parameter exactly once
     norms = [m for m in model.modules() if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d, nn.GroupNorm))]
-    assert any(isinstance(m, nn.GroupNorm) for m in norms) and any(isinstance(m, nn.BatchNorm1d) for m in norms)
+    assert any(isinstance(m, nn.GroupNorm) for m in norms) and any(isinstance(m, nn.BatchNorm2d) for m in norms)
     for m in norms:
         for p in m.parameters(recurse=False):
             if p.requires_grad:

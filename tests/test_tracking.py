@@ -135,7 +135,7 @@ def test_masktrack_scoring(det: tuple, joins: bool) -> None:
 def test_masktrack_scoring_uses_raw_dot_products(scale: float, joins: bool) -> None:
     """Unit vectors: dot 1 → track log(e/(1+e)) = -0.31 + 2 + 0 (other class) < new -1.31 + 10.
     Norm 4: dot 16 → track ≈ 0 + 2 + 0 = 2 > new ≈ -16 + 10 = -6, the embedding outweighs the category."""
-    tracker = OnlineTracker(num_frames=2, scoring="masktrack")
+    tracker = OnlineTracker(scoring="masktrack")
     tracker.update(0, detections([([0, 0, 10, 10], 0, 0.9, [scale * v for v in E0])]))
     assert list(tracker.update(1, detections([([0, 0, 10, 10], 1, 0.9, [scale * v for v in E0])]))) == ([0] if joins else [1])
 

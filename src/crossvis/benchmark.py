@@ -18,6 +18,7 @@ The last line printed is a JSON object with every figure.
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import resource
 import statistics
@@ -64,8 +65,11 @@ class Frames:
 
     def __init__(self, cfg_input: DictConfig, seed: int) -> None:
         self.source = FrameSource(cfg_input.path, 10.0) if cfg_input.path else None
-        available = self.source.num_frames if self.source else None
         requested = cfg_input.frames
+        available = None
+        if self.source is not None:  # count what decodes: a container's frame count is not trusted
+            limit = None if requested is None else max(int(requested), 0)
+            available = sum(1 for _ in itertools.islice(self.source, limit))
         if requested is None and available is None:
             raise ValueError("input.frames: a number is needed when frames are generated (input.path=null)")
         if requested is not None and int(requested) < 1:
@@ -138,7 +142,7 @@ class Benchmark:
 
     def end_to_end(self, timer: StageTimer) -> tuple[float, int]:
         """Seconds for the whole online loop over the frames, stages into ``timer``; and the detections."""
-        tracker = OnlineTracker(self.frames.num_frames, **self.tracker_cfg)
+        tracker = OnlineTracker(**self.tracker_cfg)
         detections_total = 0
         self.sync()
         start = time.perf_counter()
