@@ -32,11 +32,17 @@ test: install
 test-slow: install
 	$(PY) -m pytest -q -m slow
 
-# The paper's tables as Hydra multi-runs; ARGS adds overrides, e.g. a CPU smoke run:
+# The paper's tables as Hydra multi-runs into SWEEP_DIR (default multirun/tableN/<date>), then
+# collected into the paper's layout (local AP on the held-out training videos; OFFICIAL=scores.csv
+# adds the server's scores). ARGS adds overrides, e.g. a CPU smoke run:
 #   make table6 ARGS="data=synthetic data.root=DIR model=cpu trainer.max_steps=20"
-# Collect a finished sweep with: python -m crossvis.tables multirun/table6/<date>
+NOW       := $(shell date +%Y-%m-%d_%H-%M-%S)
+SWEEP_DIR ?=
+OFFICIAL  ?=
 $(TABLES): install
-	$(PY) -m crossvis.train -m experiment=$@ $(ARGS)
+	$(PY) -m crossvis.train -m experiment=$@ hydra.sweep.dir=$(or $(SWEEP_DIR),multirun/$@/$(NOW)) $(ARGS)
+	$(PY) -m crossvis.tables $(or $(SWEEP_DIR),multirun/$@/$(NOW)) --csv $(or $(SWEEP_DIR),multirun/$@/$(NOW))/$@.csv \
+		$(if $(OFFICIAL),--official $(OFFICIAL))
 
 clean:
 	rm -rf outputs multirun demo_output

@@ -7,12 +7,29 @@ from pathlib import Path
 
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from crossvis.data.datamodule import VISDataModule
+from crossvis.data.datamodule import VISDataModule, holdout_video_ids
 from crossvis.data.ytvis import VISFormatError
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "data"
+
+
+def _run_cfg(root: Path, *overrides: str):
+    """The composed run config (conf/train.yaml), as ``python -m crossvis.train`` sees it."""
+    with initialize_config_dir(config_dir=str(CONF.parent), version_base=None):
+        return compose(
+            "train",
+            overrides=["data=synthetic", f"data.root={root}", "data.num_workers=0", "data.batch_size=3",
+                       "data.transform.short=100", *overrides],
+        )
+
+
+def _first_batch(cfg) -> dict:
+    dm = VISDataModule.from_run_config(cfg)
+    dm.setup("fit")
+    return next(iter(dm.train_dataloader()))
 
 
 def _cfg(root: Path, **overrides):
@@ -33,9 +50,10 @@ def test_configs_have_the_contract_keys(name: str) -> None:
     assert cfg.name == name
     assert cfg.train.json.startswith("/data/x/") and cfg.train.images.startswith("/data/x/")
     assert cfg.val.json.startswith("/data/x/") and cfg.val.images.startswith("/data/x/")
-    for key in ("holdout_videos", "sampler.T", "transform.short", "transform.max_size", "transform.flip_prob",
-                "transform.multiscale", "batch_size", "num_workers", "seed"):
+    for key in ("sampler.T", "transform.short", "transform.max_size", "transform.flip_prob",
+                "transform.multiscale", "batch_size", "num_workers", "validate_on", "holdout_every"):
         assert OmegaConf.select(cfg, key, throw_on_missing=True) is not None, key
+    assert "seed" not in cfg  # the run's top-level seed drives the data (VISDataModule.from_run_config)
 
 
 def test_train_batch_structure(synthetic_root: Path) -> None:
@@ -85,20 +103,62 @@ def test_val_json_without_annotations_has_no_ground_truth(synthetic_root: Path) 
     assert dm.val_ground_truth is None and len(dm.val_dataset.videos) == 2
 
 
-def test_holdout_carves_the_last_training_videos(synthetic_root: Path) -> None:
+def test_holdout_video_ids_every_kth_in_id_order() -> None:
+    assert holdout_video_ids([30, 3, 12, 7, 5], 2) == [3, 7, 30]  # sorted 3, 5, 7, 12, 30 -> positions 0, 2, 4
+    assert holdout_video_ids(list(range(1, 2239)), 10)[:3] == [1, 11, 21]
+    assert len(holdout_video_ids(list(range(1, 2239)), 10)) == 224  # ~10 % of YouTube-VIS 2019 train
+    with pytest.raises(ValueError, match="data.holdout_every"):
+        holdout_video_ids([1, 2, 3], 1)
+    with pytest.raises(ValueError, match="all 1 training videos"):
+        holdout_video_ids([4], 10)
+
+
+def test_holdout_split_is_fixed_disjoint_and_recorded(synthetic_root: Path, tmp_path: Path) -> None:
     raw = json.loads((synthetic_root / "train.json").read_text())
     ids = sorted(v["id"] for v in raw["videos"])
-    dm = VISDataModule(_cfg(synthetic_root, holdout_videos=2))
+    held = ids[::2]
+    dm = VISDataModule(_cfg(synthetic_root, validate_on="holdout", holdout_every=2))
     dm.setup()
+    assert dm.holdout_ids == held
     gt = dm.val_ground_truth
-    assert [v["id"] for v in gt["videos"]] == ids[-2:]
-    assert gt["categories"] == raw["categories"]
-    held_anns = sorted(a["id"] for a in raw["annotations"] if a["video_id"] in ids[-2:])
-    assert sorted(a["id"] for a in gt["annotations"]) == held_anns
-    assert [v.id for v in dm.train_vis.videos] == ids[:-2]
-    assert dm.num_identities == sum(a["video_id"] in ids[:-2] for a in raw["annotations"])
-    with pytest.raises(VISFormatError, match="holdout_videos"):
-        VISDataModule(_cfg(synthetic_root, holdout_videos=6)).setup()
+    assert [v["id"] for v in gt["videos"]] == held and gt["categories"] == raw["categories"]
+    assert sorted(a["id"] for a in gt["annotations"]) == sorted(a["id"] for a in raw["annotations"]
+                                                                if a["video_id"] in held)
+    train_ids = [v.id for v in dm.train_vis.videos]
+    assert train_ids == [i for i in ids if i not in held] and not set(train_ids) & set(held)
+    assert {dm.train_dataset.vis.videos[vi].id for vi, _ in dm.train_dataset.keys} <= set(train_ids)
+    assert dm.num_identities == sum(a["video_id"] not in held for a in raw["annotations"])
+    dm.write_split(tmp_path / "holdout_split.json")
+    record = json.loads((tmp_path / "holdout_split.json").read_text())
+    assert record["held_out_video_ids"] == held and record["train_video_ids"] == train_ids
+    again = VISDataModule(_cfg(synthetic_root, validate_on="holdout", holdout_every=2))
+    again.setup()
+    again.write_split(tmp_path / "holdout_split.json")  # deterministic: the same split, accepted
+    other = VISDataModule(_cfg(synthetic_root, validate_on="holdout", holdout_every=3))
+    other.setup()
+    with pytest.raises(ValueError, match="holdout_split.json"):
+        other.write_split(tmp_path / "holdout_split.json")
+    with pytest.raises(ValueError, match="data.validate_on"):
+        VISDataModule(_cfg(synthetic_root, validate_on="test")).setup()
+
+
+def test_one_seed_drives_the_data(synthetic_root: Path) -> None:
+    """Top-level ``seed`` (the composed run config) fixes pairs, augmentation and shuffling."""
+    first = _first_batch(_run_cfg(synthetic_root, "seed=5"))
+    same = _first_batch(_run_cfg(synthetic_root, "seed=5"))
+    other = _first_batch(_run_cfg(synthetic_root, "seed=6"))
+    assert first["meta"] == same["meta"] and torch.equal(first["images"], same["images"])
+    assert first["meta"] != other["meta"]
+
+
+def test_multiscale_range_comes_from_the_data_config(synthetic_root: Path) -> None:
+    cfg = _run_cfg(synthetic_root, "data.transform.multiscale=true", "data.transform.scales=[[224,128],[300,160]]")
+    dm = VISDataModule.from_run_config(cfg)
+    dm.setup()
+    transform = dm.train_dataset.transform
+    assert (transform.long_range, transform.short_range) == ((224, 300), (128, 160))
+    shapes = {tuple(dm.train_dataset[(i, 0)]["images"].shape) for i in range(len(dm.train_dataset))}
+    assert len(shapes) > 2 and all(s[0] == 2 for s in shapes)  # pairs of equal-size frames, many sizes
 
 
 def test_worker_processes_see_the_epoch(synthetic_root: Path) -> None:

@@ -14,6 +14,7 @@ import torch
 from crossvis.data.sampler import (
     EpochSampler,
     FramePairDataset,
+    _frame_sample,
     choose_reference,
     parse_max_offset,
     reference_candidates,
@@ -133,5 +134,26 @@ def test_one_frame_video_pairs_with_itself() -> None:
             {"id": 9, "video_id": 3, "category_id": 1, "iscrowd": 0, "segmentations": [[[0, 0, 2, 0, 2, 2]]]}
         ],
     }
-    pairs = FramePairDataset(vis_from_dict(raw, "mem.json", "."), 1, PairTransform())
+    pairs = FramePairDataset(vis_from_dict(raw, "mem.json", "."), 1, PairTransform(), seed=0)
     assert len(pairs) == 1 and pairs.pair(0, 0)[:2] == (0, 0)
+
+
+def test_frame_boxes_come_from_json_bboxes_else_masks(synthetic_root: Path, tmp_path: Path) -> None:
+    """The public code's boxes: json ``bboxes`` (x, y, w, h -> x2 = x + w); masks where there is none."""
+    raw = json.loads((synthetic_root / "train.json").read_text())
+    video_id = raw["videos"][0]["id"]
+    anns = [a for a in raw["annotations"] if a["video_id"] == video_id]
+    t = next(t for t in range(len(anns[0]["segmentations"]))
+             if anns[0]["segmentations"][t] is not None and anns[1]["segmentations"][t] is not None)
+    anns[0]["bboxes"][t] = [10, 20, 30, 40]  # differs from its mask on purpose
+    del anns[1]["bboxes"]
+    path = tmp_path / "train.json"
+    path.write_text(json.dumps(raw))
+    vis = load_vis(path, synthetic_root / "train" / "JPEGImages")
+    video = vis.video_by_id[video_id]
+    sample = _frame_sample(video, t)
+    boxes = dict(zip(sample.identities.tolist(), sample.boxes.tolist()))
+    by_ann = {inst.ann_id: inst for inst in video.instances}
+    assert boxes[by_ann[anns[0]["id"]].identity] == [10, 20, 40, 60]
+    ys, xs = np.nonzero(by_ann[anns[1]["id"]].mask(t))
+    assert boxes[by_ann[anns[1]["id"]].identity] == [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]

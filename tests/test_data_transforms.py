@@ -1,4 +1,4 @@
-"""Pair augmentation: shared flip and scale, boxes from masks, dropped empty masks, loading."""
+"""Pair augmentation: shared flip and scale, SipMask range multi-scale, boxes, dropped empty masks, loading."""
 
 from __future__ import annotations
 
@@ -56,25 +56,34 @@ def test_pair_shares_flip_and_scale() -> None:
             mask_x = np.nonzero(sample.masks[0])[1].mean()
             assert (mask_x > sample.image.shape[1] / 2) == flipped  # the mask moved with the image
         seen.add((key.image.shape[:2], flipped))
-    assert seen == {((40, 80), False), ((40, 80), True), ((80, 160), False), ((80, 160), True)}
+    assert {flipped for _, flipped in seen} == {False, True}
+    assert len({shape for shape, _ in seen}) > 2  # scales from the range, not only its two ends
 
 
-def test_boxes_are_computed_from_augmented_masks() -> None:
-    # 100x160 -> 50x80 (scale 0.5, nearest for masks): rows 10..19 -> 5..9, cols 5..29 -> 3..14
+@pytest.mark.parametrize(
+    "boxes, expected",
+    [
+        # no json box: the mask's box with x2 = x + w, i.e. [5, 10, 30, 20], transformed
+        (None, {0.0: [2.5, 5, 15, 10], 1.0: [65, 5, 77.5, 10]}),
+        # a json box that differs from the mask is what gets transformed (scale 0.5; flip x -> 80 - x)
+        ([[4, 8, 34, 24]], {0.0: [2, 4, 17, 12], 1.0: [63, 4, 78, 12]}),
+    ],
+)
+def test_boxes_follow_resize_and_flip(boxes, expected) -> None:
     image = np.zeros((100, 160, 3), np.uint8)
     masks = np.zeros((1, 100, 160), bool)
     masks[0, 10:20, 5:30] = True
-    frame = FrameSample(image, masks, np.array([1]), np.array([0]))
-    for flip_prob, box in ((0.0, [3, 5, 14, 9]), (1.0, [65, 5, 76, 9])):  # flipped: x -> 79 - x
+    frame = FrameSample(image, masks, np.array([1]), np.array([0]), None if boxes is None else np.array(boxes))
+    for flip_prob, box in expected.items():
         key, ref = PairTransform(short=50, max_size=80, flip_prob=flip_prob)(frame, frame, np.random.default_rng(0))
         for sample in (key, ref):
             target = sample.to_target()
             assert target["boxes"].dtype == torch.float32
-            assert target["boxes"].tolist() == [box]
+            assert target["boxes"].tolist()[0] == pytest.approx(box, abs=1e-4)
             assert target["labels"].tolist() == [1] and target["identities"].tolist() == [0]
 
 
-def test_boxes_agree_with_masks_on_random_shapes() -> None:
+def test_mask_boxes_stay_with_their_masks_on_random_shapes() -> None:
     rng = np.random.default_rng(1)
     h, w = 60, 90
     yy, xx = np.mgrid[:h, :w]
@@ -86,7 +95,37 @@ def test_boxes_agree_with_masks_on_random_shapes() -> None:
         for sample in transform(frame, frame, np.random.default_rng(seed)):
             for mask, box in zip(sample.masks, sample.to_target()["boxes"].tolist()):
                 ys, xs = np.nonzero(mask)
-                assert box == [xs.min(), ys.min(), xs.max(), ys.max()]
+                # nearest-neighbour masks vs exactly scaled boxes: within one output pixel
+                assert box == pytest.approx([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], abs=1.0)
+
+
+@pytest.mark.parametrize(
+    "h, w, side",
+    [
+        (100, 100, "short"),  # square: short/100 < long/100 always, the short side (360..480) decides
+        (50, 400, "long"),  # 1:8: long/400 < short/50 always, the long side (649..960) decides
+    ],
+)
+def test_multiscale_draws_the_whole_sipmask_range(h: int, w: int, side: str) -> None:
+    """mmdet v1 random_scale mode='range': long uniform over 649..960, short over 360..480."""
+    transform = PairTransform(multiscale=True, scales=[(649, 360), (960, 480)], flip_prob=0.5)
+    frame = FrameSample(np.zeros((h, w, 3), np.uint8), np.zeros((0, h, w), bool), np.zeros(0, np.int64),
+                        np.zeros(0, np.int64))
+    rng = np.random.default_rng(0)
+    sizes = []
+    for _ in range(300):
+        key, ref = transform(frame, frame, rng)
+        assert key.image.shape == ref.image.shape  # one draw per pair
+        sizes.append(min(key.image.shape[:2]) if side == "short" else max(key.image.shape[:2]))
+    lo, hi = (360, 480) if side == "short" else (649, 960)
+    assert lo <= min(sizes) and max(sizes) <= hi
+    assert len(set(sizes)) > (60 if side == "short" else 150)  # not just the two endpoints
+    assert min(sizes) < lo + 0.05 * (hi - lo) and max(sizes) > hi - 0.05 * (hi - lo)
+
+
+def test_multiscale_needs_two_scales() -> None:
+    with pytest.raises(ValueError, match="data.transform.scales"):
+        PairTransform(multiscale=True, scales=[(649, 360)])
 
 
 def test_instances_with_vanished_masks_are_dropped_per_frame() -> None:

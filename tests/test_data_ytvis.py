@@ -68,7 +68,8 @@ def _dataset_dict() -> dict:
             {"id": 500, "video_id": 40, "category_id": 30, "iscrowd": 0,
              "segmentations": [{"size": [3, 4], "counts": MASK_COUNTS}, None, [[0, 0, 2, 0, 2, 2, 0, 2]]]},
             {"id": 12, "video_id": 7, "category_id": 4, "iscrowd": 0, "areas": [1, None],
-             "segmentations": [None, {"size": [3, 4], "counts": "01;"}]},  # pixel (0, 0)
+             "segmentations": [None, {"size": [3, 4], "counts": "01;"}],  # pixel (0, 0)
+             "bboxes": [None, [0.5, 0, 1.5, 1]]},
             {"id": 77, "video_id": 40, "category_id": 4, "iscrowd": 1,
              "segmentations": [None, {"size": [3, 4], "counts": [12]}, None]},
         ],
@@ -106,6 +107,16 @@ def test_reader_maps_ids_and_decodes(tmp_path: Path) -> None:
     assert vis.video_by_id[90].instances == []
     assert list(vis.video_by_id[90].annotated_frames()) == []
     assert vis.raw["info"]["note"] == "extra keys are ignored"
+    # json bboxes: [x, y, w, h] -> xyxy with x2 = x + w; absent key or null entry -> None
+    assert vis.video_by_id[7].instances[0].box(1).tolist() == [0.5, 0.0, 2.0, 1.0]
+    assert vis.video_by_id[7].instances[0].box(0) is None and first.box(0) is None
+
+
+def test_json_boxes_are_clipped_to_the_frame(tmp_path: Path) -> None:
+    raw = _dataset_dict()
+    raw["annotations"][1]["bboxes"] = [None, [-1, 1, 9, 5]]  # frame is 4 wide, 3 high
+    vis = load_vis(_write(tmp_path, raw), tmp_path)
+    assert vis.video_by_id[7].instances[0].box(1).tolist() == [0.0, 1.0, 4.0, 3.0]
 
 
 def test_split_without_annotations(tmp_path: Path) -> None:
@@ -151,6 +162,11 @@ def _mutated(mutate) -> dict:
         (lambda r: r["videos"][0].update(length=5), r"video 40: field 'length': expected len\(file_names\) = 3, got 5"),
         (lambda r: r["videos"][1].pop("height"), r"video 7: field 'height'"),
         (lambda r: r["annotations"][1].update(id=500), r"field 'id': expected unique annotation ids"),
+        (lambda r: r["annotations"][1].update(bboxes=[None]),
+         r"annotation 12 \(video 7\): field 'bboxes': expected a list of 2 entries"),
+        (lambda r: r["annotations"][1].update(bboxes=[None, [0, 0, -1, 1]]),
+         r"annotation 12 \(video 7\): field 'bboxes\[1\]': expected null or \[x, y, w, h\]"),
+        (lambda r: r["annotations"][1].update(bboxes=[None, [0, 0, 1]]), r"field 'bboxes\[1\]'"),
     ],
 )
 def test_format_errors_name_file_entry_and_field(tmp_path: Path, mutate, pattern: str) -> None:
@@ -169,7 +185,7 @@ def test_missing_frame_when_loading_names_video_and_field(tmp_path: Path) -> Non
             cv2.imwrite(str(images / name), np.full((3, 4, 3), 128, np.uint8))
     (images / "a/5.jpg").unlink()
     path = _write(tmp_path, raw)
-    pairs = FramePairDataset(load_vis(path, images), T=5, transform=PairTransform(short=3, max_size=4, flip_prob=0.0))
+    pairs = FramePairDataset(load_vis(path, images), T=5, transform=PairTransform(short=3, max_size=4, flip_prob=0.0), seed=0)
     assert len(pairs) == 3  # video 7 frame 1, video 40 frames 0 and 2
     with pytest.raises(VISFileNotFoundError) as info:
         pairs[0]  # key frame: video 7, frame 1 (the deleted one)

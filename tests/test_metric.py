@@ -275,5 +275,8 @@ def test_cli_exits_1_on_bad_input(case: str, tmp_path: Path, capsys: pytest.Capt
         res_path.write_text("[{")
     elif case == "unknown_video":
         res_path.write_text(json.dumps([{**result([SQUARE] * 3), "video_id": 8}]))
-    assert main([str(gt_path), str(res_path)]) == 1
-    assert expected in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(gt_path), str(res_path)])
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and expected in err and err.count("\n") == 1

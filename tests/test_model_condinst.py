@@ -12,8 +12,9 @@ from crossvis.modeling.condinst import (
     dice_loss,
     gt_masks_at_stride4,
     mean_dice,
+    aligned_bilinear,
     sample_per_group,
-    upsample_aligned,
+    upsample,
 )
 
 SOI = [64, 128, 256, 512, 1024]
@@ -48,7 +49,7 @@ def test_dynamic_head_matches_per_instance_convolutions():
         x = F.relu(F.conv2d(x, th[0:80].view(8, 10, 1, 1), th[152:160]))
         x = F.relu(F.conv2d(x, th[80:144].view(8, 8, 1, 1), th[160:168]))
         x = F.conv2d(x, th[144:152].view(1, 8, 1, 1), th[168:169])
-        expected = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False).sigmoid()[0, 0]
+        expected = aligned_bilinear(x, 2).sigmoid()[0, 0]  # AdelaiDet upsamples the logits
         assert torch.allclose(out[i], expected, atol=1e-5)
 
 
@@ -72,12 +73,26 @@ def test_predict_uses_the_given_frame_and_point():
     assert torch.equal(out, expected)
 
 
-def test_aligned_upsampling_keeps_points_in_place():
+def test_aligned_bilinear_matches_hand_computed_adelaidet_values():
+    # pad → [[0,1,1],[2,3,3],[2,3,3]], align_corners to 5×5, replicate 1 left/top, crop 4×4
+    x = torch.tensor([[0.0, 1.0], [2.0, 3.0]]).view(1, 1, 2, 2)
+    expected = [[0, 0, 0.5, 1], [0, 0, 0.5, 1], [1, 1, 1.5, 2], [2, 2, 2.5, 3]]
+    assert aligned_bilinear(x, 2)[0, 0].tolist() == expected
+    assert upsample(x, 2)[0, 0].tolist() == expected  # the default mode
+    # f = 4: [0, 4] → pad [0, 4, 4] → 9 samples [0..4, 4, 4, 4, 4] → replicate 2 left → first 8
+    row = torch.tensor([0.0, 4.0]).view(1, 1, 1, 2)
+    assert aligned_bilinear(row, 4)[0, 0, 0].tolist() == [0, 0, 0, 1, 2, 3, 4, 4]
+    assert torch.equal(aligned_bilinear(x, 1), x)
+    with pytest.raises(ValueError, match="model.upsample"):
+        upsample(x, 2, "nearest")
+
+
+def test_pixel_center_upsampling_keeps_points_in_place():
     ramp8 = (torch.arange(6, dtype=torch.float32) * 8 + 4).view(1, 1, 1, 6)  # x of stride-8 points
-    up = upsample_aligned(ramp8, 2)[0, 0, 0]
+    up = upsample(ramp8, 2, "pixel_center")[0, 0, 0]
     assert torch.allclose(up[1:-1], torch.arange(1, 11, dtype=torch.float32) * 4 + 2)  # stride-4 points 4j+2
     ramp4 = (torch.arange(5, dtype=torch.float32) * 4 + 2).view(1, 1, 1, 5)
-    up = upsample_aligned(ramp4, 4)[0, 0, 0]
+    up = upsample(ramp4, 4, "pixel_center")[0, 0, 0]
     assert torch.allclose(up[2:-2], torch.arange(2, 18, dtype=torch.float32) + 0.5)  # pixel centres
 
 
@@ -122,3 +137,16 @@ def test_mask_branch_output_stride8():
     branch = MaskBranch(in_channels=16, channels=8, num_convs=2, out_channels=8)
     feats = [torch.rand(2, 16, 8 // 2**i, 12 // 2**i) for i in range(3)] + [torch.rand(2, 16, 1, 2)]
     assert branch(feats).shape == (2, 8, 8, 12)
+    # AdelaiDet layout: the 1×1 output conv is the tower's last entry (mask_branch.tower.{num_convs})
+    assert isinstance(branch.tower[2], torch.nn.Conv2d) and branch.tower[2].kernel_size == (1, 1)
+
+
+def test_mask_branch_upsamples_p4_p5_with_the_configured_mode():
+    torch.manual_seed(0)
+    branch = MaskBranch(in_channels=4, channels=4, num_convs=0, out_channels=4).eval()
+    feats = [torch.rand(1, 4, 8, 8), torch.rand(1, 4, 4, 4), torch.rand(1, 4, 2, 2)]
+    r = [conv(f) for conv, f in zip(branch.refine, feats)]
+    expected = branch.tower(r[0] + aligned_bilinear(r[1], 2) + aligned_bilinear(r[2], 4))
+    assert torch.allclose(branch(feats), expected, atol=1e-6)
+    branch.upsample_mode = "pixel_center"
+    assert not torch.allclose(branch(feats), expected, atol=1e-3)

@@ -58,7 +58,8 @@ def test_default_config_keys():
     inf = cfg.inference
     assert (inf.score_threshold, inf.pre_nms_topk, inf.nms_threshold, inf.max_detections, inf.mask_threshold) == (
         0.05, 1000, 0.6, 100, 0.5)
-    assert cfg.init_from is None
+    assert cfg.init_from is None and cfg.init_strict
+    assert cfg.upsample == "aligned_bilinear" and cfg.fcos.box_loss == "iou_plus1"  # AdelaiDet semantics
 
 
 @pytest.mark.parametrize("kind", ["global", "pairwise"])
@@ -71,8 +72,8 @@ def test_forward_train_losses_and_gradients(kind, loss):
     assert all(v.dim() == 0 and torch.isfinite(v) and v.item() > 0 for v in losses.values())
     sum(losses.values()).backward()
     assert model.head.controller.weight.grad.abs().sum() > 0
-    assert model.embedding.proj.weight.grad.abs().sum() > 0
-    assert model.mask_branch.out.weight.grad.abs().sum() > 0
+    assert model.embedding.pred.weight.grad.abs().sum() > 0
+    assert model.mask_branch.tower[-1].weight.grad.abs().sum() > 0
     body = model.features.backbone.body
     assert body.layer2[0].downsample[0].weight.grad.abs().sum() > 0  # (random residual branches: zero-init frozen BN)
     assert body.layer1[0].conv1.weight.grad is None  # frozen first stage
@@ -118,7 +119,8 @@ def test_forward_infer_outputs(size, monkeypatch):
     with torch.no_grad():
         model.head.cls_logits.bias.fill_(4.0)  # make every location a confident detection
     orig = (2 * size[0] + 1, 2 * size[1] - 3)
-    out = model.forward_infer(torch.rand(3, *size) * 255, orig)
+    image = torch.rand(3, *size) * 255
+    out = model.forward_infer(image, orig)
     assert set(out) == {"boxes", "labels", "scores", "masks", "embeddings"}
     k = out["boxes"].shape[0]
     assert 0 < k <= 100
@@ -128,9 +130,31 @@ def test_forward_infer_outputs(size, monkeypatch):
     assert (out["scores"][:-1] >= out["scores"][1:]).all() and (out["scores"] <= 1).all()
     assert out["masks"].shape == (k, *orig) and out["masks"].dtype == torch.bool
     assert out["embeddings"].shape == (k, 16)
-    assert torch.allclose(out["embeddings"].norm(dim=1), torch.ones(k), atol=1e-5)
+    # Unnormalised rows of the dense embedding map (MaskTrack R-CNN scoring uses raw dot products).
+    with torch.no_grad():
+        dense = model._dense(crossvis_module.pad_to_multiple(image[None], 32), torch.tensor([size]))[3][0]
+    assert torch.cdist(out["embeddings"], dense).min(dim=1).values.max() < 1e-2
+    assert not torch.allclose(out["embeddings"].norm(dim=1), torch.ones(k), atol=1e-2)
     boxes = out["boxes"]
     assert (boxes[:, 0] >= 0).all() and (boxes[:, 2] <= orig[1] + 1e-3).all() and (boxes[:, 3] <= orig[0] + 1e-3).all()
+
+
+@pytest.mark.parametrize(
+    ("override", "changed", "unchanged"),
+    [("fcos.box_loss=giou_pixels", "loss_box", "loss_mask"), ("upsample=pixel_center", "loss_mask", "loss_box")],
+)
+def test_reference_semantics_options_change_what_they_claim(override, changed, unchanged):
+    def losses(*overrides):
+        torch.manual_seed(0)
+        model = CrossVIS(model_cfg(*overrides), num_classes=3, num_identities=4)
+        torch.manual_seed(1)
+        return model.forward_train(*make_batch())
+
+    reference, option = losses(), losses(override)
+    assert torch.allclose(reference[unchanged], option[unchanged])
+    assert not torch.allclose(reference[changed], option[changed])
+    with pytest.raises(ValueError, match=override.split("=")[0]):
+        CrossVIS(model_cfg(override.split("=")[0] + "=bogus"), num_classes=3, num_identities=4)
 
 
 def test_forward_infer_without_detections():
@@ -159,3 +183,33 @@ def test_load_init_from_lightning_checkpoint(tmp_path):
     assert CrossVIS(model_cfg(), num_classes=5, num_identities=7).load_init(plain) == ([], [])
     with pytest.raises(FileNotFoundError, match="model.init_from"):
         target.load_init(tmp_path / "nope.pth")
+
+
+def test_per_frame_loss_normalisers_average_the_pair():
+    """Public code: each loss over frame t (own normaliser) and over t+δ (own normaliser), averaged.
+
+    With one normaliser over a pair (A, A) the loss is A's own per-frame loss, so per-frame
+    losses of (A, B) must be the mean of the single-normaliser losses of (A, A) and (B, B).
+    Eval mode keeps BatchNorm per-image; max_proposals above the positive count removes sampling.
+    """
+    torch.manual_seed(0)
+    images, sizes, targets = make_batch(1)
+    a, b = targets[0]
+    b = {k: v[:1] for k, v in b.items()}  # frame B has one instance, A two: different normalisers
+    per_frame = CrossVIS(model_cfg("mask.max_proposals=100000"), num_classes=3, num_identities=4).eval()
+    with torch.no_grad():
+        per_frame.head.cls_logits.bias.fill_(2.0)  # negatives dominate: the normaliser decides the value
+    pair = CrossVIS(model_cfg("mask.max_proposals=100000", "loss_normalizer=pair"), num_classes=3, num_identities=4)
+    pair.load_state_dict(per_frame.state_dict())
+    pair.eval()
+    with torch.no_grad():
+        mixed = per_frame.forward_train(images, sizes, [[a, b]])
+        same_a = pair.forward_train(images[:, [0, 0]], sizes, [[a, a]])
+        same_b = pair.forward_train(images[:, [1, 1]], sizes, [[b, b]])
+        pooled = pair.forward_train(images, sizes, [[a, b]])
+    for name in ("loss_cls", "loss_box", "loss_ctr", "loss_mask"):
+        assert mixed[name].item() == pytest.approx((same_a[name].item() + same_b[name].item()) / 2, rel=1e-4), name
+    # 18 and 9 positives, similar sums S: per frame (S/18 + S/9)/2 = S/12, one normaliser 2S/27 = S/13.5
+    assert pooled["loss_cls"].item() < 0.95 * mixed["loss_cls"].item()
+    with pytest.raises(ValueError, match="model.loss_normalizer"):
+        CrossVIS(model_cfg("loss_normalizer=frame"), num_classes=3, num_identities=4)

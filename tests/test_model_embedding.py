@@ -61,28 +61,32 @@ def test_global_loss_by_hand(kind):
 
 @pytest.mark.parametrize("kind", ["focal", "ce"])
 def test_pairwise_loss_by_hand(kind):
+    """Eq. 9: logits are raw dot products e_iᵀe_n (no normalisation, no scale), 0 for "new"."""
     loss_fn = IdentityLoss("pairwise", kind, dim=2, num_identities=0, alpha=ALPHA, gamma=GAMMA)
     assert not list(loss_fn.parameters())
     # pair 0: key ids 1, 2; reference id 1 (two positives), id 5. pair 1: key id 7, reference id 7.
     emb = torch.tensor([
         [1.0, 0.0], [0.0, 1.0],            # frame 0 (key of pair 0)
-        [2.0, 0.0], [0.0, 2.0], [-1.0, 0.0],  # frame 1: id 1 at (1,0) and (0,1) → mean direction (1,1)/√2; id 5
+        [2.0, 0.0], [0.0, 2.0], [-1.0, 0.0],  # frame 1: id 1 at (2,0) and (0,2) → mean (1,1); id 5 at (-1,0)
         [0.0, 3.0],                        # frame 2 (key of pair 1)
         [0.0, -1.0],                       # frame 3
     ])
     pos = positives([0, 0, 1, 1, 1, 2, 3], [1, 2, 1, 1, 5, 7, 7])
-    r = 1 / math.sqrt(2)
-    s2, s1 = math.sqrt(2) * math.log(2), math.sqrt(2) * math.log(2)  # N = 2 and N = 1 (guarded)
     rows = [  # logits over [new, refs of the same pair], target index
-        ([0.0, s2 * r, s2 * -1.0], 1),     # key id 1 → reference id 1
-        ([0.0, s2 * r, s2 * 0.0], 0),      # key id 2 → new identity
-        ([0.0, s1 * -1.0], 1),             # key id 7 → reference id 7
+        ([0.0, 1.0, -1.0], 1),  # key id 1 (1,0): ·(1,1) = 1, ·(-1,0) = -1 → reference id 1
+        ([0.0, 1.0, 0.0], 0),   # key id 2 (0,1): ·(1,1) = 1, ·(-1,0) = 0 → new identity
+        ([0.0, -3.0], 1),       # key id 7 (0,3): ·(0,-1) = -3 → reference id 7
     ]
-    if kind == "ce":
-        expected = sum(-row[t] + math.log(sum(math.exp(z) for z in row)) for row, t in rows) / 3
-    else:
-        expected = sum(focal_by_hand(z, j == t) for row, t in rows for j, z in enumerate(row)) / 3
-    assert loss_fn(emb, pos).item() == pytest.approx(expected, rel=1e-5)
+
+    def by_hand(factor: float) -> float:
+        scaled = [([factor * z for z in row], t) for row, t in rows]
+        if kind == "ce":
+            return sum(-row[t] + math.log(sum(math.exp(z) for z in row)) for row, t in scaled) / 3
+        return sum(focal_by_hand(z, j == t) for row, t in scaled for j, z in enumerate(row)) / 3
+
+    assert loss_fn(emb, pos).item() == pytest.approx(by_hand(1.0), rel=1e-5)
+    # Unnormalised: doubling the embeddings multiplies every dot product by 4.
+    assert loss_fn(2 * emb, pos).item() == pytest.approx(by_hand(4.0), rel=1e-5)
 
 
 def test_invalid_variant_names_the_field():
@@ -114,3 +118,14 @@ def test_all_variants_train(kind, loss):
     opt.step()
     empty = loss_fn(dense[:0, 0], positives([], []))
     assert empty.item() == 0.0
+
+
+def test_embedding_head_normalises_each_level_on_its_own():
+    torch.manual_seed(0)
+    head = EmbeddingHead(in_channels=16, channels=16, num_convs=1, dim=8).train()
+    assert head.pred.kernel_size == (1, 1) and head.pred.bias.eq(0).all()
+    assert 0.005 < head.pred.weight.std().item() < 0.015  # N(0, 0.01) as the CrossVIS fork's reid_pred
+    feats = [torch.rand(4, 16, 4, 4), torch.rand(4, 16, 2, 2) * 5 + 3]  # levels with different statistics
+    dense = head(feats)
+    for level in (dense[:, :16], dense[:, 16:]):  # BatchNorm2d per level map: each level is centred
+        assert torch.allclose(level.mean(dim=(0, 1)), torch.zeros(8), atol=1e-5)

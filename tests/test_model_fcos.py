@@ -14,6 +14,8 @@ from crossvis.modeling.fcos import (
     build_targets,
     centerness_target,
     detection_losses,
+    ltrb_giou_loss,
+    postprocess_boxes,
     pyramid_locations,
     select_detections,
 )
@@ -155,6 +157,54 @@ def test_detection_losses_by_hand():
     assert losses["loss_ctr"].item() == pytest.approx(math.log(2), rel=1e-5)  # BCE(0.5, target 1)
 
 
+def test_iou_loss_plus_one_on_stride_units_by_hand():
+    # pred (l,t,r,b) = (1,2,1,1): area 2·3 = 6; target (2,1,1,1): area 3·2 = 6; intersection min → (1,1,1,1):
+    # 2·2 = 4; enclosing max → (2,2,1,1): 3·3 = 9; union 8; iou = (4+1)/(8+1); giou = iou − (9−8)/9
+    pred, target = torch.tensor([[1.0, 2.0, 1.0, 1.0]]), torch.tensor([[2.0, 1.0, 1.0, 1.0]])
+    expected = 1 - (5 / 9 - 1 / 9)
+    assert ltrb_giou_loss(pred, target).item() == pytest.approx(expected, rel=1e-6)
+    assert ltrb_giou_loss(target, target).item() == pytest.approx(0.0, abs=1e-7)
+
+    locs = pyramid_locations([(1, 2)], [8], torch.device("cpu"))
+    labels = torch.tensor([[0, 1]])  # 1 class: location 0 positive
+    reg_targets = torch.tensor([[[16.0, 8.0, 8.0, 8.0], [0.0, 0.0, 0.0, 0.0]]])  # target × stride 8 (pixels)
+    pred_px = torch.tensor([[[8.0, 16.0, 8.0, 8.0], [1.0] * 4]])
+    out = HeadOutputs(torch.zeros(1, 2, 1), pred_px, torch.zeros(1, 2), torch.zeros(1, 2, 1))
+    loss = detection_losses(out, locs, labels, reg_targets, 0.25, 2.0)["loss_box"]
+    assert loss.item() == pytest.approx(expected, rel=1e-5)  # single positive: Σ(1−giou)·ctr / Σctr = 1 − giou
+    # torchvision's GIoU on the pixel boxes (option giou_pixels): I = 256, U = 512, C = 576, no +1
+    pixels = detection_losses(out, locs, labels, reg_targets, 0.25, 2.0, box_loss="giou_pixels")["loss_box"]
+    assert pixels.item() == pytest.approx(1 - (256 / 512 - 64 / 576), rel=1e-5)
+    with pytest.raises(ValueError, match="model.fcos.box_loss"):
+        detection_losses(out, locs, labels, reg_targets, 0.25, 2.0, box_loss="l1")
+
+
+def test_nms_runs_on_unclipped_boxes_then_clip_and_drop_empty():
+    locs = pyramid_locations([(1, 4)], [8], torch.device("cpu"))  # points x = 4, 12, 20, 28 (image width 24)
+    cls = torch.full((4, 2), -10.0)
+    cls[0, 0], cls[1, 0], cls[3, 1] = 10.0, 9.0, 8.0
+    ctr = torch.full((4,), 10.0)
+    # loc 0 → [0, 0, 24, 8]; loc 1 → [0, 0, 48, 8] crosses the border (IoU 0.5 with loc 0 unclipped, 1 clipped);
+    # loc 3 → [26, 0, 34, 8] lies in the padding, empty once clipped
+    box = torch.tensor([[4.0, 4, 20, 4], [12, 4, 36, 4], [1, 1, 1, 1], [2, 4, 6, 4]])
+    det = select_detections(cls, box, ctr, locs, 0.05, 1000, 0.6, 100)
+    assert det["location"].tolist() == [0, 1, 3]  # NMS before clipping keeps loc 1
+    assert det["boxes"][1].tolist() == [0.0, 0.0, 48.0, 8.0]  # returned unclipped
+    boxes, nonempty = postprocess_boxes(det["boxes"], (2.0, 0.5), (4, 48))  # scale to the original size
+    assert boxes.tolist() == [[0.0, 0.0, 48.0, 4.0], [0.0, 0.0, 48.0, 4.0], [48.0, 0.0, 48.0, 4.0]]
+    assert nonempty.tolist() == [True, True, False]
+
+
+def test_top_detections_keep_ties_at_the_kth_score():
+    locs = pyramid_locations([(1, 4)], [8], torch.device("cpu"))
+    cls = torch.full((4, 4), -10.0)
+    cls[0, 0], cls[1, 1], cls[2, 2], cls[3, 3] = 3.0, 2.0, 2.0, 1.0  # one class each: NMS keeps all
+    det = select_detections(cls, torch.full((4, 4), 2.0), torch.full((4,), 10.0), locs, 0.05, 1000, 0.6, 2)
+    assert det["location"].tolist() == [0, 1, 2]  # scores ≥ the 2nd largest: the tie at 2.0 stays
+    det = select_detections(cls, torch.full((4, 4), 2.0), torch.full((4,), 10.0), locs, 0.05, 1000, 0.6, 3)
+    assert det["location"].tolist() == [0, 1, 2]
+
+
 def test_head_shapes_and_box_scale():
     torch.manual_seed(0)
     head = FCOSHead(16, 16, 2, num_classes=3, num_params=169, strides=[8, 16], prior_prob=0.01)
@@ -174,16 +224,16 @@ def test_select_detections_threshold_and_class_aware_nms():
     cls[0, 0] = cls[1, 0] = cls[2, 1] = big  # locs 0 and 1 class 0, loc 2 class 1, loc 3 nothing
     ctr = torch.tensor([big, 0.0, big - 1, big])  # loc 1: score ≈ sqrt(0.5)
     box = torch.tensor([[4.0, 4, 20, 4], [12, 4, 12, 4], [20, 4, 4, 4], [1, 1, 1, 1]])
-    det = select_detections(cls, box, ctr, locs, (8, 24), 0.05, 1000, 0.6, 100)
-    # boxes 0, 1, 2 are all [0, 0, 24, 8] after clipping: NMS drops loc 1 (same class), keeps loc 2
+    det = select_detections(cls, box, ctr, locs, 0.05, 1000, 0.6, 100)
+    # boxes 0, 1, 2 are all [0, 0, 24, 8]: NMS drops loc 1 (same class), keeps loc 2
     assert det["location"].tolist() == [0, 2]
     assert det["labels"].tolist() == [0, 1]
     assert det["boxes"].tolist() == [[0.0, 0.0, 24.0, 8.0], [0.0, 0.0, 24.0, 8.0]]
     s = torch.sigmoid(torch.tensor([big, big - 1]))
     assert torch.allclose(det["scores"], (torch.sigmoid(torch.tensor(big)) * s).sqrt(), atol=1e-6)
 
-    det = select_detections(cls, box, ctr, locs, (8, 24), 0.05, 1, 0.6, 100)  # top-1 per level
+    det = select_detections(cls, box, ctr, locs, 0.05, 1, 0.6, 100)  # top-1 per level
     assert det["location"].tolist() == [0]
 
-    det = select_detections(cls, box, ctr, locs, (8, 24), 0.99995, 1000, 0.6, 100)  # nothing passes
+    det = select_detections(cls, box, ctr, locs, 0.99995, 1000, 0.6, 100)  # nothing passes
     assert det["boxes"].shape == (0, 4) and det["labels"].dtype == torch.long

@@ -46,9 +46,10 @@ def test_precision_from_the_composed_config_sets_the_compute_dtype(precision, dt
     model = tiny_model(f"inference.precision={precision}")
     assert fpn_output_dtype(model) == dtype
     out = model.forward_infer(image(), (64, 96))
-    assert len(out["scores"]) == 100  # score_threshold 0: every run yields max_detections
-    assert all(out[k].dtype == torch.float32 for k in ("boxes", "scores", "embeddings"))  # handed back as float32
-    assert out["masks"].dtype == torch.bool and out["masks"].shape == (100, 64, 96)
+    k = len(out["scores"])
+    assert 0 < k <= 100  # score_threshold 0: up to max_detections (empty boxes are dropped, as AdelaiDet)
+    assert all(out[key].dtype == torch.float32 for key in ("boxes", "scores", "embeddings"))  # handed back as float32
+    assert out["masks"].dtype == torch.bool and out["masks"].shape == (k, 64, 96)
 
 
 def test_unknown_precision_is_a_clear_error():
@@ -67,7 +68,7 @@ def test_channels_last_converts_the_model_and_keeps_the_detections():
 
 
 def test_bf16_keeps_the_top_detections_of_float32(trained_run, synthetic_root):
-    """A briefly trained model on a synthetic valid frame: its confident, well-separated detections survive bf16."""
+    """A briefly trained model on a synthetic valid frame: its confident detections survive bf16."""
     module = load_module(trained_run / "checkpoints" / "last.ckpt")
     model = module.model
     frame = load_frame_rgb(sorted((synthetic_root / "valid" / "JPEGImages").glob("*/*.jpg"))[0])
@@ -78,12 +79,13 @@ def test_bf16_keeps_the_top_detections_of_float32(trained_run, synthetic_root):
     bf16 = model.forward_infer(inputs, frame.shape[:2])
 
     scores = fp32["scores"]
-    gaps = (scores[:, None] - scores[None]).abs() + torch.eye(len(scores)) * 1e9
-    top = [i for i in range(min(3, len(scores))) if gaps[i].min() > 0.02 and scores[i] > 0.3]
-    assert len(top) >= 2, f"expected well-separated confident detections, scores {scores[:5].tolist()}"
-    for i in top:
-        match = int(box_iou(fp32["boxes"][i : i + 1], bf16["boxes"]).argmax())
-        assert bf16["labels"][match] == fp32["labels"][i]
+    top = [i for i in range(min(5, len(scores))) if scores[i] > 0.2]
+    assert len(top) >= 2, f"expected confident detections, scores {scores[:5].tolist()}"
+    for i in top:  # each top float32 detection has a bf16 twin: same class and box, close score, same mask
+        ious = box_iou(fp32["boxes"][i : i + 1], bf16["boxes"])[0]
+        ious[bf16["labels"] != fp32["labels"][i]] = 0
+        match = int(ious.argmax())
+        assert ious[match] > 0.9
         assert abs(float(bf16["scores"][match] - scores[i])) < 0.02
         a, b = fp32["masks"][i], bf16["masks"][match]
         assert (a & b).sum() / (a | b).sum() > 0.9

@@ -34,8 +34,9 @@ def test_table6_prints_all_fourteen_cells_and_marks_missing(tmp_path, capsys):
     assert "13 finished runs" in out
     rows = [line for line in out.splitlines() if line.startswith("| baseline") or line.startswith("| crossover")]
     assert len(rows) == 2
-    baseline_cells = rows[0].split("|")[2:-1]
-    crossover_cells = rows[1].split("|")[2:-1]
+    baseline_cells = rows[0].split("|")[2:-2]
+    crossover_cells = rows[1].split("|")[2:-2]
+    assert rows[0].split("|")[-2].strip() == "public"  # tracker column (default scoring)
     assert len(baseline_cells) == len(crossover_cells) == 7
     assert baseline_cells[0].strip() == "30.0 (33.1)"  # job 0: AP 0.30, paper 33.1
     assert crossover_cells[6].strip() == f"{100 * (0.3 + 0.01 * 13):.1f} (34.8)"  # T=inf
@@ -70,5 +71,59 @@ def test_every_table_renders_from_an_empty_sweep(tmp_path, capsys, name):
 
 
 def test_unknown_folder_is_an_error(tmp_path, capsys):
-    assert main([str(tmp_path / "nope")]) == 1
-    assert "does not exist" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(tmp_path / "nope")])
+    assert exit_info.value.code == 1
+    assert capsys.readouterr().err == f"error: sweep folder {tmp_path / 'nope'} does not exist (expected a Hydra multirun folder)\n"
+
+
+def _table8_sweep(root) -> None:
+    """Table 8 runs as the experiment composes them (tracker follows the embedding), local AP in metrics.json."""
+    job = 0
+    for col in (False, True):
+        for emb, loss, tracker in (("pairwise", "ce", "masktrack"), ("global", "focal", "public")):
+            _write_run(
+                root / str(job),
+                {"table": "table8", "model": {"crossover": {"enabled": col}, "embedding": {"type": emb, "loss": loss}},
+                 "tracker": {"scoring": tracker},
+                 "data": {"name": "ytvis19", "validate_on": "holdout", "holdout_every": 10}},
+                {"AP": 0.20 + 0.01 * job},
+            )
+            job += 1
+
+
+def test_table8_names_each_rows_tracker_and_the_local_split(tmp_path, capsys):
+    _table8_sweep(tmp_path)
+    assert main([str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "| Baseline | 20.0 (32.1) | masktrack |" in out
+    assert "| + COL | 22.0 (33.1) | masktrack |" in out
+    assert "| + GBE | 21.0 (33.5) | public |" in out
+    assert "| + COL + GBE | 23.0 (34.8) | public |" in out
+    assert "Local numbers: ytvis19 held-out training videos (every 10-th video id, holdout_split.json)." in out
+
+
+def test_official_scores_stand_beside_the_local_ones(tmp_path, capsys):
+    _table8_sweep(tmp_path / "sweep")
+    official = tmp_path / "official.csv"
+    official.write_text(f"run,AP,AP50\n3,34.1,55.0\n{tmp_path / 'sweep' / '0'},31.9,\n")
+    assert main([str(tmp_path / "sweep"), "--official", str(official), "--csv", str(tmp_path / "t8.csv")]) == 0
+    out = capsys.readouterr().out
+    assert "local / official (paper)" in out
+    assert "| Baseline | 20.0 / 31.9 (32.1) | masktrack |" in out
+    assert "| + COL + GBE | 23.0 / 34.1 (34.8) | public |" in out
+    assert "| + GBE | 21.0 / – (33.5) | public |" in out  # not submitted
+    rows = (tmp_path / "t8.csv").read_text().splitlines()
+    assert rows[0].split(",")[5] == "official_median" and "Baseline,AP,20.0,,1,31.9,1,32.1,masktrack" in rows
+
+
+@pytest.mark.parametrize("content, message", [
+    ("run,AP\nnowhere,30\n", "line 2: field 'run'"),
+    ("folder,AP\n0,30\n", "expected a header with 'run'"),
+    ("run,AP\n0,high\n", "line 2: expected numbers"),
+])
+def test_bad_official_csv_is_an_error(tmp_path, capsys, content, message):
+    _table8_sweep(tmp_path / "sweep")
+    (tmp_path / "official.csv").write_text(content)
+    assert main([str(tmp_path / "sweep"), "--official", str(tmp_path / "official.csv")]) == 1
+    assert message in capsys.readouterr().err

@@ -49,7 +49,7 @@ def decode(seg: dict | None) -> np.ndarray | None:
 
 
 def test_identities_kept_across_frames_and_results_round_trip(tmp_path: Path) -> None:
-    tracker = OnlineTracker(num_frames=5)
+    tracker = OnlineTracker()
     a_boxes = [[2 + 2 * t, 2, 12 + 2 * t, 12] for t in range(4)]
     b_boxes = [[30, 10, 42, 24], [29, 10, 41, 24], None, [2, 20, 14, 30]]  # B leaves, returns elsewhere
     a_scores, b_scores = [0.9, 0.7, 0.8, 0.6], [0.5, 0.4, None, 0.3]
@@ -85,7 +85,7 @@ def test_identities_kept_across_frames_and_results_round_trip(tmp_path: Path) ->
 
 
 def test_never_joins_different_classes() -> None:
-    tracker = OnlineTracker(num_frames=2)
+    tracker = OnlineTracker()
     tracker.update(0, detections([([0, 0, 10, 10], 0, 0.9, E0)]))
     ids = tracker.update(1, detections([([0, 0, 10, 10], 1, 0.9, E0)]))  # identical but for the class
     assert list(ids) == [1]
@@ -99,14 +99,14 @@ def test_never_joins_different_classes() -> None:
     (0.1, 5, True),    # 0.1 + 1/3 = 0.43
 ])
 def test_new_track_below_match_threshold(cos: float, shift: int, joins: bool) -> None:
-    tracker = OnlineTracker(num_frames=2, match_threshold=0.4)
+    tracker = OnlineTracker(match_threshold=0.4)
     tracker.update(0, detections([([0, 0, 10, 10], 0, 0.9, E0)]))
     ids = tracker.update(1, detections([([shift, 0, shift + 10, 10], 0, 0.9, emb(cos))]))
     assert list(ids) == ([0] if joins else [1])
 
 
 def test_track_takes_one_detection_per_frame_the_best_match() -> None:
-    tracker = OnlineTracker(num_frames=2)
+    tracker = OnlineTracker()
     tracker.update(0, detections([([0, 0, 10, 10], 0, 0.8, E0)]))
     # X has the higher detection score but the lower match (cos 0.6 + IoU 0.8); Y matches 1 + 1.
     x, y = ([1, 0, 11, 10], 0, 0.9, emb(0.6)), ([0, 0, 10, 10], 0, 0.4, E0)
@@ -126,15 +126,24 @@ def test_track_takes_one_detection_per_frame_the_best_match() -> None:
     (([30, 20, 40, 30], 0, 0.9, emb(-0.5)), False),
 ])
 def test_masktrack_scoring(det: tuple, joins: bool) -> None:
-    tracker = OnlineTracker(num_frames=2, scoring="masktrack")
+    tracker = OnlineTracker(scoring="masktrack")
     tracker.update(0, detections([([0, 0, 10, 10], 0, 0.9, E0)]))
     assert list(tracker.update(1, detections([det]))) == ([0] if joins else [1])
+
+
+@pytest.mark.parametrize(("scale", "joins"), [(1.0, False), (4.0, True)])
+def test_masktrack_scoring_uses_raw_dot_products(scale: float, joins: bool) -> None:
+    """Unit vectors: dot 1 → track log(e/(1+e)) = -0.31 + 2 + 0 (other class) < new -1.31 + 10.
+    Norm 4: dot 16 → track ≈ 0 + 2 + 0 = 2 > new ≈ -16 + 10 = -6, the embedding outweighs the category."""
+    tracker = OnlineTracker(num_frames=2, scoring="masktrack")
+    tracker.update(0, detections([([0, 0, 10, 10], 0, 0.9, [scale * v for v in E0])]))
+    assert list(tracker.update(1, detections([([0, 0, 10, 10], 1, 0.9, [scale * v for v in E0])]))) == ([0] if joins else [1])
 
 
 @pytest.mark.parametrize(("vote", "category"), [("first", 11), ("majority", 22)])
 def test_category_vote(vote: str, category: int) -> None:
     # Without the category term a class change does not start a new track (new -1.31 < track 1.69).
-    tracker = OnlineTracker(num_frames=3, scoring="masktrack", category_vote=vote, masktrack_weights=(1.0, 2.0, 0.0))
+    tracker = OnlineTracker(scoring="masktrack", category_vote=vote, masktrack_weights=(1.0, 2.0, 0.0))
     for t, label in enumerate([0, 1, 1]):
         tracker.update(t, detections([([0, 0, 10, 10], label, 0.9, E0)]))
     [track] = tracker.video_results(0, LABEL_TO_CATEGORY.__getitem__)
@@ -142,7 +151,7 @@ def test_category_vote(vote: str, category: int) -> None:
 
 
 def test_accepts_numpy_detections() -> None:
-    tracker = OnlineTracker(num_frames=2)
+    tracker = OnlineTracker()
     for t in range(2):
         dets = {k: v.numpy() for k, v in detections([([0, 0, 10, 10], 0, 0.9, E0)]).items()}
         tracker.update(t, dets)
@@ -150,12 +159,12 @@ def test_accepts_numpy_detections() -> None:
 
 
 @pytest.mark.parametrize(("frame", "change", "message"), [
-    (0, {}, r"frame_index: expected increasing indices in \(0, 3\), got 0"),
+    (0, {}, r"frame_index: expected an index above the last one \(0\), got 0"),
     (1, {"masks": torch.ones(1, H, W, dtype=torch.uint8)}, r"detections\['masks'\]: expected bool"),
     (1, {"embeddings": None}, r"missing \['embeddings'\]"),
 ])
 def test_bad_updates_raise(frame: int, change: dict, message: str) -> None:
-    tracker = OnlineTracker(num_frames=3)
+    tracker = OnlineTracker()
     tracker.update(0, detections([([0, 0, 10, 10], 0, 0.9, E0)]))
     dets = {**detections([([0, 0, 10, 10], 0, 0.9, E0)]), **change}
     dets = {k: v for k, v in dets.items() if v is not None}

@@ -34,18 +34,19 @@ def test_checkpoint_resumes_at_the_step_it_stopped(synthetic_root, tmp_path):
     assert torch.load(second / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 5
 
 
-def test_init_from_reports_missing_and_unexpected_keys(synthetic_root, tmp_path, trained_run):
+def test_init_from_is_strict_unless_relaxed(synthetic_root, tmp_path, trained_run):
     checkpoint = trained_run / "checkpoints" / "last.ckpt"
-    proc = run_module(
-        "crossvis.train",
-        *train_args(
-            synthetic_root, tmp_path, "trainer.max_steps=1", "trainer.limit_val_batches=0",
-            f"model.init_from={checkpoint}", "model.embedding.dim=8",
-        ),
+    args = train_args(
+        synthetic_root, tmp_path, "trainer.max_steps=1", "trainer.limit_val_batches=0",
+        f"model.init_from={checkpoint}", "model.embedding.dim=8",
     )
+    # A different embedding width: those tensors have no same-shape counterpart → a listed failure.
+    failed = run_module("crossvis.train", *args, check=False)
+    assert failed.returncode != 0
+    assert "CheckpointError" in failed.stderr and "embedding.pred.weight (8, 32, 1, 1): file has (16, 32, 1, 1)" in failed.stderr
+    proc = run_module("crossvis.train", *args, "model.init_strict=false")
     log = proc.stdout + proc.stderr
     assert f"Initialised from {checkpoint}" in log
-    # A different embedding width: those tensors cannot load and are reported, the rest loads.
     assert "missing keys" in log and "embedding" in log.split("missing keys", 1)[1]
 
 
@@ -68,3 +69,27 @@ def test_every_config_switch_trains(synthetic_root, tmp_path, switches):
     )
     losses = logged_losses(tmp_path)
     assert len(losses) == 2 and all(loss == loss and loss < 1e4 for _, loss in losses)
+
+
+def test_resume_from_a_foreign_or_corrupt_checkpoint_fails_before_training(synthetic_root, tmp_path, trained_run):
+    raw = json.loads((synthetic_root / "train.json").read_text())
+    new_ids = dict(zip(sorted(c["id"] for c in raw["categories"]), (1, 2, 3, 4)))  # the set uses 2, 5, 8, 11
+    for entry in raw["categories"]:
+        entry["id"] = new_ids[entry["id"]]
+    for entry in raw["annotations"]:
+        entry["category_id"] = new_ids[entry["category_id"]]
+    other = tmp_path / "train.json"
+    other.write_text(json.dumps(raw))
+    corrupt = tmp_path / "corrupt.ckpt"
+    corrupt.write_bytes((trained_run / "checkpoints" / "last.ckpt").read_bytes()[:5000])  # a cut-off download
+    for checkpoint, overrides, expected in (
+        (trained_run / "checkpoints" / "last.ckpt", [f"data.train.json={other}", "data.val.json=null"],
+         "was trained on other categories than"),
+        (corrupt, [], f"checkpoint: cannot read {corrupt}"),
+    ):
+        run_dir = tmp_path / checkpoint.stem
+        proc = run_module("crossvis.train", *train_args(synthetic_root, run_dir, "trainer.max_steps=100",
+                                                        f"resume={checkpoint}", *overrides), check=False)
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr
+        assert proc.stderr.strip().splitlines()[-1].startswith("error: ") and expected in proc.stderr
+        assert not (run_dir / "checkpoints").exists() and not (run_dir / "csv").exists()

@@ -3,13 +3,20 @@
     python -m crossvis.demo input=VIDEO_OR_FRAME_DIR checkpoint=CKPT output=OUT.mp4
 
 Writes the overlay video (one colour per track id, class name and score) and the results json in
-the official YouTube-VIS format. A missing or unreadable input fails before anything is written.
+the official YouTube-VIS format. Input, checkpoint and output folder are checked (the first
+frame decoded) before any work; a failure there writes nothing.
+
+Frames are consumed as the decoder yields them: a container's frame count is often wrong, so it
+only sizes the progress bar. If a frame cannot be decoded in the middle of the video, the frames
+before it are kept: both outputs cover them and a warning names the frame.
 """
 
 from __future__ import annotations
 
+import math
+import sys
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterable, Iterator
 
 import hydra
 import imageio.v2 as imageio
@@ -17,8 +24,10 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
+from crossvis.cli import configure_threads, require_writable_dir, user_errors
 from crossvis.data.transforms import load_frame_rgb
-from crossvis.evaluate import load_module
+from crossvis.errors import InputFormatError, InputNotFoundError
+from crossvis.evaluate import load_checked_module
 from crossvis.evaluation.results import write_results_json
 from crossvis.lightning_module import CrossVISModule
 from crossvis.visualize import OverlayVideoWriter, draw_tracks
@@ -27,37 +36,65 @@ FRAME_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
 
 
 class FrameSource:
-    """Frames of an mp4 (or anything ffmpeg reads) or of a folder of images, read lazily."""
+    """Frames of a video (anything ffmpeg reads) or of a folder of images, decoded as they come.
+
+    ``estimated_frames`` is the container's duration × fps (None when unknown): a guess for the
+    progress bar, never trusted. After iterating, ``frames_read`` is the number of frames decoded
+    and ``read_error`` names the frame that could not be decoded when the video stopped early
+    (None when it ended normally).
+    """
 
     def __init__(self, path: str | Path, folder_fps: float) -> None:
         self.path = Path(path)
+        self.read_error: str | None = None
+        self.frames_read = 0
         if not self.path.exists():
-            raise FileNotFoundError(f"input: {self.path} does not exist (expected a video file or a folder of frames)")
+            raise InputNotFoundError(f"input: {self.path} does not exist (expected a video file or a folder of frames)")
         if self.path.is_dir():
             self.frame_paths = sorted(p for p in self.path.iterdir() if p.suffix.lower() in FRAME_SUFFIXES)
             if not self.frame_paths:
-                raise ValueError(f"input: folder {self.path} holds no frames ({', '.join(sorted(FRAME_SUFFIXES))})")
-            self.num_frames, self.fps = len(self.frame_paths), folder_fps
+                raise InputFormatError(f"input: folder {self.path} holds no frames ({', '.join(sorted(FRAME_SUFFIXES))})")
+            self.estimated_frames, self.fps = len(self.frame_paths), folder_fps
+            load_frame_rgb(self.frame_paths[0])  # readable before any work starts
             return
-        try:
-            reader = imageio.get_reader(self.path, format="FFMPEG")
-            meta = reader.get_meta_data()
-            self.num_frames = reader.count_frames()
-            reader.close()
-        except Exception as error:  # imageio raises several types for unreadable files
-            raise ValueError(f"input: cannot read {self.path} as a video: {error}") from error
-        if self.num_frames == 0:
-            raise ValueError(f"input: video {self.path} has no frames")
-        self.fps = float(meta.get("fps") or folder_fps)
         self.frame_paths = None
+        try:  # open and decode the first frame: a file ffmpeg cannot decode fails here, not mid-run
+            with imageio.get_reader(self.path, format="FFMPEG") as reader:
+                meta = reader.get_meta_data()
+                reader.get_data(0)
+        except Exception as error:  # imageio/ffmpeg raise several types (OSError, RuntimeError, IndexError, ...)
+            detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise InputFormatError(
+                f"input: cannot decode {self.path} as a video (expected a video file ffmpeg reads, "
+                f"e.g. mp4/avi, with at least one frame): {detail}"
+            ) from error
+        self.fps = float(meta.get("fps") or folder_fps)
+        estimate = float(meta.get("duration") or 0) * self.fps
+        self.estimated_frames = round(estimate) if math.isfinite(estimate) and estimate > 0 else None
 
     def __iter__(self) -> Iterator[np.ndarray]:
+        self.read_error, self.frames_read = None, 0
         if self.frame_paths is not None:
-            yield from (load_frame_rgb(p) for p in self.frame_paths)
+            frames = (load_frame_rgb(p) for p in self.frame_paths)
+            yield from self._until_error(frames, lambda i: f"frame {i} ({self.frame_paths[i]})")
             return
         with imageio.get_reader(self.path, format="FFMPEG") as reader:
-            for frame in reader:
-                yield np.ascontiguousarray(frame[..., :3])
+            frames = (np.ascontiguousarray(frame[..., :3]) for frame in reader)
+            yield from self._until_error(frames, lambda i: f"frame {i}")
+
+    def _until_error(self, frames: Iterable[np.ndarray], name: Callable[[int], str]) -> Iterator[np.ndarray]:
+        """Yield decoded frames; on a decoding error record it (naming the frame) and stop."""
+        iterator = iter(frames)
+        while True:
+            try:
+                frame = next(iterator)
+            except StopIteration:
+                return
+            except Exception as error:  # any decoder error: keep the frames before it
+                self.read_error = f"input: {self.path}: {name(self.frames_read)} could not be decoded ({error})"
+                return
+            self.frames_read += 1
+            yield frame
 
 
 def run_on_video(
@@ -70,25 +107,34 @@ def run_on_video(
 ) -> list[dict]:
     """Online inference over ``source``; writes the overlay video and the results json."""
     inference = module.video_inference()
-    with OverlayVideoWriter(output, source.fps, gif) as writer, tqdm(total=source.num_frames, desc="frames") as bar:
+    with OverlayVideoWriter(output, source.fps, gif) as writer, tqdm(total=source.estimated_frames, desc="frames") as bar:
 
         def on_frame(index: int, frame: np.ndarray, detections: dict, track_ids: np.ndarray) -> None:
             writer.append(draw_tracks(frame, detections, track_ids, module.category_names, min_score))
             bar.update()
 
-        results = inference.run_frames(1, iter(source), source.num_frames, on_frame=on_frame)
+        results = inference.run_frames(1, source, on_frame=on_frame)
+        if source.frames_read == 0:  # inside the block: the overlay is discarded
+            raise InputFormatError(source.read_error or f"input: {source.path} yielded no frames")
     write_results_json(results_path, results)
+    if source.read_error:
+        print(f"warning: {source.read_error}; the outputs cover frames 0-{source.frames_read - 1}", file=sys.stderr)
     return results
 
 
 @hydra.main(config_path="../../conf", config_name="demo", version_base="1.3")
+@user_errors
 def main(cfg: DictConfig) -> None:
+    configure_threads(cfg.threads)
     source = FrameSource(cfg.input, cfg.fps)
-    module = load_module(cfg.checkpoint, cfg.device, OmegaConf.to_container(cfg.tracker))
     output = Path(cfg.output)
     results_path = Path(cfg.results) if cfg.results else output.with_suffix(".json")
+    for field, path in (("output", output), ("results", results_path), ("gif", cfg.gif)):
+        if path:
+            require_writable_dir(Path(path).parent, field)
+    module = load_checked_module(cfg.checkpoint, cfg.device, OmegaConf.to_container(cfg.tracker))
     results = run_on_video(module, source, output, results_path, cfg.gif, cfg.min_score)
-    print(f"{len(results)} tracks over {source.num_frames} frames → {output}, {results_path}")
+    print(f"{len(results)} tracks over {source.frames_read} frames → {output}, {results_path}")
 
 
 if __name__ == "__main__":

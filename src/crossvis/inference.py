@@ -40,13 +40,15 @@ class VideoInference:
         self,
         video_id: int,
         frames: Iterable[np.ndarray],
-        num_frames: int,
         on_frame: FrameCallback | None = None,
     ) -> list[dict]:
-        """Track instances over ``frames`` (RGB uint8) and return the video's result entries."""
+        """Track instances over ``frames`` (RGB uint8) as they come; one result entry per track.
+
+        The length need not be known in advance: segmentations cover the frames consumed.
+        """
         was_training = self.model.training
         self.model.eval()
-        tracker = OnlineTracker(num_frames, **self.tracker_cfg)
+        tracker = OnlineTracker(**self.tracker_cfg)
         device = next(self.model.parameters()).device
         for index, frame in enumerate(frames):
             image = preprocess_for_inference(frame, self.short, self.max_size).to(device)
@@ -63,4 +65,4 @@ class VideoInference:
     ) -> list[dict]:
         """Same as :meth:`run_frames` for frames stored as image files (read lazily)."""
         frames = (load_frame_rgb(path) for path in frame_paths)
-        return self.run_frames(video_id, frames, len(frame_paths), on_frame)
+        return self.run_frames(video_id, frames, on_frame)

@@ -11,6 +11,7 @@ import torch
 import torch.distributed as dist
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import WandbLogger
+from torch import nn
 
 from crossvis.evaluation.metric import evaluate as evaluate_results
 from crossvis.inference import VideoInference
@@ -20,6 +21,11 @@ from crossvis.visualize import draw_tracks
 LOSS_NAMES = ("loss_cls", "loss_box", "loss_ctr", "loss_mask", "loss_cross", "loss_id")
 VAL_METRICS = ("AP", "AP50", "AP75", "AR1", "AR10")
 NUM_PREVIEWS = 3  # frames of the first validation video drawn with their tracks for W&B
+# detectron2's norm_module_types (solver/build.py): no weight decay on them (WEIGHT_DECAY_NORM = 0).
+NORM_TYPES = (
+    nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm, nn.GroupNorm,
+    nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d, nn.LayerNorm, nn.LocalResponseNorm,
+)
 
 
 class CrossVISModule(pl.LightningModule):
@@ -78,6 +84,17 @@ class CrossVISModule(pl.LightningModule):
         self.log("train/lr", self.optimizers().param_groups[0]["lr"], batch_size=batch_size)
         return total
 
+    def on_train_start(self) -> None:
+        # On resume Lightning restores the optimiser's learning rates as the interrupted run saved
+        # them, i.e. from that run's schedule (which depends on its trainer.max_steps). Re-apply this
+        # run's schedule at the restored step, so step, scheduler and logged LR agree from the start.
+        scheduler = self.lr_schedulers()
+        if self.global_step == 0 or not isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
+            return
+        scheduler.last_epoch = self.global_step  # the schedule counts optimiser steps
+        for group, base_lr, factor in zip(scheduler.optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
+            group["lr"] = base_lr * factor(self.global_step)
+
     # ---------------------------------------------------------------------------- validation
     def on_validation_epoch_start(self) -> None:
         self._val_results = {}
@@ -118,7 +135,7 @@ class CrossVISModule(pl.LightningModule):
             self.cfg.data.batch_size * trainer.world_size * trainer.accumulate_grad_batches
         )
         lr = optim.base_lr * global_batch / optim.base_batch_size  # linear scaling rule
-        params = [p for p in self.model.parameters() if p.requires_grad]
+        params = param_groups(self.model, optim.weight_decay)
         if optim.name == "sgd":  # the paper's optimiser
             optimizer = torch.optim.SGD(params, lr=lr, momentum=optim.momentum, weight_decay=optim.weight_decay)
         elif optim.name == "adamw":  # converges faster from scratch: used by the CPU demo
@@ -131,6 +148,23 @@ class CrossVISModule(pl.LightningModule):
         )
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Trainable parameters as detectron2's get_default_optimizer_params groups them.
+
+    Parameters of normalisation layers get no weight decay (WEIGHT_DECAY_NORM = 0); every other
+    parameter, biases included, gets ``weight_decay`` (WEIGHT_DECAY_BIAS defaults to WEIGHT_DECAY).
+    """
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
+    seen: set[int] = set()
+    for module in model.modules():
+        for param in module.parameters(recurse=False):
+            if param.requires_grad and id(param) not in seen:
+                seen.add(id(param))
+                (no_decay if isinstance(module, NORM_TYPES) else decay).append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
 def warmup_step_schedule(

@@ -18,6 +18,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from crossvis.cli import configure_threads, require_writable_dir, user_errors
 from crossvis.data.synthetic import write_synthetic
 from crossvis.data.ytvis import load_vis
 from crossvis.demo import FrameSource, run_on_video
@@ -27,9 +28,11 @@ from crossvis.train import train
 
 
 @hydra.main(config_path="../../conf", config_name="quickstart", version_base="1.3")
+@user_errors
 def main(cfg: DictConfig) -> None:
     start = time.perf_counter()
-    output_dir = Path(HydraConfig.get().runtime.output_dir)
+    output_dir = require_writable_dir(HydraConfig.get().runtime.output_dir, "output")
+    configure_threads(cfg.threads, int(cfg.data.num_workers))
     data_root = Path(cfg.data.root)
     synthetic = cfg.synthetic
     print(f"[1/4] Writing a synthetic dataset to {data_root}")
@@ -53,7 +56,7 @@ def main(cfg: DictConfig) -> None:
 
     print("[3/4] Online inference and evaluation on the synthetic valid split")
     module = load_module(checkpoint)
-    metrics = evaluate_split(module, cfg.data, output_dir)
+    metrics = evaluate_split(module, cfg.data, output_dir, checkpoint)
 
     print("[4/4] Writing the overlay video of the tracked instances")
     valid = load_vis(cfg.data.val.json, cfg.data.val.images)

@@ -1,10 +1,17 @@
 """Collect a finished sweep into the paper's table layout.
 
     python -m crossvis.tables multirun/table6/2026-11-25_12-00-00 [--table table6] [--csv out.csv]
+        [--official official.csv]
 
 Each run folder holds Hydra's ``.hydra/config.yaml`` and the ``metrics.json`` written by
-``crossvis.train``. Runs that repeat a cell (seeds) are summarised as median ± std; cells with no
-finished run are printed as ``missing``. The paper's figures stand beside ours.
+``crossvis.train``: the *local* numbers, measured on the split named by the run's
+``data.validate_on`` (the ``experiment=tableN`` sweeps: the held-out training videos of
+``holdout_split.json``). ``--official`` adds the evaluation server's scores of the runs that were
+submitted: a CSV with a ``run`` column (the run folder, absolute or relative to the sweep folder
+or the current directory) and metric columns (``AP``, ``AP50``, ... in percent, as the server
+prints them). Runs that repeat a cell (seeds) are summarised as median ± std; cells with no
+finished run are printed as ``missing``. Each row also says which tracker its runs used
+(``tracker.scoring``), and the paper's figures stand beside ours.
 """
 
 from __future__ import annotations
@@ -21,6 +28,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from crossvis.cli import user_errors
+from crossvis.errors import InputNotFoundError, UserError
 from crossvis.io import atomic_path
 
 METRICS = ("AP", "AP50", "AP75", "AR1", "AR10")
@@ -158,10 +167,35 @@ def load_runs(sweep_dir: Path) -> list[Run]:
     return runs
 
 
+def read_official(path: Path, sweep_dir: Path, runs: list[Run]) -> dict[Path, dict[str, float]]:
+    """Official scores per run folder (resolved) from ``path``; unknown runs or bad values are errors."""
+    by_path = {r.path.resolve(): r for r in runs}
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        fields = reader.fieldnames or []
+        metrics = [m for m in METRICS if m in fields]
+        if "run" not in fields or not metrics:
+            raise ValueError(f"{path}: expected a header with 'run' and some of {list(METRICS)}, got {fields}")
+        scores = {}
+        for line, row in enumerate(reader, start=2):
+            run = Path(row["run"])
+            candidates = [run] if run.is_absolute() else [sweep_dir / run, run]
+            found = next((c.resolve() for c in candidates if c.resolve() in by_path), None)
+            if found is None:
+                raise ValueError(f"{path}: line {line}: field 'run': expected a finished run of {sweep_dir}, "
+                                 f"got {row['run']!r}")
+            try:
+                scores[found] = {m: float(row[m]) for m in metrics if row[m] not in (None, "")}
+            except ValueError as e:
+                raise ValueError(f"{path}: line {line}: expected numbers (percent) in {metrics}: {e}") from e
+    return scores
+
+
 @dataclass(frozen=True)
 class Cell:
-    values: list[float]  # percentages, one per run
+    values: list[float]  # local percentages, one per run
     paper: float | None
+    official: list[float] = field(default_factory=list)  # server percentages of the submitted runs
 
     @property
     def median(self) -> float | None:
@@ -171,66 +205,105 @@ class Cell:
     def std(self) -> float | None:
         return statistics.stdev(self.values) if len(self.values) > 1 else None
 
-    def text(self) -> str:
+    @property
+    def official_median(self) -> float | None:
+        return statistics.median(self.official) if self.official else None
+
+    def text(self, with_official: bool = False) -> str:
         ours = "missing" if self.median is None else f"{self.median:.1f}"
         if self.std is not None:
             ours += f" ± {self.std:.2f}"
+        if with_official:
+            ours += " / " + ("–" if self.official_median is None else f"{self.official_median:.1f}")
         return ours if self.paper is None else f"{ours} ({self.paper:.1f})"
 
 
-def collect(table: Table, runs: list[Run]) -> dict[tuple[str, str], Cell]:
-    cells = {}
+@dataclass(frozen=True)
+class Collected:
+    cells: dict[tuple[str, str], Cell]
+    trackers: dict[str, str]  # row -> tracker.scoring of its runs
+    splits: list[str]  # where the local numbers come from
+    with_official: bool
+
+
+def _split_of(run: Run) -> str:
+    validate_on = OmegaConf.select(run.config, "data.validate_on", default="official")
+    data = OmegaConf.select(run.config, "data.name", default="?")
+    if validate_on == "holdout":
+        every = OmegaConf.select(run.config, "data.holdout_every")
+        return f"{data} held-out training videos (every {every}-th video id, holdout_split.json)"
+    return f"{data} data.val ({OmegaConf.select(run.config, 'data.val.json', default='?')})"
+
+
+def collect(table: Table, runs: list[Run], official: dict[Path, dict[str, float]] | None = None) -> Collected:
+    official = official or {}
+    cells, trackers = {}, {}
     for row_label, row_match in table.rows:
+        row_runs = []
         for column in table.columns:
             matching = [r for r in runs if r.matches({**row_match, **column.match})]
+            row_runs += matching
             values = [100.0 * r.metrics[column.metric] for r in matching if column.metric in r.metrics]
-            cells[(row_label, column.label)] = Cell(values, table.paper.get((row_label, column.label)))
-    return cells
+            served = [official[p][column.metric] for p in (r.path.resolve() for r in matching)
+                      if column.metric in official.get(p, {})]
+            cells[(row_label, column.label)] = Cell(values, table.paper.get((row_label, column.label)), served)
+        used = sorted({str(OmegaConf.select(r.config, "tracker.scoring", default="public")) for r in row_runs})
+        trackers[row_label] = ", ".join(used) or "–"
+    return Collected(cells, trackers, sorted({_split_of(r) for r in runs}), bool(official))
 
 
-def to_markdown(table: Table, cells: dict[tuple[str, str], Cell]) -> str:
-    header = ["", *(c.label for c in table.columns)]
+def to_markdown(table: Table, collected: Collected) -> str:
+    header = ["", *(c.label for c in table.columns), "tracker"]
+    layout = "local / official (paper)" if collected.with_official else "local (paper)"
     lines = [
-        f"**{table.title}** — ours (paper)",
+        f"**{table.title}** — {layout}",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
     ]
     for row_label, _ in table.rows:
-        lines.append("| " + " | ".join([row_label, *(cells[(row_label, c.label)].text() for c in table.columns)]) + " |")
+        texts = [collected.cells[(row_label, c.label)].text(collected.with_official) for c in table.columns]
+        lines.append("| " + " | ".join([row_label, *texts, collected.trackers[row_label]]) + " |")
+    lines += ["", "Local numbers: " + ("; ".join(collected.splits) or "no finished runs") + "."]
     return "\n".join(lines)
 
 
-def to_csv(table: Table, cells: dict[tuple[str, str], Cell]) -> str:
+def to_csv(table: Table, collected: Collected) -> str:
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(["row", "column", "median", "std", "runs", "paper"])
-    for (row, column), cell in cells.items():
-        writer.writerow([row, column, cell.median, cell.std, len(cell.values), cell.paper])
+    writer.writerow(["row", "column", "median", "std", "runs", "official_median", "official_runs", "paper", "tracker"])
+    for (row, column), cell in collected.cells.items():
+        writer.writerow([row, column, cell.median, cell.std, len(cell.values), cell.official_median,
+                         len(cell.official), cell.paper, collected.trackers[row]])
     return out.getvalue()
 
 
+@user_errors
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sweep_dir", type=Path)
     parser.add_argument("--table", choices=sorted(TABLES), help="default: the `table` key of the runs' config")
     parser.add_argument("--csv", type=Path, help="also write the cells as CSV here")
+    parser.add_argument("--official", type=Path, help="CSV of official server scores: run,AP,AP50,... (percent)")
     args = parser.parse_args(argv)
     if not args.sweep_dir.is_dir():
-        print(f"error: sweep folder {args.sweep_dir} does not exist", file=sys.stderr)
-        return 1
+        raise InputNotFoundError(f"sweep folder {args.sweep_dir} does not exist (expected a Hydra multirun folder)")
     runs = load_runs(args.sweep_dir)
     name = args.table or next((r.config.get("table") for r in runs if r.config.get("table")), None)
     if name not in TABLES:
-        print(f"error: cannot tell which table {args.sweep_dir} is; pass --table {{{','.join(TABLES)}}}", file=sys.stderr)
-        return 1
+        raise UserError(f"cannot tell which table {args.sweep_dir} is; pass --table {{{','.join(TABLES)}}}")
     table = TABLES[name]
-    cells = collect(table, runs)
+    try:
+        official = read_official(args.official, args.sweep_dir, runs) if args.official else None
+    except (OSError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    collected = collect(table, runs, official)
     print(f"{len(runs)} finished runs in {args.sweep_dir}\n")
-    print(to_markdown(table, cells))
+    print(to_markdown(table, collected))
     if args.csv:
         with atomic_path(args.csv) as tmp:
-            tmp.write_text(to_csv(table, cells))
+            tmp.write_text(to_csv(table, collected))
         print(f"\nCSV: {args.csv}")
     return 0
 

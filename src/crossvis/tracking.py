@@ -6,13 +6,16 @@ below ``match_threshold`` starts a new track, and a track accepts at most one de
 frame, the one with the highest match (the others that chose it are dropped).
 
 Option ``scoring="masktrack"``: the paper's inference procedure (MaskTrack R-CNN [68]): the
-assignment log-probability of Eq. 9 over [new, tracks] plus weighted log detection score, box
+assignment log-probability of Eq. 9 over [new, tracks] (raw dot products of the unnormalised
+embeddings, as trained by the pair-wise loss) plus weighted log detection score, box
 IoU and same-category terms; the "new" slot has IoU 0 and category term 1, as in MaskTrack
 R-CNN. Conflicts go to the highest comprehensive score. ``masktrack_weights`` default to
 MaskTrack R-CNN's ``match_coeff`` (1.0, 2.0, 10.0) for (log score, IoU, category).
 
 Memory stays bounded on long videos: per track only the last box, embedding and label are kept
 as tensors, plus the compressed RLE of each frame's mask, a running score sum and label counts.
+The video's length is not needed in advance (container frame counts are often wrong): frames
+are consumed as they come and the results cover the frames actually seen.
 """
 
 from __future__ import annotations
@@ -47,7 +50,6 @@ class OnlineTracker:
 
     def __init__(
         self,
-        num_frames: int,
         match_threshold: float = 0.4,
         scoring: Scoring = "public",
         category_vote: CategoryVote = "first",
@@ -60,7 +62,6 @@ class OnlineTracker:
         if len(masktrack_weights) != 3:
             raise ValueError(f"masktrack_weights: expected 3 weights (log score, IoU, category), "
                              f"got {masktrack_weights!r}")
-        self.num_frames = num_frames
         self.match_threshold = match_threshold
         self.scoring = scoring
         self.category_vote = category_vote
@@ -75,15 +76,19 @@ class OnlineTracker:
     def num_tracks(self) -> int:
         return len(self._tracks)
 
+    @property
+    def num_frames(self) -> int:
+        """Frames seen so far (the last updated index + 1): the length of every result's segmentations."""
+        return self._last_frame + 1
+
     def update(self, frame_index: int, detections: Mapping[str, Any]) -> np.ndarray:
         """Link one frame's detections (tensors or arrays, see the model's ``forward_infer``) to tracks.
 
         Returns the track index of each detection, -1 for detections dropped because another
         detection won the same track (useful for drawing the tracks).
         """
-        if not self._last_frame < frame_index < self.num_frames:
-            raise ValueError(f"frame_index: expected increasing indices in ({self._last_frame}, {self.num_frames}), "
-                             f"got {frame_index}")
+        if frame_index <= self._last_frame:
+            raise ValueError(f"frame_index: expected an index above the last one ({self._last_frame}), got {frame_index}")
         missing = [k for k in DETECTION_KEYS if k not in detections]
         if missing:
             raise ValueError(f"detections: missing {missing} (expected keys {list(DETECTION_KEYS)})")
@@ -143,7 +148,8 @@ class OnlineTracker:
             best, target = match.max(dim=1)
             return best, target, best < self.match_threshold
         w_score, w_iou, w_category = self.masktrack_weights
-        # Eq. 9: softmax over [new identity (logit 0), tracks] of embedding dot products.
+        # Eq. 9: softmax over [new identity (logit 0), tracks] of raw dot products of the unnormalised
+        # embeddings (the model returns them unnormalised), as MaskTrack R-CNN's inference does.
         log_prob = torch.log_softmax(F.pad(embeddings @ self._embeddings.T, (1, 0)), dim=1)
         comprehensive = (log_prob
                          + w_score * scores.clamp_min(1e-12).log()[:, None]
@@ -154,7 +160,7 @@ class OnlineTracker:
 
     def video_results(self, video_id: int,
                       label_to_category_id: Callable[[int], int] | Mapping[int, int]) -> list[dict]:
-        """Official result entries, one per track: mean detection score, voted category, RLE or None per frame."""
+        """Official result entries, one per track: mean detection score, voted category, RLE or None per frame seen."""
         to_category = (label_to_category_id.__getitem__ if isinstance(label_to_category_id, Mapping)
                        else label_to_category_id)
         results = []

@@ -16,26 +16,64 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities import rank_zero_info
 
-from crossvis.data.datamodule import VISDataModule
+from crossvis.checkpoints import AtomicCheckpointIO, LastCheckpoint, TorchRNGState, check_categories, read_checkpoint
+from crossvis.cli import configure_threads, require_writable_dir, user_errors
+from crossvis.data.datamodule import VISDataModule, official_split
+from crossvis.evaluate import evaluate_split
 from crossvis.io import write_json_atomic
 from crossvis.lightning_module import CrossVISModule
 
+WANDB_RUN_ID_KEY = "wandb_run_id"
 
-def build_logger(cfg: DictConfig) -> pl.loggers.Logger | bool:
-    """The experiment logger of ``logger=...`` (``logger=none`` → no logger)."""
+
+def build_logger(cfg: DictConfig, resume_run_id: str | None = None) -> pl.loggers.Logger | bool:
+    """The experiment logger of ``logger=...`` (``logger=none`` → no logger).
+
+    When resuming, a W&B logger continues the W&B run recorded in the checkpoint.
+    """
     if cfg.logger is None or cfg.logger.get("_target_") is None:
         return False
-    logger = instantiate(cfg.logger)
+    is_wandb = OmegaConf.select(cfg.logger, "_target_", default="").endswith("WandbLogger")
+    extra = {"id": resume_run_id, "resume": "allow"} if is_wandb and resume_run_id else {}
+    logger = instantiate(cfg.logger, **extra)
     logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     return logger
+
+
+class WandbRunId(pl.Callback):
+    """Records the W&B run id in every checkpoint, so that a resumed run continues the same W&B run."""
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
+        if isinstance(trainer.logger, WandbLogger):
+            checkpoint[WANDB_RUN_ID_KEY] = trainer.logger.version
+
+
+def check_resume(cfg: DictConfig, datamodule: VISDataModule) -> str | None:
+    """Check ``cfg.resume`` (if set): a training checkpoint of the data's categories; returns its W&B run id."""
+    if not cfg.resume:
+        return None
+    checkpoint = read_checkpoint(cfg.resume)
+    hparams = checkpoint["hyper_parameters"]
+    train_vis = datamodule.train_vis
+    check_categories(
+        cfg.resume,
+        hparams.get("category_names", []),
+        hparams.get("category_ids", []),
+        train_vis.json_path,
+        [(c.id, c.name) for c in train_vis.categories],
+    )
+    return checkpoint.get(WANDB_RUN_ID_KEY)
 
 
 def train(cfg: DictConfig) -> tuple[pl.Trainer, CrossVISModule, Path]:
     """Fit a model as configured; returns the trainer, the module and the run's output folder."""
     pl.seed_everything(cfg.seed, workers=True)
-    output_dir = Path(HydraConfig.get().runtime.output_dir)
-    datamodule = VISDataModule(cfg.data)
+    output_dir = require_writable_dir(HydraConfig.get().runtime.output_dir, "hydra.run.dir")
+    datamodule = VISDataModule.from_run_config(cfg)
     datamodule.setup("fit")
+    resume_run_id = check_resume(cfg, datamodule)
+    if datamodule.holdout_ids:
+        datamodule.write_split(output_dir / "holdout_split.json")
     module = CrossVISModule(
         cfg,
         num_classes=datamodule.num_classes,
@@ -54,18 +92,17 @@ def train(cfg: DictConfig) -> tuple[pl.Trainer, CrossVISModule, Path]:
         trainer_kwargs["limit_val_batches"] = 0
     validates = trainer_kwargs["limit_val_batches"] != 0
     has_ground_truth = validates and datamodule.val_ground_truth is not None
-    checkpoint = ModelCheckpoint(
-        dirpath=output_dir / "checkpoints",
-        filename="best" if has_ground_truth else "step{step}",
-        monitor=cfg.checkpoint.monitor if has_ground_truth else None,
-        mode=cfg.checkpoint.mode,
-        save_last=True,
-        auto_insert_metric_name=False,
-    )
+    checkpoint_dir = output_dir / "checkpoints"
+    callbacks: list[pl.Callback] = [LastCheckpoint(checkpoint_dir, cfg.checkpoint.every_n_steps), WandbRunId(), TorchRNGState()]
+    if has_ground_truth:
+        callbacks.append(
+            ModelCheckpoint(dirpath=checkpoint_dir, filename="best", monitor=cfg.checkpoint.monitor, mode=cfg.checkpoint.mode)
+        )
     trainer = pl.Trainer(
         **trainer_kwargs,
-        logger=build_logger(cfg),
-        callbacks=[checkpoint],
+        logger=build_logger(cfg, resume_run_id),
+        callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],
         default_root_dir=str(output_dir),
     )
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.resume)
@@ -79,6 +116,9 @@ def train(cfg: DictConfig) -> tuple[pl.Trainer, CrossVISModule, Path]:
     if trainer.is_global_zero and metrics:
         # Read by crossvis.tables to assemble the paper's tables from a sweep.
         write_json_atomic(output_dir / "metrics.json", metrics)
+    if datamodule.holdout_ids and OmegaConf.select(cfg, "data.val.json") and trainer.is_global_zero:
+        # val/* came from the held-out split: the official split still gets its CodaLab submission.zip.
+        evaluate_split(module.to(trainer.strategy.root_device), official_split(cfg.data), output_dir)
     if isinstance(trainer.logger, WandbLogger) and trainer.is_global_zero:
         trainer.logger.experiment.finish()  # close the run here, so the next job of an in-process sweep starts its own
     rank_zero_info(f"Checkpoints: {output_dir / 'checkpoints'}")
@@ -86,7 +126,9 @@ def train(cfg: DictConfig) -> tuple[pl.Trainer, CrossVISModule, Path]:
 
 
 @hydra.main(config_path="../../conf", config_name="train", version_base="1.3")
+@user_errors
 def main(cfg: DictConfig) -> None:
+    configure_threads(cfg.threads, int(cfg.data.num_workers))
     train(cfg)
 
 

@@ -6,8 +6,8 @@ Training batch (``collate_pairs``; B pairs, frame index 0 = key frame t, 1 = ref
   at the bottom/right to the batch maximum rounded up to a multiple of 32.
 - ``image_sizes``: long ``[B, 2, 2]`` valid ``(h, w)`` of each frame before padding.
 - ``targets``: list (len B) of lists (len 2) of per-frame dicts:
-  ``masks`` bool ``[N, Hp, Wp]``; ``boxes`` float32 ``[N, 4]`` xyxy pixels computed from the
-  augmented masks with ``torchvision.ops.masks_to_boxes`` (x2/y2 are the last covered pixel);
+  ``masks`` bool ``[N, Hp, Wp]``; ``boxes`` float32 ``[N, 4]`` xyxy pixels, the json ``bboxes``
+  (x2 = x + w) transformed with the image, or the mask's box in that convention where the json has none;
   ``labels`` long ``[N]`` contiguous class (index into the id-sorted categories);
   ``identities`` long ``[N]`` in 0..M-1 (one per training annotation id).
   Only non-crowd instances with a non-empty mask in that frame; N may be 0 for the reference
@@ -17,21 +17,31 @@ Training batch (``collate_pairs``; B pairs, frame index 0 = key frame t, 1 = ref
 Validation dataloader: batch size 1, each item is one video as a plain dict
 ``{"video_id", "height", "width", "frame_paths": list[str]}``; the inference loop reads the
 frames lazily (``transforms.load_frame_rgb`` + ``preprocess_for_inference``).
+
+Validation split (``data.validate_on``): ``official`` is ``data.val`` (AP only where its json has
+annotations; the official YouTube-VIS / OVIS valid jsons do not); ``holdout`` is the local split of
+the training videos used by the paper-table sweeps: every ``data.holdout_every``-th training video
+in id order (positions 0, k, 2k, ...; k = 10 holds out about 10 %), removed from training.
 """
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
 from crossvis.data.sampler import EpochSampler, FramePairDataset
 from crossvis.data.transforms import DEFAULT_MULTISCALE, PairTransform
 from crossvis.data.ytvis import VISDataset, VISFormatError, load_vis, subset_raw, vis_from_dict
+from crossvis.io import write_json_atomic
+
+VALIDATE_ON = ("official", "holdout")
 
 PAD_DIVISOR = 32  # strides up to 32 (and timm's DLA-34) need inputs divisible by 32
 
@@ -77,35 +87,64 @@ def _single(batch: list[dict]) -> dict:
     return batch[0]
 
 
-class VISDataModule(pl.LightningDataModule):
-    """Training pairs and validation videos; exposes class/identity counts after ``setup()``."""
+def holdout_video_ids(video_ids: list[int], every: int) -> list[int]:
+    """The local validation split: every ``every``-th video id in sorted order (positions 0, k, 2k, ...)."""
+    if every < 2:
+        raise ValueError(f"data.holdout_every: expected an integer >= 2 for the held-out split, got {every}")
+    held = sorted(video_ids)[::every]
+    if len(held) == len(video_ids):
+        raise ValueError(f"data.holdout_every={every}: would hold out all {len(video_ids)} training videos")
+    return held
 
-    def __init__(self, cfg_data: DictConfig) -> None:
+
+def official_split(cfg_data: DictConfig) -> DictConfig:
+    """``cfg_data`` validating on the official ``data.val`` split (the CodaLab submission's split)."""
+    cfg = OmegaConf.create(OmegaConf.to_container(cfg_data, resolve=True))
+    cfg.validate_on = "official"
+    return cfg
+
+
+class VISDataModule(pl.LightningDataModule):
+    """Training pairs and validation videos; exposes class/identity counts after ``setup()``.
+
+    ``seed`` is the run's top-level seed: it fixes the frame pairs, their augmentation and the
+    shuffling order (with the epoch), so two runs with one seed see the same data.
+    """
+
+    def __init__(self, cfg_data: DictConfig, seed: int = 0) -> None:
         super().__init__()
         self.cfg = cfg_data
+        self.seed = int(seed)
         self.train_vis: VISDataset | None = None
         self.train_dataset: FramePairDataset | None = None
         self.val_dataset: VISDataset | None = None
         self.val_ground_truth: dict | None = None
+        self.holdout_ids: list[int] = []  # held-out training videos (validate_on=holdout)
+
+    @classmethod
+    def from_run_config(cls, cfg: DictConfig) -> VISDataModule:
+        """The data module of a run: ``cfg.data`` seeded by the run's top-level ``seed``."""
+        return cls(cfg.data, seed=cfg.seed)
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_vis is not None:
             return
         cfg = self.cfg
         train = load_vis(cfg.train.json, cfg.train.images, require_annotations=True)
-        holdout = int(cfg.get("holdout_videos") or 0)
+        validate_on = cfg.get("validate_on", "official")
+        if validate_on not in VALIDATE_ON:
+            raise ValueError(f"data.validate_on: expected one of {VALIDATE_ON}, got {validate_on!r}")
         val_cfg = cfg.get("val") or {}
-        if holdout > 0:
-            ids = [v.id for v in train.videos]  # sorted by id
-            if holdout >= len(ids):
-                raise VISFormatError(
-                    f"data.holdout_videos: expected fewer than the {len(ids)} videos of {train.json_path}, "
-                    f"got {holdout}"
-                )
-            held = set(ids[-holdout:])
+        if validate_on == "holdout":
+            ids = [v.id for v in train.videos]
+            try:
+                self.holdout_ids = holdout_video_ids(ids, int(cfg.get("holdout_every") or 0))
+            except ValueError as e:
+                raise VISFormatError(f"{train.json_path}: {e}") from e
+            held = set(self.holdout_ids)
             self.val_ground_truth = subset_raw(train.raw, held)
             self.val_dataset = vis_from_dict(self.val_ground_truth, train.json_path, train.image_root)
-            train = vis_from_dict(subset_raw(train.raw, set(ids[:-holdout])), train.json_path, train.image_root)
+            train = vis_from_dict(subset_raw(train.raw, set(ids) - held), train.json_path, train.image_root)
         elif val_cfg.get("json"):
             self.val_dataset = load_vis(val_cfg.json, val_cfg.images)
             if [(c.id, c.name) for c in self.val_dataset.categories] != [(c.id, c.name) for c in train.categories]:
@@ -122,7 +161,22 @@ class VISDataModule(pl.LightningDataModule):
             multiscale=bool(t.get("multiscale", False)),
             scales=t.get("scales") or DEFAULT_MULTISCALE,
         )
-        self.train_dataset = FramePairDataset(train, cfg.sampler.T, transform, seed=cfg.seed)
+        self.train_dataset = FramePairDataset(train, cfg.sampler.T, transform, seed=self.seed)
+
+    def write_split(self, path: str | Path) -> None:
+        """Record the held-out split in ``path`` (json) once; a later run in the same folder must match it."""
+        record = {
+            "train_json": str(self.cfg.train.json),
+            "holdout_every": int(self.cfg.holdout_every),
+            "held_out_video_ids": self.holdout_ids,
+            "train_video_ids": [v.id for v in self.train_vis.videos],
+        }
+        path = Path(path)
+        if path.is_file():
+            if json.loads(path.read_text()) != record:
+                raise ValueError(f"{path}: the held-out split recorded there differs from this run's")
+            return
+        write_json_atomic(path, record)
 
     @property
     def num_classes(self) -> int:
@@ -150,7 +204,7 @@ class VISDataModule(pl.LightningDataModule):
             num_replicas=trainer.world_size if trainer else 1,
             rank=trainer.global_rank if trainer else 0,
             shuffle=True,
-            seed=int(self.cfg.seed),
+            seed=self.seed,
         )
         return DataLoader(
             self.train_dataset,

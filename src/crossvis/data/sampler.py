@@ -6,7 +6,9 @@ The reference is uniform over the other annotated frames j of the video with 0 <
 (paper Table 6 varies T; T = inf means any frame), falling back to the key frame itself.
 
 Randomness (reference choice, scale, flip) comes from a generator seeded with
-(seed, epoch, index), so an item is reproducible and changes from epoch to epoch. The epoch
+(seed, epoch, index), so an item is reproducible and changes from epoch to epoch; ``seed`` is the
+run's top-level ``seed`` (the data module passes it here and to the shuffling sampler), so one
+number fixes a run's data as well as its weights. The epoch
 travels inside the index: :class:`EpochSampler` yields ``(index, epoch)``, which keeps
 persistent data-loader workers (whose dataset copies never see ``set_epoch``) in step.
 """
@@ -20,8 +22,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, DistributedSampler
 
-from crossvis.data.transforms import FrameSample, PairTransform, load_frame_rgb
-from crossvis.data.ytvis import VISDataset, Video, VISFormatError
+from crossvis.data.transforms import FrameSample, PairTransform, mask_boxes
+from crossvis.data.ytvis import VISDataset, Video
 
 
 def parse_max_offset(T: int | float | str) -> float:
@@ -52,7 +54,7 @@ def choose_reference(annotated: np.ndarray, key: int, T: float, rng: np.random.G
 class FramePairDataset(Dataset):
     """One (key, reference) pair per annotated key frame; items are dicts (see ``datamodule``)."""
 
-    def __init__(self, vis: VISDataset, T: int | float | str, transform: PairTransform, seed: int = 0) -> None:
+    def __init__(self, vis: VISDataset, T: int | float | str, transform: PairTransform, seed: int) -> None:
         self.vis = vis
         self.T = parse_max_offset(T)
         self.transform = transform
@@ -89,21 +91,21 @@ class FramePairDataset(Dataset):
 
 
 def _frame_sample(video: Video, t: int) -> FrameSample:
-    """Frame ``t`` of ``video`` with its non-crowd instances present in that frame."""
-    path = video.require_frame(t)
-    image = load_frame_rgb(path)
-    if image.shape[:2] != (video.height, video.width):
-        raise VISFormatError(
-            f"{video.json_path}: video {video.id}: field 'height'/'width': expected the frame size "
-            f"{video.height}x{video.width}, but {path} is {image.shape[0]}x{image.shape[1]}"
-        )
+    """Frame ``t`` of ``video`` with its non-crowd instances present in that frame.
+
+    Boxes: the json ``bboxes`` entry of the frame where there is one, the mask's box otherwise.
+    """
+    image = video.load_frame(t)
     present = [(inst, inst.mask(t)) for inst in video.instances if not inst.iscrowd]
     present = [(inst, m) for inst, m in present if m is not None]
+    boxes = [inst.box(t) for inst, _ in present]
+    boxes = [b if b is not None else mask_boxes(m[None])[0] for b, (_, m) in zip(boxes, present)]
     return FrameSample(
         image=image,
         masks=np.stack([m for _, m in present]) if present else np.zeros((0, video.height, video.width), bool),
         labels=np.array([inst.label for inst, _ in present], dtype=np.int64),
         identities=np.array([inst.identity for inst, _ in present], dtype=np.int64),
+        boxes=np.stack(boxes) if boxes else np.zeros((0, 4), np.float32),
     )
 
 

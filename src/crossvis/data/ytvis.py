@@ -21,12 +21,15 @@ from typing import Any
 import numpy as np
 import pycocotools.mask as mask_utils
 
+from crossvis.data.transforms import load_frame_rgb
+from crossvis.errors import InputFormatError, InputNotFoundError
 
-class VISFormatError(ValueError):
+
+class VISFormatError(InputFormatError):
     """The annotation json does not follow the YouTube-VIS format."""
 
 
-class VISFileNotFoundError(FileNotFoundError):
+class VISFileNotFoundError(InputNotFoundError):
     """An annotation json or a referenced frame does not exist."""
 
 
@@ -77,11 +80,20 @@ class Instance:
     segmentations: list  # raw per-frame entries, None where absent
     height: int
     width: int
+    bboxes: list | None = None  # per-frame [x, y, w, h] or None (json ``bboxes``; optional)
 
     def mask(self, frame: int) -> np.ndarray | None:
         """Bool mask (H, W) of this instance in ``frame``, or None when absent."""
         seg = self.segmentations[frame]
         return None if seg is None else decode_segmentation(seg, self.height, self.width)
+
+    def box(self, frame: int) -> np.ndarray | None:
+        """The json box of ``frame`` as xyxy (x2 = x + w, as the public code), clipped to the frame; None if absent."""
+        entry = self.bboxes[frame] if self.bboxes is not None else None
+        if entry is None:
+            return None
+        x, y, w, h = (float(v) for v in entry)
+        return np.clip([x, y, x + w, y + h], 0, [self.width, self.height, self.width, self.height]).astype(np.float32)
 
 
 @dataclass
@@ -107,6 +119,11 @@ class Video:
                 f"expected an image file at {path} (image root {self.image_root})"
             )
         return path
+
+    def load_frame(self, i: int) -> np.ndarray:
+        """Frame ``i`` as uint8 RGB, decoded strictly; raises naming the file unless it decodes at (height, width)."""
+        where = f"{self.json_path}: video {self.id}: field 'height'/'width'"
+        return load_frame_rgb(self.require_frame(i), (self.height, self.width), where)
 
     def annotated_frames(self) -> np.ndarray:
         """Sorted indices of frames with at least one non-crowd instance present."""
@@ -144,6 +161,8 @@ class VISDataset:
 
 
 def _read_json(path: Path) -> dict:
+    if path.is_dir():
+        raise VISFileNotFoundError(f"{path}: is a directory (expected a YouTube-VIS/OVIS annotation json file)")
     if not path.is_file():
         raise VISFileNotFoundError(f"{path}: annotation json not found (expected a YouTube-VIS/OVIS json file)")
     try:
@@ -185,6 +204,25 @@ def _check_segmentation(seg: Any, video: Video, path: Path, where: str, frame: i
     if not isinstance(seg["counts"], (list, str, bytes)):
         expected = "a list (uncompressed) or a string (compressed)"
         raise _format_error(path, where, f"{field_name}.counts", expected, seg["counts"])
+
+
+def _check_bboxes(bboxes: Any, video: Video, path: Path, where: str) -> list | None:
+    """The optional per-frame ``bboxes`` ([x, y, w, h] or null per frame), checked at load time."""
+    if bboxes is None:
+        return None
+    if not isinstance(bboxes, list) or len(bboxes) != video.length:
+        raise _format_error(path, where, "bboxes", f"a list of {video.length} entries (the video's length)", bboxes)
+    for t, box in enumerate(bboxes):
+        valid = box is None or (
+            isinstance(box, list)
+            and len(box) == 4
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in box)
+            and box[2] >= 0
+            and box[3] >= 0
+        )
+        if not valid:
+            raise _format_error(path, where, f"bboxes[{t}]", "null or [x, y, w, h] numbers with w, h >= 0", box)
+    return bboxes
 
 
 def _parse_videos(raw: dict, path: Path, image_root: Path) -> list[Video]:
@@ -250,6 +288,7 @@ def _attach_annotations(annotations: list, videos: dict[int, Video], cat_to_labe
             raise _format_error(path, where, "segmentations", expected, f"{len(segs)} entries")
         for t, seg in enumerate(segs):
             _check_segmentation(seg, video, path, where, t)
+        bboxes = _check_bboxes(ann.get("bboxes"), video, path, where)
         video.instances.append(
             Instance(
                 ann_id=ann_id,
@@ -260,6 +299,7 @@ def _attach_annotations(annotations: list, videos: dict[int, Video], cat_to_labe
                 segmentations=segs,
                 height=video.height,
                 width=video.width,
+                bboxes=bboxes,
             )
         )
     return len(ann_ids)

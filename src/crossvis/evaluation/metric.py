@@ -25,6 +25,8 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from crossvis.cli import user_errors
+from crossvis.errors import InputFormatError
 from crossvis.evaluation.results import validate_results
 
 METRIC_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10")
@@ -216,6 +218,7 @@ def _load_json(path: Path, what: str) -> Any:
         raise ValueError(f"{what} file {path} is not valid JSON: {e}") from None
 
 
+@user_errors
 def main(argv: Sequence[str] | None = None) -> int:
     """Print the metric table, then one JSON line with the eight metrics; exit 1 on bad input."""
     parser = argparse.ArgumentParser(
@@ -232,9 +235,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ValueError(f"ground truth file {args.ground_truth}: expected a json object, "
                              f"got {type(ground_truth).__name__}")
         metrics = evaluate(ground_truth, _load_json(args.results, "results"))
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    except ValueError as e:  # the metric's input checks raise ValueError naming file and field
+        raise InputFormatError(str(e)) from e
     print(format_table(metrics))
     print(json.dumps(metrics))
     return 0

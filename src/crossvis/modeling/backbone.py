@@ -79,15 +79,44 @@ def _freeze_stages(model: nn.Module, freeze_at: int, name: str) -> None:
         getattr(model, child_name).requires_grad_(False)
 
 
+def move_stride_to_1x1(body: nn.Module) -> None:
+    """detectron2's ``STRIDE_IN_1X1`` (MSRA ResNet): each stage's stride sits in its first block's 1×1 conv.
+
+    timm (like torchvision) strides the 3×3 conv; the tensors have the same shapes either way, so
+    only the conv strides change. Every CondInst / CrossVIS checkpoint was trained this way.
+    """
+    for name in ("layer2", "layer3", "layer4"):
+        block = getattr(body, name, None)
+        if block is None or not hasattr(block[0], "conv3"):
+            raise ValueError("model.backbone.stride_in_1x1=true needs a timm bottleneck ResNet (resnet50, resnet101)")
+        block[0].conv1.stride, block[0].conv2.stride = block[0].conv2.stride, (1, 1)
+
+
 class Backbone(nn.Module):
-    """timm network returning C3–C5 from 0..255 RGB pixels (normalised with the timm model's own mean/std)."""
+    """timm network returning C3–C5 from 0..255 RGB pixels, padded bottom/right.
+
+    Input normalisation happens here and only here: ``input_format=BGR`` flips the channels (the
+    MSRA/detectron2 weights expect BGR; no converter touches conv1), then ``(x − pixel_mean) /
+    pixel_std`` with the config's values (null: the timm model's own mean/std), then the padding
+    beyond each image's valid size is set to zero, i.e. padded *after* normalisation like
+    detectron2's ``ImageList.from_tensors``.
+    """
 
     def __init__(self, cfg: DictConfig) -> None:
         super().__init__()
+        stride_in_1x1 = bool(cfg.get("stride_in_1x1", False))
+        if stride_in_1x1 and (cfg.pretrained or cfg.get("checkpoint")):
+            raise ValueError(
+                f"model.backbone={cfg.name} with stride_in_1x1=true computes detectron2's MSRA ResNet: timm ImageNet "
+                "weights do not fit it; set model.backbone.pretrained=false and load a detectron2/AdelaiDet "
+                "checkpoint with model.init_from=PATH"
+            )
         body = _create_timm(cfg)
+        if stride_in_1x1:
+            move_stride_to_1x1(body)
         _freeze_stages(body, int(cfg.freeze_at), cfg.name)
         if cfg.frozen_bn:
-            if not (cfg.pretrained or cfg.get("checkpoint")):
+            if not (cfg.pretrained or cfg.get("checkpoint") or stride_in_1x1):
                 warnings.warn(
                     f"model.backbone.frozen_bn=true with random {cfg.name} weights: BatchNorm stays at its init "
                     "(timm zero-initialises the last BN of ResNet blocks, so those branches never train); "
@@ -97,14 +126,32 @@ class Backbone(nn.Module):
             body = freeze_batch_norm_2d(body)
         self.body = body
         self.out_channels: list[int] = list(body.feature_info.channels())
-        mean = torch.tensor(body.pretrained_cfg["mean"], dtype=torch.float32) * 255.0
-        std = torch.tensor(body.pretrained_cfg["std"], dtype=torch.float32) * 255.0
-        self.register_buffer("pixel_mean", mean.view(3, 1, 1), persistent=False)
-        self.register_buffer("pixel_std", std.view(3, 1, 1), persistent=False)
+        self.input_format = str(cfg.get("input_format", "RGB")).upper()
+        if self.input_format not in ("RGB", "BGR"):
+            raise ValueError(f"model.backbone.input_format={self.input_format!r}: expected RGB or BGR")
+        mean, std = cfg.get("pixel_mean"), cfg.get("pixel_std")  # 0..255 scale, in input_format order
+        timm_scale = torch.tensor(255.0)
+        mean = torch.tensor(list(mean)) if mean is not None else torch.tensor(body.pretrained_cfg["mean"]) * timm_scale
+        std = torch.tensor(list(std)) if std is not None else torch.tensor(body.pretrained_cfg["std"]) * timm_scale
+        self.register_buffer("pixel_mean", mean.float().view(3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", std.float().view(3, 1, 1), persistent=False)
 
-    def forward(self, images: Tensor) -> list[Tensor]:
-        """``images [N, 3, H, W]`` in 0..255 → [C3, C4, C5]."""
-        return self.body((images - self.pixel_mean) / self.pixel_std)
+    def normalize(self, images: Tensor, image_sizes: Tensor | None = None) -> Tensor:
+        """``images [N, 3, H, W]`` RGB 0..255 → the network input; zero beyond ``image_sizes [N, 2]`` (h, w)."""
+        if self.input_format == "BGR":
+            images = images.flip(1)  # the one place where channels are reordered
+        x = (images - self.pixel_mean) / self.pixel_std
+        if image_sizes is None:
+            return x
+        ys = torch.arange(x.shape[-2], device=x.device)
+        xs = torch.arange(x.shape[-1], device=x.device)
+        sizes = image_sizes.to(x.device)
+        valid = (ys[None, :, None] < sizes[:, 0, None, None]) & (xs[None, None, :] < sizes[:, 1, None, None])
+        return x * valid[:, None].to(x.dtype)
+
+    def forward(self, images: Tensor, image_sizes: Tensor | None = None) -> list[Tensor]:
+        """``images [N, 3, H, W]`` RGB 0..255 (padded), valid sizes ``[N, 2]`` → [C3, C4, C5]."""
+        return self.body(self.normalize(images, image_sizes))
 
 
 def _c2_xavier_conv(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1) -> nn.Conv2d:
@@ -148,7 +195,14 @@ class BackboneFPN(nn.Module):
         self.fpn = FPN(self.backbone.out_channels, channels)
         self.grad_scale = float(grad_scale)
 
-    def forward(self, images: Tensor) -> list[Tensor]:
-        """``images [N, 3, H, W]`` 0..255, H and W multiples of 32 → [P3..P7]."""
+    def forward(self, images: Tensor, image_sizes: Tensor | None = None) -> list[Tensor]:
+        """``images [N, 3, H, W]`` 0..255, H and W multiples of 32, valid sizes [N, 2] → [P3..P7].
+
+        The gradient scaling is a training device: with gradients off (inference) the features are
+        returned untouched, as in the public code's test path.
+        """
+        feats = self.fpn(self.backbone(images, image_sizes))
+        if not torch.is_grad_enabled():
+            return feats
         g = self.grad_scale
-        return [g * f + (1.0 - g) * f.detach() for f in self.fpn(self.backbone(images))]
+        return [g * f + (1.0 - g) * f.detach() for f in feats]

@@ -9,6 +9,7 @@ from torch import Tensor, nn
 from crossvis.modeling.fcos import grid_points
 
 MASK_FEATURE_STRIDE = 8
+UPSAMPLE_MODES = ("aligned_bilinear", "pixel_center")
 
 
 def _conv_bn_relu(in_channels: int, out_channels: int) -> nn.Sequential:
@@ -17,39 +18,76 @@ def _conv_bn_relu(in_channels: int, out_channels: int) -> nn.Sequential:
     return nn.Sequential(conv, nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True))
 
 
-class MaskBranch(nn.Module):
-    """Instance-agnostic mask features F_mask at stride 8 from P3–P5 (shared by all instances)."""
+def aligned_bilinear(x: Tensor, factor: int) -> Tensor:
+    """AdelaiDet's ``aligned_bilinear`` (the reference for every CondInst upsampling).
 
-    def __init__(self, in_channels: int, channels: int, num_convs: int, out_channels: int) -> None:
+    Replicate-pad right/bottom by 1, bilinear to (f·h+1, f·w+1) with ``align_corners=True``,
+    replicate-pad left/top by f//2, crop to (f·h, f·w). For f = 2 the row [0, 1] becomes [0, 0, 0.5, 1].
+    """
+    if factor == 1:
+        return x
+    h, w = x.shape[-2:]
+    x = F.pad(x, (0, 1, 0, 1), mode="replicate")
+    x = F.interpolate(x, size=(factor * h + 1, factor * w + 1), mode="bilinear", align_corners=True)
+    x = F.pad(x, (factor // 2, 0, factor // 2, 0), mode="replicate")
+    return x[..., : factor * h, : factor * w]
+
+
+def upsample(x: Tensor, factor: int, mode: str = "aligned_bilinear") -> Tensor:
+    """×``factor`` bilinear upsampling of ``x [N, C, h, w]`` (``model.upsample``).
+
+    ``aligned_bilinear`` (default) reproduces AdelaiDet, whose output sits a quarter input stride
+    (for f = 2) off the feature points. ``pixel_center`` (``align_corners=False``) keeps the points
+    ``stride//2 + k*stride`` of :func:`grid_points` in place: output j of stride s/f lands exactly at
+    image point (s/f)(j + 1/2). Geometrically cleaner, but not what released weights were trained with.
+    """
+    if mode == "aligned_bilinear":
+        return aligned_bilinear(x, factor)
+    if mode == "pixel_center":
+        return F.interpolate(x, scale_factor=factor, mode="bilinear", align_corners=False)
+    raise ValueError(f"model.upsample={mode!r}: expected one of {UPSAMPLE_MODES}")
+
+
+class MaskBranch(nn.Module):
+    """Instance-agnostic mask features F_mask at stride 8 from P3–P5 (shared by all instances).
+
+    Layout as AdelaiDet's (``refine.{0,1,2}``, ``tower.{0..n-1}`` conv+BN+ReLU, ``tower.{n}`` the
+    1×1 output conv), so CondInst checkpoints load under the same names.
+    """
+
+    def __init__(
+        self, in_channels: int, channels: int, num_convs: int, out_channels: int, upsample_mode: str = "aligned_bilinear"
+    ) -> None:
         super().__init__()
         self.refine = nn.ModuleList(_conv_bn_relu(in_channels, channels) for _ in range(3))
-        self.tower = nn.Sequential(*(_conv_bn_relu(channels, channels) for _ in range(num_convs)))
-        self.out = nn.Conv2d(channels, out_channels, 1)
-        nn.init.kaiming_uniform_(self.out.weight, a=1)
-        nn.init.zeros_(self.out.bias)
+        out = nn.Conv2d(channels, out_channels, 1)
+        nn.init.kaiming_uniform_(out.weight, a=1)
+        nn.init.zeros_(out.bias)
+        self.tower = nn.Sequential(*(_conv_bn_relu(channels, channels) for _ in range(num_convs)), out)
+        self.upsample_mode = upsample_mode
 
     def forward(self, feats: list[Tensor]) -> Tensor:
         """[P3, P4, P5, ...] → [N, out_channels, H3, W3]."""
         x = self.refine[0](feats[0])
         for conv, f in zip(self.refine[1:], feats[1:3]):
-            x = x + F.interpolate(conv(f), size=x.shape[-2:], mode="bilinear", align_corners=False)
-        return self.out(self.tower(x))
-
-
-def upsample_aligned(x: Tensor, factor: int) -> Tensor:
-    """Bilinear upsampling that keeps feature points aligned with the image.
-
-    With points at ``stride//2 + k*stride`` (see :func:`grid_points`), pixel-centre sampling
-    (``align_corners=False``) puts output j of stride s/f exactly at image point (s/f)(j + 1/2).
-    """
-    return F.interpolate(x, scale_factor=factor, mode="bilinear", align_corners=False)
+            y = conv(f)
+            x = x + upsample(y, x.shape[-1] // y.shape[-1], self.upsample_mode)
+        return self.tower(x)
 
 
 class DynamicMaskHead(nn.Module):
     """MaskHead(F̃; θ): 1×1 convs whose weights are per-instance controller outputs θ (no own weights)."""
 
-    def __init__(self, feat_channels: int, channels: int, num_layers: int, soi: list[float]) -> None:
+    def __init__(
+        self,
+        feat_channels: int,
+        channels: int,
+        num_layers: int,
+        soi: list[float],
+        upsample_mode: str = "aligned_bilinear",
+    ) -> None:
         super().__init__()
+        self.upsample_mode = upsample_mode
         dims = [feat_channels + 2] + [channels] * (num_layers - 1) + [1]
         self.layer_shapes: list[tuple[int, int]] = list(zip(dims[1:], dims[:-1]))  # (out, in) per layer
         self.num_params = sum(o * i for o, i in self.layer_shapes) + sum(o for o, _ in self.layer_shapes)
@@ -79,7 +117,7 @@ class DynamicMaskHead(nn.Module):
             x = torch.baddbmm(bias[:, :, None], weight, x)
             if i < len(weights) - 1:
                 x = F.relu(x)
-        return upsample_aligned(x.view(p, 1, h, w), 2)[:, 0].sigmoid()
+        return upsample(x.view(p, 1, h, w), 2, self.upsample_mode)[:, 0].sigmoid()
 
     def relative_coords(self, points: Tensor, levels: Tensor, height: int, width: int) -> Tensor:
         """O_{x,y}: (instance point − pixel point) / soi[level] over the stride-8 grid → [P, 2, H, W]."""

@@ -2,37 +2,50 @@
 
 from __future__ import annotations
 
+import dataclasses
+import warnings
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from crossvis.modeling.backbone import FPN_STRIDES, BackboneFPN, pad_to_multiple
+from crossvis.modeling.checkpoints import CheckpointError, backbone_for, mismatch_error, plan_init, read_checkpoint
 from crossvis.modeling.condinst import (
+    UPSAMPLE_MODES,
     DynamicMaskHead,
     MaskBranch,
     gt_masks_at_stride4,
     mean_dice,
     sample_per_group,
-    upsample_aligned,
+    upsample,
 )
 from crossvis.modeling.crossover import crossover_loss
 from crossvis.modeling.embedding import EmbeddingHead, IdentityLoss
 from crossvis.modeling.paste import paste_masks
 from crossvis.modeling.precision import with_inference_precision
 from crossvis.modeling.fcos import (
+    BOX_LOSSES,
     FCOSHead,
     HeadOutputs,
     PyramidLocations,
     build_targets,
     detection_losses,
+    postprocess_boxes,
     pyramid_locations,
     select_detections,
 )
 
 SIZE_DIVISOR = 32
+# model.loss_normalizer: per_frame = public code (L_det, L_seg of frame t and of t+δ, each over its
+# own positives, averaged); pair = one normaliser over both frames (frames weigh by their positives).
+LOSS_NORMALIZERS = ("per_frame", "pair")
+
+
+def _frames(out: HeadOutputs, group: slice) -> HeadOutputs:
+    """The dense predictions of the frames ``group`` of the flattened batch."""
+    return HeadOutputs(**{f.name: getattr(out, f.name)[group] for f in dataclasses.fields(out)})
 
 
 class CrossVIS(nn.Module):
@@ -43,9 +56,22 @@ class CrossVIS(nn.Module):
         cfg = cfg_model
         self.cfg = cfg
         self.num_classes = num_classes
+        self.loss_normalizer = cfg.get("loss_normalizer", "per_frame")
+        if self.loss_normalizer not in LOSS_NORMALIZERS:
+            raise ValueError(f"model.loss_normalizer: expected one of {LOSS_NORMALIZERS}, got {self.loss_normalizer!r}")
+        self.upsample_mode = str(cfg.get("upsample", "aligned_bilinear"))
+        if self.upsample_mode not in UPSAMPLE_MODES:
+            raise ValueError(f"model.upsample={self.upsample_mode!r}: expected one of {UPSAMPLE_MODES}")
+        self.box_loss = str(cfg.fcos.get("box_loss", "iou_plus1"))
+        if self.box_loss not in BOX_LOSSES:
+            raise ValueError(f"model.fcos.box_loss={self.box_loss!r}: expected one of {BOX_LOSSES}")
         self.features = BackboneFPN(cfg.backbone, cfg.fpn_channels, cfg.feature_grad_scale)
         self.mask_head = DynamicMaskHead(
-            cfg.mask_branch.out_channels, cfg.dynamic_head.channels, cfg.dynamic_head.num_layers, list(cfg.mask.soi)
+            cfg.mask_branch.out_channels,
+            cfg.dynamic_head.channels,
+            cfg.dynamic_head.num_layers,
+            list(cfg.mask.soi),
+            self.upsample_mode,
         )
         self.head = FCOSHead(
             cfg.fpn_channels,
@@ -57,7 +83,11 @@ class CrossVIS(nn.Module):
             cfg.head.prior_prob,
         )
         self.mask_branch = MaskBranch(
-            cfg.fpn_channels, cfg.mask_branch.channels, cfg.mask_branch.num_convs, cfg.mask_branch.out_channels
+            cfg.fpn_channels,
+            cfg.mask_branch.channels,
+            cfg.mask_branch.num_convs,
+            cfg.mask_branch.out_channels,
+            self.upsample_mode,
         )
         self.embedding = EmbeddingHead(cfg.fpn_channels, cfg.head.channels, cfg.head.num_convs, cfg.embedding.dim)
         self.identity_loss = IdentityLoss(
@@ -69,9 +99,13 @@ class CrossVIS(nn.Module):
             cfg.fcos.focal_gamma,
         )
 
-    def _dense(self, images: Tensor) -> tuple[PyramidLocations, HeadOutputs, Tensor, Tensor]:
-        """Everything computed at every location of ``images [N, 3, H, W]`` (H, W multiples of 32)."""
-        feats = self.features(images)
+    def _dense(self, images: Tensor, image_sizes: Tensor) -> tuple[PyramidLocations, HeadOutputs, Tensor, Tensor]:
+        """Everything computed at every location of ``images [N, 3, H, W]`` (H, W multiples of 32).
+
+        ``image_sizes [N, 2]``: valid (h, w) of each image; the backbone zeroes the rest after
+        normalising (detectron2 pads normalised images).
+        """
+        feats = self.features(images, image_sizes)
         locations = pyramid_locations([tuple(f.shape[-2:]) for f in feats], list(FPN_STRIDES), images.device)
         return locations, self.head(feats), self.mask_branch(feats), self.embedding(feats)
 
@@ -80,8 +114,9 @@ class CrossVIS(nn.Module):
     ) -> dict[str, Tensor]:
         """Losses of a batch of frame pairs (index 0 = key frame t, 1 = reference frame t+δ).
 
-        Both frames go through the network as one batch of 2B; each loss is computed over all 2B
-        frames with one normaliser (= the per-frame losses averaged over the pair). Padding is
+        Both frames go through the network as one batch of 2B. L_det and L_seg are computed for the
+        key frames and for the reference frames, each with its own normaliser, and averaged (public
+        code; ``model.loss_normalizer=pair``: one normaliser over all 2B frames). Padding is
         background for the losses, so ``image_sizes`` (valid sizes) is not needed here.
         """
         divisible = images.shape[-2] % SIZE_DIVISOR == 0 and images.shape[-1] % SIZE_DIVISOR == 0
@@ -96,18 +131,28 @@ class CrossVIS(nn.Module):
             raise ValueError(f"forward_train: targets must be {images.shape[0]} lists of 2 frame dicts")
         cfg = self.cfg
         frames = [t for pair in targets for t in pair]  # frame 2b = key, 2b+1 = reference
-        locations, out, mask_feats, embeddings = self._dense(images.flatten(0, 1))
+        locations, out, mask_feats, embeddings = self._dense(images.flatten(0, 1), image_sizes.flatten(0, 1))
         labels, reg_targets, positives = build_targets(
             locations, frames, self.num_classes, list(cfg.fcos.sizes_of_interest), cfg.fcos.center_sampling_radius
         )
-        losses = detection_losses(out, locations, labels, reg_targets, cfg.fcos.focal_alpha, cfg.fcos.focal_gamma)
-
         gt_masks = gt_masks_at_stride4(torch.cat([t["masks"] for t in frames]))
         sampled = positives.subset(sample_per_group(positives.frame, cfg.mask.max_proposals))
         params = out.params[sampled.frame, sampled.location]
         # Eq. 4 (frame t) and Eq. 5 (frame t+δ): each instance's filters on its own frame
         masks = self.mask_head.predict(params, mask_feats, sampled.frame, sampled.points, sampled.levels)
-        losses["loss_mask"] = mean_dice(masks, gt_masks[sampled.gt_index])
+
+        groups = (slice(0, None, 2), slice(1, None, 2)) if self.loss_normalizer == "per_frame" else (slice(None),)
+        frame_ids = torch.arange(len(frames), device=images.device)
+        losses: dict[str, Tensor] = {}
+        for group in groups:
+            part = detection_losses(
+                _frames(out, group), locations, labels[group], reg_targets[group],
+                cfg.fcos.focal_alpha, cfg.fcos.focal_gamma, self.box_loss,
+            )
+            chosen = torch.isin(sampled.frame, frame_ids[group])
+            part["loss_mask"] = mean_dice(masks[chosen], gt_masks[sampled.gt_index[chosen]])
+            for name, value in part.items():
+                losses[name] = losses.get(name, 0) + value / len(groups)
         if cfg.crossover.enabled:
             cross = crossover_loss(self.mask_head, params, sampled, positives, mask_feats, gt_masks)
             losses["loss_cross"] = cfg.crossover.weight * cross
@@ -121,55 +166,71 @@ class CrossVIS(nn.Module):
     def forward_infer(self, image: Tensor, orig_size: tuple[int, int]) -> dict[str, Tensor]:
         """Detections of one frame ``image (3, h, w)`` 0..255 (already resized), returned in ``orig_size`` pixels.
 
-        Call in eval mode. Masks: dynamic head at stride 4 → input resolution → crop the padding →
-        bilinear resize to (H0, W0) → threshold (:func:`paste_masks`). Crossover plays no part here.
-        Precision and layout follow ``inference.precision`` / ``inference.channels_last``.
+        Call in eval mode. Follows ``CondInst.postprocess``: boxes from NMS (unclipped) are scaled to
+        (H0, W0), clipped, and empty ones dropped; masks: dynamic head at stride 4 → ×4 to the
+        padded input → crop the padding → bilinear resize to (H0, W0) → threshold (:func:`paste_masks`).
+        Crossover plays no part here. Precision and layout follow ``inference.precision`` / ``inference.channels_last``.
         """
         cfg = self.cfg.inference
         h, w = image.shape[-2:]
         orig_h, orig_w = int(orig_size[0]), int(orig_size[1])
-        locations, out, mask_feats, embeddings = self._dense(pad_to_multiple(image[None], SIZE_DIVISOR))
+        sizes = torch.tensor([[h, w]], device=image.device)
+        locations, out, mask_feats, embeddings = self._dense(pad_to_multiple(image[None], SIZE_DIVISOR), sizes)
         det = select_detections(
             out.cls_logits[0],
             out.box_reg[0],
             out.ctr_logits[0],
             locations,
-            (h, w),
             cfg.score_threshold,
             cfg.pre_nms_topk,
             cfg.nms_threshold,
             cfg.max_detections,
         )
-        loc = det["location"]
+        boxes, nonempty = postprocess_boxes(det["boxes"], (orig_w / w, orig_h / h), (orig_h, orig_w))
+        loc = det["location"][nonempty]
         frame = torch.zeros_like(loc)
         points, levels = locations.points[loc], locations.levels[loc]
         masks = self.mask_head.predict(out.params[0, loc], mask_feats, frame, points, levels)
-        masks = upsample_aligned(masks[:, None], 4)[..., :h, :w]
+        masks = upsample(masks[:, None], 4, self.upsample_mode)[..., :h, :w]
         masks = paste_masks(masks[:, 0], (orig_h, orig_w), cfg.mask_threshold)
-        scale = det["boxes"].new_tensor([orig_w / w, orig_h / h, orig_w / w, orig_h / h])
         return {
-            "boxes": det["boxes"] * scale,
-            "labels": det["labels"],
-            "scores": det["scores"],
+            "boxes": boxes[nonempty],
+            "labels": det["labels"][nonempty],
+            "scores": det["scores"][nonempty],
             "masks": masks,
-            "embeddings": F.normalize(embeddings[0, loc], dim=1),
+            "embeddings": embeddings[0, loc],  # unnormalised: MaskTrack scoring needs raw dot products
         }
 
-    def load_init(self, path: str | Path) -> tuple[list[str], list[str]]:
-        """Initialise from a state dict or a Lightning checkpoint (``state_dict`` with ``model.`` keys).
+    def load_init(self, path: str | Path, strict: bool | None = None) -> tuple[list[str], list[str]]:
+        """Initialise from any checkpoint :mod:`crossvis.modeling.checkpoints` reads (``model.init_from``).
 
-        Tensors whose shape differs from this model's (e.g. another number of classes or
-        identities) are skipped and reported as missing. Returns (missing, unexpected) keys.
+        Every model tensor must find a same-shape counterpart, except the expected re-inits (class
+        logits when the class count differs, identity proxies when M differs, the embedding branch
+        from a CondInst file), and every file tensor of the key table must find its place.
+        Otherwise a :class:`CheckpointError` lists the keys; with ``strict``
+        false (default: ``model.init_strict``) that becomes a warning. A detectron2-format file needs
+        the detectron2 backbone (``model/backbone=resnet50_d2`` or ``resnet101_d2``).
+        Returns (re-initialised keys, file keys left unused).
         """
-        path = Path(path).expanduser()
-        if not path.is_file():
+        strict = bool(self.cfg.get("init_strict", True)) if strict is None else strict
+        if not Path(path).expanduser().is_file():
             raise FileNotFoundError(f"model.init_from: no such file {path}")
-        # Lightning checkpoints pickle hyper-parameters, so this trusted local file is fully unpickled.
-        state = torch.load(path, map_location="cpu", weights_only=False)
-        state = state.get("state_dict", state)
-        if any(k.startswith("model.") for k in state):
-            state = {k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")}
-        own = self.state_dict()
-        state = {k: v for k, v in state.items() if k not in own or own[k].shape == v.shape}
-        missing, unexpected = self.load_state_dict(state, strict=False)
-        return list(missing), list(unexpected)
+        source = read_checkpoint(path)
+        backbone = self.cfg.backbone
+        d2 = bool(backbone.get("stride_in_1x1", False))
+        if source.is_detectron2 and (not d2 or f"{backbone.name}_d2" != backbone_for(source)):
+            raise CheckpointError(
+                source.path,
+                f"is a detectron2/AdelaiDet {source.origin} checkpoint for {backbone_for(source)} (MSRA ResNet: BGR "
+                f"input, stride in the 1x1 conv) but the model has model.backbone.name={backbone.name}, "
+                f"stride_in_1x1={str(d2).lower()}; use model/backbone={backbone_for(source)}",
+            )
+        target = self.state_dict()
+        plan = plan_init(source, target)
+        if not plan.complete:
+            error = mismatch_error(plan, source, target, " (model.init_strict=false to proceed)")
+            if strict:
+                raise error
+            warnings.warn(str(error), stacklevel=2)
+        self.load_state_dict(plan.loaded, strict=False)
+        return list(plan.reinitialised) + plan.unmatched, plan.unused

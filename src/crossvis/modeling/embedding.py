@@ -1,8 +1,9 @@
 """Instance embeddings for online association and their losses (paper Sec. 3.3, Table 7 variants).
 
 ``global`` (default): L2-normalised embeddings against M learnable identity proxies (Eq. 11–14).
-``pairwise``: MaskTrack R-CNN-style, key-frame embeddings against the reference frame's instances
-plus a "new identity" slot (Eq. 9–10). Either can be trained with softmax CE or sigmoid focal loss.
+``pairwise``: MaskTrack R-CNN-style, raw dot products of key-frame embeddings with the reference
+frame's instances plus a "new identity" slot (Eq. 9–10). Either can be trained with softmax CE or
+sigmoid focal loss.
 """
 
 from __future__ import annotations
@@ -28,22 +29,24 @@ def cosine_logit_scale(num_classes: Tensor | int) -> Tensor:
 
 
 class EmbeddingHead(nn.Module):
-    """Separate tower on P3–P7 → 1×1 conv → BatchNorm, giving a dense embedding at every location.
+    """The CrossVIS fork's ``reid`` branch: tower → 1×1 conv → BatchNorm2d, applied to each level's map.
 
-    BatchNorm runs over all locations of the batch (not only positives) so that a batch with zero
-    or one positive still trains, and train/test statistics come from the same dense maps.
+    Names mirror the fork (``reid_tower``, ``reid_pred``, ``reid_pred_bn`` → ``tower``, ``pred``,
+    ``pred_bn``); one BatchNorm2d is shared by the levels but normalises each level's map on its own
+    (batch statistics per level in training), as the public code does.
     """
 
     def __init__(self, in_channels: int, channels: int, num_convs: int, dim: int) -> None:
         super().__init__()
         self.tower = conv_gn_tower(in_channels, channels, num_convs)
-        self.proj = nn.Conv1d(channels, dim, 1)  # the 1×1 conv, applied to the level-flattened maps
-        self.norm = nn.BatchNorm1d(dim)
+        self.pred = nn.Conv2d(channels, dim, 1)
+        nn.init.normal_(self.pred.weight, std=0.01)
+        nn.init.zeros_(self.pred.bias)
+        self.pred_bn = nn.BatchNorm2d(dim)
 
     def forward(self, feats: list[Tensor]) -> Tensor:
         """[P3..P7] → embeddings [N, L, dim] in the location order of the FCOS head."""
-        x = flatten_levels([self.tower(f) for f in feats]).transpose(1, 2)
-        return self.norm(self.proj(x)).transpose(1, 2)
+        return flatten_levels([self.pred_bn(self.pred(self.tower(f))) for f in feats])
 
 
 class IdentityLoss(nn.Module):
@@ -91,22 +94,24 @@ class IdentityLoss(nn.Module):
     def _pairwise(self, embeddings: Tensor, positives: Positives) -> Tensor:
         """Key-frame positives vs the reference frame's instances of the same pair, plus "new" (Eq. 9–10).
 
-        Reference instance embedding = normalised mean of its positives' normalised embeddings.
-        Logits are cosine similarities scaled by √2·ln(N) (the AdaCos scale for the pair's N+1
-        classes, not the global √2·ln(M−1)); the "new identity" slot has logit 0, the "1 +" of Eq. 9.
+        As MaskTrack R-CNN's track head: logits are raw dot products e_iᵀe_n of the unnormalised
+        embeddings and the "new identity" slot has logit 0 (the "1 +" of Eq. 9). MaskTrack R-CNN
+        embeds each reference instance once (from its ground-truth box RoI); without RoIs, a
+        reference instance's embedding e_n is the mean of its positive locations' embeddings in
+        the reference frame.
         """
-        e = F.normalize(embeddings, dim=1)
         pair, identity = positives.frame // 2, positives.identities
         is_key = positives.frame % 2 == 0
         ref_keys = torch.stack([pair[~is_key], identity[~is_key]], 1)
         instances, inverse = torch.unique(ref_keys, dim=0, return_inverse=True)
-        ref = F.normalize(e.new_zeros(instances.shape[0], e.shape[1]).index_add(0, inverse, e[~is_key]), dim=1)
+        counts = torch.bincount(inverse, minlength=instances.shape[0]).clamp(min=1)
+        ref_sum = embeddings.new_zeros(instances.shape[0], embeddings.shape[1]).index_add(0, inverse, embeddings[~is_key])
+        ref = ref_sum / counts[:, None].to(embeddings.dtype)
         same_pair = pair[is_key][:, None] == instances[None, :, 0]  # [Q, R]
-        scale = cosine_logit_scale(same_pair.sum(1) + 1).to(e.device)
-        sim = (e[is_key] @ ref.T) * scale[:, None]
-        logits = torch.cat([sim.new_zeros(sim.shape[0], 1), sim], dim=1)  # Eq. 9
-        valid = torch.cat([same_pair.new_ones(sim.shape[0], 1), same_pair], dim=1)
+        dots = embeddings[is_key] @ ref.T  # e_iᵀe_n
+        logits = torch.cat([dots.new_zeros(dots.shape[0], 1), dots], dim=1)  # Eq. 9
+        valid = torch.cat([same_pair.new_ones(dots.shape[0], 1), same_pair], dim=1)
         match = same_pair & (identity[is_key][:, None] == instances[None, :, 1])
         query, column = torch.nonzero(match, as_tuple=True)  # at most one reference instance per query
-        target = torch.zeros(sim.shape[0], dtype=torch.long, device=e.device).index_put((query,), column + 1)
-        return self._classify(logits, target, valid, sim.shape[0])  # Eq. 10 (CE) or its focal variant
+        target = torch.zeros(dots.shape[0], dtype=torch.long, device=embeddings.device).index_put((query,), column + 1)
+        return self._classify(logits, target, valid, dots.shape[0])  # Eq. 10 (CE) or its focal variant

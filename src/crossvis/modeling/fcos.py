@@ -121,7 +121,8 @@ class FCOSHead(nn.Module):
         self.box_pred = _predictor(channels, 4)
         self.ctr_pred = _predictor(channels, 1)
         self.controller = _predictor(channels, num_params)
-        self.scales = nn.Parameter(torch.ones(len(strides)))
+        # one learnable scale per level, named ``scales.{l}`` like AdelaiDet's ``scales.{l}.scale``
+        self.scales = nn.ParameterList(nn.Parameter(torch.ones(1)) for _ in strides)
         self.strides = list(strides)
 
     def forward(self, feats: list[Tensor]) -> HeadOutputs:
@@ -130,7 +131,7 @@ class FCOSHead(nn.Module):
         for level, f in enumerate(feats):
             cls_t, box_t = self.cls_tower(f), self.box_tower(f)
             cls.append(self.cls_logits(cls_t))
-            box.append(F.relu(self.scales[level] * self.box_pred(box_t)) * self.strides[level])
+            box.append(F.relu(self.box_pred(box_t) * self.scales[level]) * self.strides[level])
             ctr.append(self.ctr_pred(box_t))
             params.append(self.controller(box_t))
         ctr_logits = flatten_levels(ctr)[..., 0]
@@ -238,6 +239,25 @@ def centerness_target(ltrb: Tensor) -> Tensor:
     return ratio.clamp(min=0).sqrt()
 
 
+BOX_LOSSES = ("iou_plus1", "giou_pixels")
+
+
+def ltrb_giou_loss(pred: Tensor, target: Tensor) -> Tensor:
+    """AdelaiDet's box loss ``1 − giou`` per location on (l, t, r, b) distances ``[P, 4]``.
+
+    ``iou = (I + 1) / (U + 1)`` and ``giou = iou − (C − U) / C`` (the enclosing term without the
+    +1), exactly ``adet.utils.comm.compute_ious``; AdelaiDet feeds it stride-normalised distances.
+    """
+    pred_area = (pred[:, 0] + pred[:, 2]) * (pred[:, 1] + pred[:, 3])
+    target_area = (target[:, 0] + target[:, 2]) * (target[:, 1] + target[:, 3])
+    low, high = torch.minimum(pred, target), torch.maximum(pred, target)
+    intersection = (low[:, 0] + low[:, 2]) * (low[:, 1] + low[:, 3])
+    enclosing = (high[:, 0] + high[:, 2]) * (high[:, 1] + high[:, 3])
+    union = pred_area + target_area - intersection
+    iou = (intersection + 1.0) / (union + 1.0)
+    return 1.0 - (iou - (enclosing - union) / enclosing)
+
+
 def detection_losses(
     outputs: HeadOutputs,
     locations: PyramidLocations,
@@ -245,22 +265,34 @@ def detection_losses(
     reg_targets: Tensor,
     alpha: float,
     gamma: float,
+    box_loss: str = "iou_plus1",
 ) -> dict[str, Tensor]:
-    """L_det: focal classification / #pos, centerness-weighted GIoU / Σcenterness, centerness BCE / #pos."""
+    """L_det: focal classification / #pos, centerness-weighted GIoU / Σcenterness, centerness BCE / #pos.
+
+    ``box_loss``: ``iou_plus1`` (default, AdelaiDet: :func:`ltrb_giou_loss` on distances in stride
+    units) or ``giou_pixels`` (torchvision's exact GIoU on pixel boxes, no +1 smoothing, which
+    otherwise matters for boxes of a few stride units).
+    """
     num_classes = outputs.cls_logits.shape[-1]
     pos = labels < num_classes
     num_pos = positive_normalizer(pos.sum(), labels.device)
     onehot = F.one_hot(labels, num_classes + 1)[..., :num_classes].to(outputs.cls_logits.dtype)
     loss_cls = sigmoid_focal_loss(outputs.cls_logits, onehot, alpha=alpha, gamma=gamma, reduction="sum") / num_pos
 
-    points = locations.points.expand(labels.shape[0], -1, -1)[pos]
     target_ltrb = reg_targets[pos]
     ctr_target = centerness_target(target_ltrb)
     ctr_norm = mean_across_ranks(ctr_target.sum().detach()).clamp(min=1e-6)
-    giou = generalized_box_iou_loss(
-        ltrb_to_boxes(points, outputs.box_reg[pos]), ltrb_to_boxes(points, target_ltrb), reduction="none"
-    )
-    loss_box = (giou * ctr_target).sum() / ctr_norm
+    if box_loss == "iou_plus1":
+        strides = locations.strides.expand(labels.shape[0], -1)[pos][:, None]
+        per_box = ltrb_giou_loss(outputs.box_reg[pos] / strides, target_ltrb / strides)  # stride 2^k: exact
+    elif box_loss == "giou_pixels":
+        points = locations.points.expand(labels.shape[0], -1, -1)[pos]
+        per_box = generalized_box_iou_loss(
+            ltrb_to_boxes(points, outputs.box_reg[pos]), ltrb_to_boxes(points, target_ltrb), reduction="none"
+        )
+    else:
+        raise ValueError(f"model.fcos.box_loss={box_loss!r}: expected one of {BOX_LOSSES}")
+    loss_box = (per_box * ctr_target).sum() / ctr_norm
     loss_ctr = F.binary_cross_entropy_with_logits(outputs.ctr_logits[pos], ctr_target, reduction="sum") / num_pos
     return {"loss_cls": loss_cls, "loss_box": loss_box, "loss_ctr": loss_ctr}
 
@@ -270,16 +302,18 @@ def select_detections(
     box_reg: Tensor,
     ctr_logits: Tensor,
     locations: PyramidLocations,
-    image_size: tuple[int, int],
     score_threshold: float,
     pre_nms_topk: int,
     nms_threshold: float,
     max_detections: int,
 ) -> dict[str, Tensor]:
-    """One image's detections: cls·ctr > threshold, top-k per level, class-aware NMS, top detections.
+    """One image's detections as AdelaiDet's ``FCOSOutputs.predict_proposals``.
 
-    Returns ``location [K]`` (index into the pyramid), ``boxes [K, 4]`` clipped to ``image_size``
-    (valid h, w), ``labels [K]`` and ``scores [K]`` = sqrt(cls · ctr).
+    cls·ctr > threshold, top-k per level, class-aware NMS on the *unclipped* boxes, then every
+    detection scoring at least the ``max_detections``-th largest score (``kthvalue``; ties may keep
+    a few more). Clipping and removing empty boxes happen after rescaling (:func:`postprocess_boxes`).
+    Returns ``location [K]`` (index into the pyramid), ``boxes [K, 4]``, ``labels [K]`` and
+    ``scores [K]`` = sqrt(cls · ctr), in NMS order (descending score).
     """
     probs = cls_logits.sigmoid() * ctr_logits.sigmoid()[:, None]  # [L, C]
     num_classes = probs.shape[1]
@@ -294,6 +328,21 @@ def select_detections(
         keep_cls.append(candidates % num_classes)
         keep_score.append(level_probs[candidates].sqrt())
     location, labels, det_scores = torch.cat(keep_loc), torch.cat(keep_cls), torch.cat(keep_score)
-    boxes = clip_boxes_to_image(ltrb_to_boxes(locations.points[location], box_reg[location]), image_size)
-    keep = batched_nms(boxes, det_scores, labels, nms_threshold)[:max_detections]
+    boxes = ltrb_to_boxes(locations.points[location], box_reg[location])
+    keep = batched_nms(boxes, det_scores, labels, nms_threshold)
+    if keep.numel() > max_detections > 0:
+        threshold = torch.kthvalue(det_scores[keep].cpu(), keep.numel() - max_detections + 1).values
+        keep = keep[det_scores[keep] >= threshold.item()]
     return {"location": location[keep], "boxes": boxes[keep], "labels": labels[keep], "scores": det_scores[keep]}
+
+
+def postprocess_boxes(boxes: Tensor, scale: tuple[float, float], size: tuple[int, int]) -> tuple[Tensor, Tensor]:
+    """``CondInst.postprocess``: scale boxes by (sx, sy), clip to ``size`` (h, w), flag non-empty ones.
+
+    Returns the clipped boxes and a bool mask of boxes with positive width and height
+    (detectron2's ``Boxes.nonempty``; torchvision's ``remove_small_boxes(…, 0)`` would keep empty ones).
+    """
+    sx, sy = scale
+    boxes = clip_boxes_to_image(boxes * boxes.new_tensor([sx, sy, sx, sy]), size)
+    nonempty = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    return boxes, nonempty
