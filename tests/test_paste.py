@@ -129,7 +129,7 @@ def test_online_path_gives_the_same_rles_and_tracks_as_the_straightforward_path(
     frames = [rng.integers(0, 256, (90, 150, 3), dtype=np.uint8) for _ in range(3)]
 
     def run() -> list[dict]:
-        return VideoInference(model, 64, 112, {}, [1, 2, 3]).run_frames(7, frames, len(frames))
+        return VideoInference(model, 64, 112, {}, [1, 2, 3]).run_frames(7, frames)
 
     fast = run()
     partial = [s for entry in fast for s in entry["segmentations"] if s is not None and 0 < mask_utils.area(

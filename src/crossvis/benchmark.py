@@ -153,7 +153,7 @@ class Benchmark:
         Interleaving frame by frame exposes both figures to the same machine load. Returns the
         model-only and end-to-end seconds and the number of detections.
         """
-        tracker = OnlineTracker(self.frames.num_frames, **self.tracker_cfg)
+        tracker = OnlineTracker(**self.tracker_cfg)
         frames = iter(self.frames)
         model_s = e2e_s = 0.0
         detections = 0
@@ -195,7 +195,7 @@ class Benchmark:
     def run(self, rounds: int, warmup: int) -> dict[str, Any]:
         """Warm-up, then ``rounds`` passes over the frames; figures per frame (median round)."""
         first = next(iter(self.frames))
-        warm_tracker = OnlineTracker(warmup + 1, **self.tracker_cfg)
+        warm_tracker = OnlineTracker(**self.tracker_cfg)
         for index in range(warmup):
             warm_tracker.update(index, self.model.forward_infer(self.preprocess(first), first.shape[:2]))
         if self.device.type == "cuda":
