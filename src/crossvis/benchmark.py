@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import itertools
 import json
 import resource
 import statistics
@@ -65,26 +66,29 @@ class Frames:
     """The benchmark's frames, re-iterable: a video file, a folder of frames, or seeded uint8 noise."""
 
     def __init__(self, cfg_input: DictConfig, seed: int) -> None:
-        self.source = FrameSource(cfg_input.path, 10.0) if cfg_input.path else None
-        available = self.source.num_frames if self.source else None
         requested = cfg_input.frames
-        if requested is None and available is None:
-            raise ValueError("input.frames: a number is needed when frames are generated (input.path=null)")
         if requested is not None and int(requested) < 1:
             raise ValueError(f"input.frames: expected a positive number of frames, got {requested}")
-        self.num_frames = int(requested) if available is None else min(available, int(requested or available))
         self.size = tuple(int(s) for s in cfg_input.size)
         if len(self.size) != 2 or min(self.size) < 1:
             raise ValueError(f"input.size: expected [height, width] of positive ints, got {list(cfg_input.size)}")
         self.seed = seed
-        self.kind = "generated" if self.source is None else ("folder" if self.source.path.is_dir() else "video")
+        self.source = FrameSource(cfg_input.path, 10.0) if cfg_input.path else None
+        if self.source is None:
+            if requested is None:
+                raise ValueError("input.frames: a number is needed when frames are generated (input.path=null)")
+            self.num_frames, self.kind = int(requested), "generated"
+            return
+        # A video's length is only known once decoded: count the frames used in one untimed pass.
+        limit = None if requested is None else int(requested)
+        self.num_frames = sum(1 for _ in itertools.islice(self.source, limit))
+        if self.source.read_error:
+            raise ValueError(f"input: {self.source.path}: could not decode {self.source.read_error}")
+        self.kind = "folder" if self.source.path.is_dir() else "video"
 
     def __iter__(self) -> Iterator[np.ndarray]:
         if self.source is not None:
-            for index, frame in enumerate(self.source):
-                if index == self.num_frames:
-                    return
-                yield frame
+            yield from itertools.islice(self.source, self.num_frames)
             return
         rng = np.random.default_rng(self.seed)
         for _ in range(self.num_frames):
