@@ -49,7 +49,7 @@ def test_markers_do_nothing_without_an_active_timer(monkeypatch):
     assert dict(timer.seconds) == {}
 
 
-def test_module_hooks_time_forward_calls_until_removed(monkeypatch):
+def test_module_hooks_time_forward_calls_while_active_until_removed(monkeypatch):
     clock = FakeClock()
     monkeypatch.setattr(timing.time, "perf_counter", clock)
 
@@ -60,10 +60,12 @@ def test_module_hooks_time_forward_calls_until_removed(monkeypatch):
 
     module, timer = Slow(), StageTimer()
     handles = timer.time_module(module, "backbone+fpn")
-    with timer.stage("heads"):
+    with timer.active(), timer.stage("heads"):
         clock.now += 1.0
         module(torch.zeros(1))
+    module(torch.zeros(1))  # timer not active: not recorded
     for handle in handles:
         handle.remove()
-    module(torch.zeros(1))
+    with timer.active():
+        module(torch.zeros(1))  # hooks removed
     assert dict(timer.seconds) == {"heads": 1.0, "backbone+fpn": 3.0}

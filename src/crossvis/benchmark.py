@@ -2,7 +2,8 @@
 
     python -m crossvis.benchmark [checkpoint=CKPT] [input.path=VIDEO_OR_DIR] [compare=[maskrcnn,condinst]]
 
-Batch 1, after warm-up, synchronised on CUDA. Per round, two passes over the same frames:
+Batch 1, after warm-up, synchronised on CUDA. Every frame is processed twice, alternating which
+comes first (so both figures see the same machine load):
 
 * **model-only** (the paper's FPS): the timer covers ``forward_infer`` only, i.e. a resized
   frame tensor already on the device in, detections out (boxes, scores, labels, embeddings and
@@ -17,6 +18,7 @@ The last line printed is a JSON object with every figure.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import itertools
 import json
@@ -37,7 +39,7 @@ from crossvis.demo import FrameSource
 from crossvis.evaluate import load_module
 from crossvis.modeling.crossvis import CrossVIS
 from crossvis.modeling.precision import autocast_dtype
-from crossvis.timing import StageTimer
+from crossvis.timing import StageTimer, stage
 from crossvis.tracking import OnlineTracker
 
 STAGES = ("decode", "preprocess", "backbone+fpn", "heads", "mask paste", "tracker", "rle")
@@ -64,29 +66,29 @@ class Frames:
     """The benchmark's frames, re-iterable: a video file, a folder of frames, or seeded uint8 noise."""
 
     def __init__(self, cfg_input: DictConfig, seed: int) -> None:
-        self.source = FrameSource(cfg_input.path, 10.0) if cfg_input.path else None
         requested = cfg_input.frames
-        available = None
-        if self.source is not None:  # count what decodes: a container's frame count is not trusted
-            limit = None if requested is None else max(int(requested), 0)
-            available = sum(1 for _ in itertools.islice(self.source, limit))
-        if requested is None and available is None:
-            raise ValueError("input.frames: a number is needed when frames are generated (input.path=null)")
         if requested is not None and int(requested) < 1:
             raise ValueError(f"input.frames: expected a positive number of frames, got {requested}")
-        self.num_frames = int(requested) if available is None else min(available, int(requested or available))
         self.size = tuple(int(s) for s in cfg_input.size)
         if len(self.size) != 2 or min(self.size) < 1:
             raise ValueError(f"input.size: expected [height, width] of positive ints, got {list(cfg_input.size)}")
         self.seed = seed
-        self.kind = "generated" if self.source is None else ("folder" if self.source.path.is_dir() else "video")
+        self.source = FrameSource(cfg_input.path, 10.0) if cfg_input.path else None
+        if self.source is None:
+            if requested is None:
+                raise ValueError("input.frames: a number is needed when frames are generated (input.path=null)")
+            self.num_frames, self.kind = int(requested), "generated"
+            return
+        # A video's length is only known once decoded: count the frames used in one untimed pass.
+        limit = None if requested is None else int(requested)
+        self.num_frames = sum(1 for _ in itertools.islice(self.source, limit))
+        if self.source.read_error:
+            raise ValueError(f"input: {self.source.path}: could not decode {self.source.read_error}")
+        self.kind = "folder" if self.source.path.is_dir() else "video"
 
     def __iter__(self) -> Iterator[np.ndarray]:
         if self.source is not None:
-            for index, frame in enumerate(self.source):
-                if index == self.num_frames:
-                    return
-                yield frame
+            yield from itertools.islice(self.source, self.num_frames)
             return
         rng = np.random.default_rng(self.seed)
         for _ in range(self.num_frames):
@@ -140,35 +142,64 @@ class Benchmark:
             total += time.perf_counter() - start
         return total
 
-    def end_to_end(self, timer: StageTimer) -> tuple[float, int]:
-        """Seconds for the whole online loop over the frames, stages into ``timer``; and the detections."""
-        tracker = OnlineTracker(**self.tracker_cfg)
-        detections_total = 0
+    def timed(self, step: Callable[[], Any], timer: StageTimer | None = None) -> tuple[Any, float]:
+        """``step()`` and its synchronised wall time; with ``timer``, its stages are recorded."""
         self.sync()
         start = time.perf_counter()
-        with timer.active():
-            frames = iter(self.frames)
-            for index in range(self.frames.num_frames):
-                with timer.stage("decode"):
-                    frame = next(frames)
-                with timer.stage("preprocess"):
-                    image = self.preprocess(frame)
-                with timer.stage("heads"):  # exclusive: backbone+FPN and mask paste are their own stages
-                    detections = self.model.forward_infer(image, frame.shape[:2])
-                with timer.stage("tracker"):  # exclusive: RLE is its own stage
-                    detections = {key: value.cpu() for key, value in detections.items()}
-                    tracker.update(index, detections)
-                detections_total += len(detections["scores"])
-            with timer.stage("tracker"):
-                tracker.video_results(0, lambda label: label)
+        with timer.active() if timer is not None else contextlib.nullcontext():
+            result = step()
         self.sync()
-        return time.perf_counter() - start, detections_total
+        return result, time.perf_counter() - start
+
+    def one_round(self, timer: StageTimer) -> tuple[float, float, int]:
+        """One pass over the frames: per frame, the model-only call and the end-to-end steps, alternating order.
+
+        Interleaving frame by frame exposes both figures to the same machine load. Returns the
+        model-only and end-to-end seconds and the number of detections.
+        """
+        tracker = OnlineTracker(**self.tracker_cfg)
+        frames = iter(self.frames)
+        model_s = e2e_s = 0.0
+        detections = 0
+
+        def read() -> tuple[np.ndarray, Tensor]:
+            with stage("decode"):
+                frame = next(frames)
+            with stage("preprocess"):
+                return frame, self.preprocess(frame)
+
+        for index in range(self.frames.num_frames):
+            (frame, image), seconds = self.timed(read, timer)
+            e2e_s += seconds
+
+            def paper() -> None:  # the paper's protocol: resized frame on the device in, detections out
+                self.model.forward_infer(image, frame.shape[:2])
+
+            def online() -> int:
+                with stage("heads"):  # exclusive: backbone+FPN and mask paste are their own stages
+                    out = self.model.forward_infer(image, frame.shape[:2])
+                with stage("tracker"):  # exclusive: RLE is its own stage
+                    tracker.update(index, {key: value.cpu() for key, value in out.items()})
+                return len(out["scores"])
+
+            if index % 2 == 0:
+                model_seconds = self.timed(paper)[1]
+            count, seconds = self.timed(online, timer)
+            if index % 2 == 1:
+                model_seconds = self.timed(paper)[1]
+            model_s, e2e_s, detections = model_s + model_seconds, e2e_s + seconds, detections + count
+
+        def finish() -> None:
+            with stage("tracker"):
+                tracker.video_results(0, lambda label: label)
+
+        return model_s, e2e_s + self.timed(finish, timer)[1], detections
 
     @torch.inference_mode()
     def run(self, rounds: int, warmup: int) -> dict[str, Any]:
-        """Warm-up, then ``rounds`` × (model-only pass, end-to-end pass); figures per frame."""
+        """Warm-up, then ``rounds`` passes over the frames; figures per frame (median round)."""
         first = next(iter(self.frames))
-        warm_tracker = OnlineTracker(warmup + 1, **self.tracker_cfg)
+        warm_tracker = OnlineTracker(**self.tracker_cfg)
         for index in range(warmup):
             warm_tracker.update(index, self.model.forward_infer(self.preprocess(first), first.shape[:2]))
         if self.device.type == "cuda":
@@ -177,12 +208,9 @@ class Benchmark:
         hooks = timer.time_module(self.model.features, "backbone+fpn")
         model_times, e2e_times, detections = [], [], 0
         for _ in range(rounds):
-            for handle in hooks:  # the paper's protocol runs without stage boundaries
-                handle.remove()
-            model_times.append(self.model_only(lambda x: self.model.forward_infer(*x), self._crossvis_inputs))
-            hooks = timer.time_module(self.model.features, "backbone+fpn")
-            seconds, count = self.end_to_end(timer)
-            e2e_times.append(seconds)
+            model_seconds, e2e_seconds, count = self.one_round(timer)
+            model_times.append(model_seconds)
+            e2e_times.append(e2e_seconds)
             detections += count
         for handle in hooks:
             handle.remove()

@@ -1,7 +1,8 @@
 """Per-stage wall-clock timing for the benchmark: one mechanism, used as a context or as module hooks.
 
-Code on the online path marks its stages with :func:`stage` (a no-op unless a :class:`StageTimer`
-is active), and the benchmark times whole modules with :meth:`StageTimer.time_module`. Stages
+Code on the online path marks its stages with :func:`stage`, and the benchmark times whole
+modules with :meth:`StageTimer.time_module`; both record only while a timer is active
+(:meth:`StageTimer.active`), so the same model call can also run untimed. Stages
 nest and are accounted *exclusively*: while an inner stage runs, the enclosing one's clock is
 paused, so the stage times add up to the wall time they cover. On CUDA every boundary is
 synchronised, so a stage owns the kernels it launched.
@@ -66,11 +67,20 @@ class StageTimer:
             _ACTIVE.reset(token)
 
     def time_module(self, module: nn.Module, name: str) -> list:
-        """Time every forward of ``module`` as stage ``name``; returns the hook handles (``.remove()``)."""
-        return [
-            module.register_forward_pre_hook(lambda *_: self.start(name)),
-            module.register_forward_hook(lambda *_: self.stop()),
-        ]
+        """Time the forwards of ``module`` that run while this timer is active, as stage ``name``.
+
+        Returns the hook handles (``.remove()``).
+        """
+
+        def pre_hook(*_: object) -> None:
+            if _ACTIVE.get() is self:
+                self.start(name)
+
+        def hook(*_: object) -> None:
+            if _ACTIVE.get() is self:
+                self.stop()
+
+        return [module.register_forward_pre_hook(pre_hook), module.register_forward_hook(hook)]
 
 
 @contextlib.contextmanager
