@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 ARGS   ?=
 TABLES := table1 table2 table3 table6 table7 table8
 
-.PHONY: install demo test test-slow clean $(TABLES)
+.PHONY: install demo peer test test-slow clean $(TABLES)
 
 # Creates the venv and installs the package editable with its dev extra; a no-op when done.
 install: $(STAMP)
@@ -19,6 +19,11 @@ $(STAMP): pyproject.toml
 # Synthetic data → train a small CrossVIS on CPU → online evaluation → overlay video.
 demo: install
 	$(PY) -m crossvis.quickstart $(ARGS)
+
+# The yardstick of issue 15: torchvision Mask R-CNN R-18-FPN from scratch, same data and budget in frames,
+# scored by our metric, e.g. make peer ARGS="data.root=demo_output/data"
+peer: install
+	$(PY) scripts/peer_baseline.py $(ARGS)
 
 # The fast suite (CI); the long end-to-end tests are marked slow.
 test: install
