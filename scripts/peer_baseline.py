@@ -167,6 +167,7 @@ def main(cfg: DictConfig) -> None:
                 break
     train_minutes = (time.perf_counter() - start) / 60
 
+    torch.save(model.state_dict(), output_dir / "model.pt")
     results = track_split(model, datamodule, cfg)
     write_results_json(output_dir / "results.json", results)
     (output_dir / "losses.json").write_text(json.dumps(log))
