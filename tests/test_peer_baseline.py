@@ -62,3 +62,19 @@ def test_peer_runs_end_to_end(synthetic_root: Path, tmp_path: Path) -> None:
     results = json.loads((tmp_path / "results.json").read_text())
     ground_truth = json.loads((synthetic_root / "valid_gt.json").read_text())
     assert evaluate(ground_truth, results)["AP"] == pytest.approx(metrics["AP"])
+
+
+def test_peer_defaults_match_the_cpu_recipe_budget() -> None:
+    """Equal budget: the peer's steps, frames per step and frame size are those of conf/quickstart.yaml."""
+    from hydra import compose, initialize_config_dir
+
+    conf = str(Path(__file__).resolve().parents[1] / "conf")
+    with initialize_config_dir(conf, version_base="1.3"):
+        recipe = compose("quickstart")
+        peer = compose("peer")
+    assert peer.steps == recipe.trainer.max_steps
+    assert peer.frames_per_step == 2 * recipe.data.batch_size  # pairs of frames
+    assert (peer.data.transform.short, peer.data.transform.max_size) == (
+        recipe.data.transform.short,
+        recipe.data.transform.max_size,
+    )
