@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 ARGS   ?=
 TABLES := table1 table2 table3 table6 table7 table8
 
-.PHONY: install demo bench test test-slow clean pretrain-coco $(TABLES)
+.PHONY: install demo bench peer test test-slow clean pretrain-coco $(TABLES)
 
 # Creates the venv and installs the package editable with its dev extra; a no-op when done.
 install: $(STAMP)
@@ -24,6 +24,11 @@ demo: install
 # machine; ARGS adds overrides, e.g. ARGS="device=cuda input.frames=200 rounds=3" on a GPU.
 bench: install
 	$(PY) -m crossvis.benchmark 'compare=[maskrcnn,condinst]' $(ARGS)
+
+# A yardstick: torchvision Mask R-CNN R-18-FPN from scratch, same data and budget in frames,
+# scored by our metric, e.g. make peer ARGS="data.root=demo_output/data"
+peer: install
+	$(PY) scripts/peer_baseline.py $(ARGS)
 
 # The fast suite (CI); the long end-to-end tests are marked slow.
 test: install

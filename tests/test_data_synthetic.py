@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from crossvis.data.synthetic import main, rasterize, render_video, uncompressed_rle, write_synthetic
+from crossvis.data.synthetic import STYLES, main, rasterize, render_video, uncompressed_rle, write_synthetic
 from crossvis.data.ytvis import decode_segmentation
 
 
@@ -106,3 +107,70 @@ def test_interrupted_write_leaves_nothing(tmp_path: Path, monkeypatch: pytest.Mo
     with pytest.raises(KeyboardInterrupt):
         write_synthetic(tmp_path / "ds", videos=2, frames=3, height=64, width=96)
     assert list(tmp_path.iterdir()) == []
+
+
+# SHA-256 of the default design's output, recorded with the writer as it was before ``--style`` existed.
+CLASSIC_RENDER_SHA = "c1a689d710ea15def1e27e2027d618faffd7b0cd181a522e76d3991ca9d8758f"
+CLASSIC_JSON_SHA = "7c7a5963628b0c1d775b0d1bf2e456d7b033739526154ea87c1132b165601a92"
+
+
+def test_default_style_output_is_unchanged(tmp_path: Path) -> None:
+    h = hashlib.sha256()
+    for k in range(3):
+        images, instances = render_video(np.random.default_rng([3, k]), 4, 64, 96)
+        for image in images:
+            h.update(image.tobytes())
+        for inst in instances:
+            h.update(inst["masks"].tobytes())
+            h.update(str(inst["kind"]).encode())
+    assert h.hexdigest() == CLASSIC_RENDER_SHA
+    out = write_synthetic(tmp_path / "d", videos=2, frames=3, seed=3, height=64, width=96, val_videos=1)
+    h = hashlib.sha256()
+    for name in ("train.json", "valid.json", "valid_gt.json"):
+        h.update((out / name).read_bytes())
+    assert h.hexdigest() == CLASSIC_JSON_SHA
+
+
+def _light_colour_spread(style: str) -> float:
+    """Mean over categories of the spread (std, RGB) of an instance's light colour across 6 videos."""
+    colours: dict[int, list[np.ndarray]] = {}
+    for k in range(6):
+        images, instances = render_video(np.random.default_rng([0, k]), 8, 128, 224, style)
+        for inst in instances:
+            t = int(np.argmax(inst["masks"].sum(axis=(1, 2))))
+            pixels = images[t][inst["masks"][t]].astype(float)
+            luma = pixels.sum(axis=1)
+            colours.setdefault(inst["kind"], []).append(pixels[luma > np.median(luma)].mean(axis=0))
+    return float(np.mean([np.std(c, axis=0).mean() for c in colours.values()]))
+
+
+def test_clutter_style_content(tmp_path: Path) -> None:
+    frames, height, width = 8, 128, 224
+    twin_overlaps, backgrounds = 0, []
+    for k in range(6):
+        images, instances = render_video(np.random.default_rng([0, k]), frames, height, width, "clutter")
+        kinds = [inst["kind"] for inst in instances]
+        twin = max(set(kinds), key=kinds.count)
+        a, b = (inst for inst in instances if inst["kind"] == twin)
+        full = [[rasterize(p, height, width) for p in inst["polygons"]] for inst in (a, b)]
+        twin_overlaps += any((fa & fb).any() for fa, fb in zip(*full))  # the two same-category instances cross
+        covered = np.any([inst["masks"][0] for inst in instances], axis=0)
+        backgrounds.append(images[0][~covered].astype(float).std(axis=0).mean())
+    assert twin_overlaps == 6
+    assert np.mean(backgrounds) > 30  # colourful noise with distractors, not a muted backdrop
+    # colours are drawn per instance, not per category
+    assert _light_colour_spread("clutter") > 2 * _light_colour_spread("classic")
+    out = write_synthetic(tmp_path / "c", videos=2, frames=3, seed=0, height=64, width=96, val_videos=1, style="clutter")
+    raw = json.loads((out / "train.json").read_text())
+    assert [(c["id"], c["name"]) for c in raw["categories"]] == [c[:2] for c in STYLES["clutter"].categories]
+    assert {a["category_id"] for a in raw["annotations"]} <= {c[0] for c in STYLES["clutter"].categories}
+
+
+def test_style_option_and_unknown_style(tmp_path: Path) -> None:
+    args = ["--videos", "1", "--frames", "2", "--height", "64", "--width", "96", "--val-videos", "1"]
+    main(["--out", str(tmp_path / "c"), "--style", "clutter", *args])
+    main(["--out", str(tmp_path / "d"), *args])
+    assert json.loads((tmp_path / "c" / "train.json").read_text())["categories"][0]["name"] == "grid_hexagon"
+    assert json.loads((tmp_path / "d" / "train.json").read_text())["categories"][0]["name"] == "striped_ellipse"
+    with pytest.raises(ValueError, match="style='plain'"):
+        write_synthetic(tmp_path / "e", videos=1, frames=2, height=64, width=96, style="plain")

@@ -3,9 +3,17 @@
 ``python -m crossvis.data.synthetic --out DIR --videos N --frames K --seed S`` writes
 ``DIR/train/JPEGImages/<video>/<frame>.jpg``, ``DIR/train.json``, ``DIR/valid/JPEGImages/...``,
 ``DIR/valid.json`` (no annotations, like the official split) and ``DIR/valid_gt.json`` (the same
-videos with annotations, for local AP).
+videos with annotations, for local AP). ``--style`` picks the design (:data:`STYLES`):
 
-The content exercises what VIS finds hard while staying learnable by a small CPU model:
+- ``classic`` (default, what the CPU recipe was developed on): each category has its own shape,
+  texture and two fixed colours, on a muted background.
+- ``clutter`` (a design no recipe is tuned on): other shapes (hexagon, star, crescent, diamond) and
+  textures (grid, diagonal stripes, spots, waves), so a category is told apart by shape *and*
+  texture; random saturated colours per instance (colour says nothing); colourful noise
+  backgrounds with unannotated distractor blobs wearing the same textures; the two instances of
+  one category always cross each other (occluding) mid-video.
+
+Both designs exercise what VIS finds hard while staying learnable by a small CPU model:
 four categories of textured shapes, two instances of one category in every video (so identity
 cannot be read off the class), motion with rotation and scale change, occlusion (the upper
 object's pixels are removed from the lower object's mask), objects entering and leaving the
@@ -20,10 +28,14 @@ encoding decodes to exactly the drawn mask.
 from __future__ import annotations
 
 import argparse
+import colorsys
+import functools
 import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -36,6 +48,13 @@ CATEGORIES = (
     (5, "checkered_rectangle", (40, 90, 220), (235, 235, 235)),
     (8, "dotted_triangle", (40, 170, 60), (20, 20, 20)),
     (11, "ringed_cross", (200, 60, 200), (60, 210, 210)),
+)
+# The clutter design: (id, name); colours are drawn per instance.
+CLUTTER_CATEGORIES = (
+    (3, "grid_hexagon"),
+    (6, "striped_star"),
+    (9, "spotted_crescent"),
+    (12, "wavy_diamond"),
 )
 JPEG_QUALITY = 95
 
@@ -65,6 +84,39 @@ def shape_polygon(kind: int, cx: float, cy: float, size: float, angle: float) ->
         )
     c, s = np.cos(angle), np.sin(angle)
     return np.round(pts @ np.array([[c, s], [-s, c]]) + [cx, cy], 2)
+
+
+def clutter_polygon(kind: int, cx: float, cy: float, size: float, angle: float) -> np.ndarray:
+    """Outline (P, 2) of clutter category ``kind``: hexagon, five-point star, crescent or diamond."""
+    if kind == 0:  # hexagon
+        t = np.arange(6) * np.pi / 3
+        pts = size * np.stack([np.cos(t), np.sin(t)], axis=1)
+    elif kind == 1:  # five-point star
+        t = -np.pi / 2 + np.arange(10) * np.pi / 5
+        r = np.where(np.arange(10) % 2 == 0, 1.15, 0.5) * size
+        pts = np.stack([r * np.cos(t), r * np.sin(t)], axis=1)
+    elif kind == 2:  # crescent: outer arc of radius 1, inner arc of a circle shifted right
+        t = np.linspace(0.35 * np.pi, 1.65 * np.pi, 20)
+        outer = np.stack([np.cos(t), np.sin(t)], axis=1)
+        inner = np.stack([0.45 + 0.75 * np.cos(t[::-1]), 0.9 * np.sin(t[::-1])], axis=1)
+        pts = size * np.concatenate([outer, inner])
+    else:  # diamond
+        pts = size * np.array([[0.0, -1.2], [0.75, 0.0], [0.0, 1.2], [-0.75, 0.0]])
+    c, s = np.cos(angle), np.sin(angle)
+    return np.round(pts @ np.array([[c, s], [-s, c]]) + [cx, cy], 2)
+
+
+def clutter_pattern(kind: int, u: np.ndarray, v: np.ndarray, size: float) -> np.ndarray:
+    """Bool pattern of clutter category ``kind``: grid lines, diagonal stripes, spots or waves."""
+    if kind == 0:
+        p = 0.3 * size
+        return (np.mod(u, p) < 0.3 * p) | (np.mod(v, p) < 0.3 * p)
+    if kind == 1:
+        return np.floor((u + v) / (0.2 * size)) % 2 == 0
+    if kind == 2:
+        p = 0.45 * size
+        return (np.mod(u, p) - p / 2) ** 2 + (np.mod(v + 0.5 * np.floor(u / p) * p, p) - p / 2) ** 2 < (0.22 * p) ** 2
+    return np.sin(v / (0.09 * size) + 2.5 * np.sin(u / (0.25 * size))) > 0
 
 
 def texture_pattern(kind: int, u: np.ndarray, v: np.ndarray, size: float) -> np.ndarray:
@@ -101,9 +153,18 @@ def compressed_rle(mask: np.ndarray) -> dict:
 
 
 def _trajectory(
-    rng: np.random.Generator, frames: int, height: int, width: int, size: float, through: np.ndarray | None = None
+    rng: np.random.Generator,
+    frames: int,
+    height: int,
+    width: int,
+    size: float,
+    through: np.ndarray | None = None,
+    cross: bool = False,
 ) -> np.ndarray:
-    """Per-frame centres (K, 2): inside the frame, entering, leaving, or crossing ``through``."""
+    """Per-frame centres (K, 2): inside the frame, entering, leaving, or crossing ``through``.
+
+    ``cross`` makes the path cross ``through`` whatever mode was drawn (else only "inside" paths do).
+    """
     margin = np.array([size * 1.1, size * 1.1])
     hi = np.array([width, height]) - margin
 
@@ -112,7 +173,7 @@ def _trajectory(
 
     p0, p1 = inside(), inside()
     mode = rng.choice(["inside", "enter", "leave"], p=[0.6, 0.2, 0.2])
-    if through is not None and mode == "inside":  # pass across another object's path: occlusion
+    if through is not None and (mode == "inside" or cross):  # pass across another object's path: occlusion
         d = rng.normal(size=2)
         d *= 0.3 * min(width, height) / np.linalg.norm(d)
         p0, p1 = np.clip(through - d, margin, hi), np.clip(through + d, margin, hi)
@@ -126,43 +187,117 @@ def _trajectory(
     return p0 + (p1 - p0) * s + wobble
 
 
-def _background(rng: np.random.Generator, height: int, width: int, pad: int) -> np.ndarray:
-    """Muted, textured background larger than the frame (cropped with a slow pan)."""
+def _background(rng: np.random.Generator, height: int, width: int, pad: int, colourful: bool) -> np.ndarray:
+    """Textured background larger than the frame (cropped with a slow pan): muted, or colourful noise."""
     H, W = height + 2 * pad, width + 2 * pad
-    base = rng.uniform(80, 160) + rng.uniform(-20, 20, size=3)
+    if colourful:
+        base, chroma = rng.uniform(50, 200, size=3), 6
+    else:
+        base, chroma = rng.uniform(80, 160) + rng.uniform(-20, 20, size=3), 1
 
     def noise(cell: int, luma: float, chroma: float, interpolation: int) -> np.ndarray:
         shape = (H // cell + 2, W // cell + 2)
         grid = rng.normal(0, luma, shape + (1,)) + rng.normal(0, chroma, shape + (3,))
         return cv2.resize(grid, (W, H), interpolation=interpolation)
 
-    low = noise(24, 28, 8, cv2.INTER_CUBIC)  # blotches
-    mid = noise(5, 12, 4, cv2.INTER_LINEAR)  # fine grain
+    low = noise(24, 28, 8 * chroma, cv2.INTER_CUBIC)  # blotches
+    mid = noise(5, 12, 4 * chroma, cv2.INTER_LINEAR)  # fine grain
     return (base + low + mid).astype(np.float32)
 
 
-def render_video(rng: np.random.Generator, frames: int, height: int, width: int) -> tuple[list[np.ndarray], list[dict]]:
+def _classic_colours(rng: np.random.Generator, kind: int) -> list[np.ndarray]:
+    """The category's two colours, jittered."""
+    return [np.clip(np.array(c) + rng.uniform(-25, 25, 3), 0, 255) for c in CATEGORIES[kind][2:]]
+
+
+def _random_colours(rng: np.random.Generator, kind: int) -> list[np.ndarray]:
+    """Two saturated colours of distant hues, one light and one dark, whatever the category."""
+    hue = rng.uniform(0, 1)
+    hues = (hue, (hue + rng.uniform(0.25, 0.75)) % 1.0)
+    values = (rng.uniform(0.75, 1.0), rng.uniform(0.25, 0.5))
+    return [255 * np.array(colorsys.hsv_to_rgb(h, rng.uniform(0.6, 1.0), v)) for h, v in zip(hues, values)]
+
+
+@dataclass(frozen=True)
+class Style:
+    """One synthetic design: categories, their outline and texture, colours, background, clutter."""
+
+    categories: tuple[tuple, ...]  # (id, name, ...) per category
+    polygon: Callable[[int, float, float, float, float], np.ndarray]
+    pattern: Callable[[int, np.ndarray, np.ndarray, float], np.ndarray]
+    colours: Callable[[np.random.Generator, int], list[np.ndarray]]
+    colourful_background: bool
+    twins_cross: bool  # the two same-category instances always cross each other
+    distractors: int  # up to this many unannotated textured blobs on the background
+
+
+STYLES = {
+    "classic": Style(CATEGORIES, shape_polygon, texture_pattern, _classic_colours, False, False, 0),
+    "clutter": Style(CLUTTER_CATEGORIES, clutter_polygon, clutter_pattern, _random_colours, True, True, 4),
+}
+
+
+def _paint(
+    canvas: np.ndarray, mask: np.ndarray, centre: np.ndarray, angle: float, pattern: np.ndarray, colours: list
+) -> None:
+    """Fill ``mask`` of ``canvas`` with the two-colour ``pattern(u, v)`` in the object's rotated frame."""
+    ys, xs = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
+    if not len(ys):
+        return
+    y0, y1, x0, x1 = ys[0], ys[-1] + 1, xs[0], xs[-1] + 1
+    gy, gx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
+    dx, dy = gx - centre[0], gy - centre[1]
+    c, s = np.cos(angle), np.sin(angle)
+    texture = np.where(pattern(dx * c + dy * s, -dx * s + dy * c)[..., None], *colours).astype(np.float32)
+    region = canvas[y0:y1, x0:x1]
+    region[mask[y0:y1, x0:x1]] = texture[mask[y0:y1, x0:x1]]
+
+
+def _add_distractors(rng: np.random.Generator, canvas: np.ndarray, style: Style, count: int) -> None:
+    """Unannotated irregular blobs wearing the categories' textures: texture alone cannot name a class."""
+    height, width = canvas.shape[:2]
+    for _ in range(count):
+        size = rng.uniform(0.08, 0.16) * min(height, width)
+        centre = rng.uniform([0, 0], [width, height])
+        t = np.linspace(0, 2 * np.pi, 12, endpoint=False)
+        r = size * rng.uniform(0.6, 1.3, size=12)
+        polygon = np.round(np.stack([r * np.cos(t), r * np.sin(t)], axis=1) + centre, 2)
+        kind, angle = int(rng.integers(len(style.categories))), rng.uniform(0, np.pi)
+        pattern = functools.partial(style.pattern, kind, size=size)
+        _paint(canvas, rasterize(polygon, height, width), centre, angle, pattern, style.colours(rng, kind))
+
+
+def render_video(
+    rng: np.random.Generator, frames: int, height: int, width: int, style: str = "classic"
+) -> tuple[list[np.ndarray], list[dict]]:
     """Frames (RGB uint8) and instances ``{kind, masks: (K,H,W) visible, polygons, topmost}``."""
+    design = STYLES[style]
     n_obj = int(rng.integers(3, 5))
-    twin = int(rng.integers(len(CATEGORIES)))  # two instances of one category
-    others = [k for k in range(len(CATEGORIES)) if k != twin]
+    twin = int(rng.integers(len(design.categories)))  # two instances of one category
+    others = [k for k in range(len(design.categories)) if k != twin]
     kinds = [twin, twin] + [int(k) for k in rng.choice(others, size=n_obj - 2, replace=False)]
     objects, mids = [], []
-    for kind in kinds:
+    for index, kind in enumerate(kinds):
         size0 = rng.uniform(0.13, 0.2) * min(height, width)
         sizes = size0 * np.exp(np.linspace(0.0, np.log(rng.uniform(0.7, 1.4)), frames))  # scale change
-        through = mids[int(rng.integers(len(mids)))] if mids and rng.random() < 0.5 else None
-        centres = _trajectory(rng, frames, height, width, size0, through)
+        cross = design.twins_cross and index == 1
+        if cross:
+            through = mids[0]
+        else:
+            through = mids[int(rng.integers(len(mids)))] if mids and rng.random() < 0.5 else None
+        centres = _trajectory(rng, frames, height, width, size0, through, cross)
         mids.append(centres[frames // 2])
         angles = rng.uniform(0, np.pi) + rng.uniform(-0.08, 0.08) * np.arange(frames)
-        colours = [np.clip(np.array(c) + rng.uniform(-25, 25, 3), 0, 255) for c in CATEGORIES[kind][2:]]
-        polygons = [shape_polygon(kind, *centres[t], sizes[t], angles[t]) for t in range(frames)]
+        colours = design.colours(rng, kind)
+        polygons = [design.polygon(kind, *centres[t], sizes[t], angles[t]) for t in range(frames)]
         objects.append(dict(kind=kind, sizes=sizes, centres=centres, angles=angles, colours=colours, polygons=polygons))
     order = rng.permutation(n_obj)  # draw order, bottom to top
     objects = [objects[i] for i in order]
 
     pad = 8
-    background = _background(rng, height, width, pad)
+    background = _background(rng, height, width, pad, design.colourful_background)
+    if design.distractors:
+        _add_distractors(rng, background, design, int(rng.integers(1, design.distractors + 1)))
     pan = np.round(np.linspace(0, 1, frames)[:, None] * rng.uniform(-pad, pad, size=2)).astype(int) + pad
     images = []
     visible = np.zeros((n_obj, frames, height, width), dtype=bool)
@@ -174,17 +309,8 @@ def render_video(rng: np.random.Generator, frames: int, height: int, width: int)
             visible[i, t] = full[i] & ~covered
             covered |= full[i]
         for o, m in zip(objects, full):
-            ys, xs = np.nonzero(m.any(axis=1))[0], np.nonzero(m.any(axis=0))[0]
-            if not len(ys):
-                continue
-            y0, y1, x0, x1 = ys[0], ys[-1] + 1, xs[0], xs[-1] + 1
-            gy, gx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
-            dx, dy = gx - o["centres"][t, 0], gy - o["centres"][t, 1]
-            c, s = np.cos(o["angles"][t]), np.sin(o["angles"][t])
-            pattern = texture_pattern(o["kind"], dx * c + dy * s, -dx * s + dy * c, o["sizes"][t])
-            texture = np.where(pattern[..., None], *o["colours"]).astype(np.float32)
-            region = frame[y0:y1, x0:x1]
-            region[m[y0:y1, x0:x1]] = texture[m[y0:y1, x0:x1]]
+            pattern = functools.partial(design.pattern, o["kind"], size=o["sizes"][t])
+            _paint(frame, m, o["centres"][t], o["angles"][t], pattern, o["colours"])
         frame += rng.normal(0, 5, size=frame.shape).astype(np.float32)  # sensor noise
         images.append(np.clip(frame, 0, 255).astype(np.uint8))
     instances = [
@@ -215,7 +341,13 @@ def _polygon_exact(inst: dict, height: int, width: int) -> bool:
 
 
 def _write_split(
-    images_dir: Path, video_indices: range, first_ann: int, shape: tuple[int, int, int], seed: int, mixed: bool
+    images_dir: Path,
+    video_indices: range,
+    first_ann: int,
+    shape: tuple[int, int, int],
+    seed: int,
+    mixed: bool,
+    style: str,
 ) -> tuple[list[dict], list[dict]]:
     """Render and write one split's frames; return its (videos, annotations) json entries.
 
@@ -229,7 +361,7 @@ def _write_split(
     for k, index in enumerate(video_indices):
         vid = video_id(index)
         rng = np.random.default_rng([seed, index])
-        images, instances = render_video(rng, frames, height, width)
+        images, instances = render_video(rng, frames, height, width, style)
         name = f"video_{vid:04d}"
         file_names = [f"{name}/{5 * t:05d}.jpg" for t in range(frames)]
         (images_dir / name).mkdir(parents=True)
@@ -253,7 +385,7 @@ def _write_split(
                 {
                     "id": annotation_id(ann_index),
                     "video_id": vid,
-                    "category_id": CATEGORIES[inst["kind"]][0],
+                    "category_id": STYLES[style].categories[inst["kind"]][0],
                     "iscrowd": 0,
                     "segmentations": segs,
                     "areas": [int(a) if a else None for a in areas],
@@ -275,8 +407,11 @@ def write_synthetic(
     width: int = 320,
     val_videos: int = 4,
     overwrite: bool = False,
+    style: str = "classic",
 ) -> Path:
     """Write the dataset to ``out`` atomically (built in a temporary sibling directory, then renamed)."""
+    if style not in STYLES:
+        raise ValueError(f"style={style!r}: expected one of {sorted(STYLES)}")
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f"{out}: output directory is not empty (pass overwrite=True / --overwrite)")
@@ -284,12 +419,12 @@ def write_synthetic(
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     tmp.chmod(0o755)  # mkdtemp makes it private; the dataset is meant to be shared
     try:
-        categories = [{"id": cid, "name": name, "supercategory": "shape"} for cid, name, *_ in CATEGORIES]
+        categories = [{"id": cid, "name": name, "supercategory": "shape"} for cid, name, *_ in STYLES[style].categories]
         info = {"description": "crossvis synthetic VIS", "seed": seed}
         shape = (height, width, frames)
-        train_vids, train_anns = _write_split(tmp / "train" / "JPEGImages", range(videos), 0, shape, seed, mixed=True)
+        train_vids, train_anns = _write_split(tmp / "train" / "JPEGImages", range(videos), 0, shape, seed, True, style)
         val_vids, val_anns = _write_split(
-            tmp / "valid" / "JPEGImages", range(videos, videos + val_videos), len(train_anns), shape, seed, mixed=False
+            tmp / "valid" / "JPEGImages", range(videos, videos + val_videos), len(train_anns), shape, seed, False, style
         )
         head = {"info": info, "licenses": []}
         for name, obj in (
@@ -321,9 +456,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--width", type=int, default=320)
     parser.add_argument("--val-videos", type=int, default=4)
     parser.add_argument("--overwrite", action="store_true", help="replace an existing non-empty output directory")
+    parser.add_argument("--style", choices=sorted(STYLES), default="classic", help="synthetic design")
     a = parser.parse_args(argv)
-    out = write_synthetic(a.out, a.videos, a.frames, a.seed, a.height, a.width, a.val_videos, a.overwrite)
-    print(f"wrote {a.videos} train + {a.val_videos} valid videos, {a.frames} frames of {a.height}x{a.width}, to {out}")
+    out = write_synthetic(a.out, a.videos, a.frames, a.seed, a.height, a.width, a.val_videos, a.overwrite, a.style)
+    print(
+        f"wrote {a.videos} train + {a.val_videos} valid {a.style} videos, {a.frames} frames of "
+        f"{a.height}x{a.width}, to {out}"
+    )
 
 
 if __name__ == "__main__":

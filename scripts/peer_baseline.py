@@ -1,0 +1,181 @@
+"""A yardstick for CrossVIS: torchvision Mask R-CNN (ResNet-18-FPN from scratch) + a mask-IoU tracker.
+
+Trained on the same frame-pair data module as CrossVIS, each frame used as a single image, with the
+same budget in frames (``steps`` x ``frames_per_step``), AdamW and the CPU recipe's schedule; the
+valid split is then tracked online and scored with crossvis's YouTube-VIS metric.
+
+    python scripts/peer_baseline.py data.root=DIR [steps=600 frames_per_step=8 ...]   # or make peer ARGS=...
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import hydra
+import numpy as np
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+from pycocotools import mask as mask_utils
+from torch import nn
+from torchvision.models import resnet18
+from torchvision.models.detection import MaskRCNN
+from torchvision.models.detection.backbone_utils import BackboneWithFPN
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
+from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
+
+from crossvis.data.datamodule import VISDataModule
+from crossvis.data.transforms import load_frame_rgb, preprocess_for_inference
+from crossvis.evaluation.metric import evaluate, format_table
+from crossvis.evaluation.results import write_results_json
+from crossvis.lightning_module import warmup_step_schedule
+
+
+def build_model(num_classes: int, channels: int, size: tuple[int, int]) -> MaskRCNN:
+    """Mask R-CNN R-18-FPN, random weights, trainable BatchNorm; FPN and mask head ``channels`` wide."""
+    body = resnet18(weights=None, norm_layer=nn.BatchNorm2d)
+    layers = {"layer1": "0", "layer2": "1", "layer3": "2", "layer4": "3"}
+    backbone = BackboneWithFPN(body, layers, [64, 128, 256, 512], channels)
+    short, long_side = size
+    return MaskRCNN(
+        backbone,
+        min_size=short,
+        max_size=long_side,
+        mask_head=MaskRCNNHeads(channels, [channels] * 4, 1),
+        box_predictor=FastRCNNPredictor(1024, num_classes + 1),  # + background; 1024 = the box head's width
+        mask_predictor=MaskRCNNPredictor(channels, channels, num_classes + 1),
+    )
+
+
+def single_frames(batch: dict) -> tuple[list[torch.Tensor], list[dict]]:
+    """A batch of pairs → its 2B frames as torchvision inputs (0..1 images cropped to their valid size)."""
+    images, targets = [], []
+    for b, pair in enumerate(batch["targets"]):
+        for f, target in enumerate(pair):
+            h, w = batch["image_sizes"][b, f].tolist()
+            images.append(batch["images"][b, f, :, :h, :w] / 255.0)
+            targets.append(
+                {
+                    "boxes": target["boxes"] + torch.tensor([0.0, 0.0, 1.0, 1.0]),  # last pixel → pixel edge
+                    "labels": target["labels"] + 1,
+                    "masks": target["masks"][:, :h, :w].to(torch.uint8),
+                }
+            )
+    return images, targets
+
+
+class MaskIoUTracker:
+    """Links each frame's detections (best score first) to the free track whose last mask overlaps most."""
+
+    def __init__(self, num_frames: int, match_iou: float) -> None:
+        self.num_frames, self.match_iou = num_frames, match_iou
+        self.last: list[dict] = []  # per track: last RLE
+        self.tracks: list[dict] = []  # per track: {frame: rle}, scores, labels
+
+    def update(self, frame: int, masks: np.ndarray, scores: np.ndarray, labels: np.ndarray) -> None:
+        rles = mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8)))
+        matched: dict[int, int] = {}
+        if self.last and len(rles):
+            iou = mask_utils.iou(rles, self.last, [0] * len(self.last))
+            for det in np.argsort(-scores):
+                best = int(iou[det].argmax())
+                if iou[det, best] >= self.match_iou:
+                    matched[int(det)] = best
+                    iou[:, best] = -1.0  # a track takes one detection per frame
+        for det, rle in enumerate(rles):
+            if det not in matched:
+                matched[det] = len(self.tracks)
+                self.tracks.append({"rles": {}, "scores": [], "labels": []})
+                self.last.append(rle)
+            track = self.tracks[matched[det]]
+            track["rles"][frame] = {"size": list(rle["size"]), "counts": rle["counts"].decode("ascii")}
+            track["scores"].append(float(scores[det]))
+            track["labels"].append(int(labels[det]))
+            self.last[matched[det]] = rle
+
+    def results(self, video_id: int, category_ids: list[int]) -> list[dict]:
+        """One entry per track: mean score, the category with the highest summed score, RLE or None per frame."""
+        entries = []
+        for t in self.tracks:
+            votes = np.bincount(t["labels"], weights=t["scores"])
+            entries.append(
+                {
+                    "video_id": video_id,
+                    "category_id": category_ids[int(votes.argmax()) - 1],
+                    "score": float(np.mean(t["scores"])),
+                    "segmentations": [t["rles"].get(f) for f in range(self.num_frames)],
+                }
+            )
+        return entries
+
+
+@torch.inference_mode()
+def track_split(model: MaskRCNN, datamodule: VISDataModule, cfg: DictConfig) -> list[dict]:
+    """Online inference on every valid video: detect each frame, link by mask IoU."""
+    model.eval()
+    t = cfg.data.transform
+    category_ids = [datamodule.label_to_category_id(i) for i in range(datamodule.num_classes)]
+    results = []
+    for video in datamodule.val_dataset.videos:
+        tracker = MaskIoUTracker(video.length, cfg.tracker.match_iou)
+        for index in range(video.length):
+            frame = load_frame_rgb(video.frame_path(index))
+            det = model([preprocess_for_inference(frame, t.short, t.max_size) / 255.0])[0]
+            keep = det["scores"] >= cfg.tracker.min_score
+            probs = F.interpolate(det["masks"][keep], size=frame.shape[:2], mode="bilinear", align_corners=False)
+            tracker.update(index, (probs[:, 0] > 0.5).numpy(), det["scores"][keep].numpy(), det["labels"][keep].numpy())
+        results.extend(tracker.results(video.id, category_ids))
+    return results
+
+
+@hydra.main(config_path="../conf", config_name="peer", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    torch.set_num_threads(int(cfg.threads))
+    pl.seed_everything(cfg.seed, workers=True)
+    output_dir = Path(HydraConfig.get().runtime.output_dir)
+    with open_dict(cfg):
+        cfg.data.batch_size = int(cfg.frames_per_step) // 2
+    datamodule = VISDataModule(cfg.data)
+    datamodule.setup("fit")
+    model = build_model(datamodule.num_classes, int(cfg.channels), (cfg.data.transform.short, cfg.data.transform.max_size))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    schedule = warmup_step_schedule(cfg.steps, cfg.warmup_iters, cfg.warmup_factor, list(cfg.decay_at), cfg.gamma)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+
+    start, step, epoch, log = time.perf_counter(), 0, 0, []
+    loader = datamodule.train_dataloader()
+    model.train()
+    while step < cfg.steps:
+        loader.sampler.set_epoch(epoch)  # a new shuffle and new pairs every epoch, as under Lightning
+        epoch += 1
+        for batch in loader:
+            losses = model(*single_frames(batch))
+            loss = sum(losses.values())
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                log.append({"step": step, **{k: round(v.item(), 4) for k, v in losses.items()}})
+                print(json.dumps(log[-1]), flush=True)
+            if step == cfg.steps:
+                break
+    train_minutes = (time.perf_counter() - start) / 60
+
+    torch.save(model.state_dict(), output_dir / "model.pt")
+    results = track_split(model, datamodule, cfg)
+    write_results_json(output_dir / "results.json", results)
+    (output_dir / "losses.json").write_text(json.dumps(log))
+    metrics = evaluate(datamodule.val_ground_truth, results)
+    print(format_table(metrics))
+    print(f"Peer Mask R-CNN R-18-FPN: {step} steps x {cfg.frames_per_step} frames, training took {train_minutes:.1f} min")
+    print(json.dumps({**metrics, "steps": step, "frames_per_step": int(cfg.frames_per_step)}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,80 @@
+"""The peer yardstick (scripts/peer_baseline.py): its mask-IoU tracker and an end-to-end smoke run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from crossvis.evaluation.metric import evaluate
+from helpers import last_json_line
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+sys.path.insert(0, str(SCRIPTS))
+from peer_baseline import MaskIoUTracker  # noqa: E402
+
+
+def _box(y0: int, x0: int, size: int = 4) -> np.ndarray:
+    m = np.zeros((12, 16), dtype=bool)
+    m[y0 : y0 + size, x0 : x0 + size] = True
+    return m
+
+
+def test_mask_iou_tracker_links_by_overlap() -> None:
+    tracker = MaskIoUTracker(3, match_iou=0.3)
+    tracker.update(0, np.stack([_box(0, 0), _box(6, 10)]), np.array([0.9, 0.6]), np.array([1, 2]))
+    # frame 1: both moved by one pixel (IoU 9/23 ≈ 0.39, linked); a third object appears far away
+    tracker.update(1, np.stack([_box(7, 11), _box(0, 1), _box(8, 0)]), np.array([0.5, 0.7, 0.4]), np.array([2, 1, 1]))
+    tracker.update(2, np.zeros((0, 12, 16), dtype=bool), np.zeros(0), np.zeros(0, dtype=int))
+    results = tracker.results(video_id=7, category_ids=[10, 20])
+    assert len(results) == 3
+    first, second, third = results
+    assert [s is not None for s in first["segmentations"]] == [True, True, False]
+    assert first["category_id"] == 10 and first["score"] == pytest.approx(0.8)
+    assert second["category_id"] == 20 and second["score"] == pytest.approx(0.55)
+    assert [s is not None for s in third["segmentations"]] == [False, True, False]
+
+
+def test_mask_iou_tracker_gives_a_track_one_detection_per_frame() -> None:
+    tracker = MaskIoUTracker(2, match_iou=0.3)
+    tracker.update(0, _box(0, 0)[None], np.array([0.9]), np.array([1]))
+    tracker.update(1, np.stack([_box(0, 0), _box(0, 1)]), np.array([0.5, 0.8]), np.array([1, 1]))
+    results = tracker.results(0, [3])
+    assert len(results) == 2  # the higher-scoring detection continued the track, the other started one
+    assert results[0]["score"] == pytest.approx((0.9 + 0.8) / 2)
+
+
+@pytest.mark.slow
+def test_peer_runs_end_to_end(synthetic_root: Path, tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPTS / "peer_baseline.py"), f"data.root={synthetic_root}", "steps=2",
+         "frames_per_step=4", "threads=1", "data.num_workers=0", "data.transform.short=128",
+         "data.transform.max_size=224", f"hydra.run.dir={tmp_path}"],
+        capture_output=True, text=True, timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = last_json_line(proc.stdout)
+    assert metrics["steps"] == 2 and metrics["frames_per_step"] == 4
+    results = json.loads((tmp_path / "results.json").read_text())
+    ground_truth = json.loads((synthetic_root / "valid_gt.json").read_text())
+    assert evaluate(ground_truth, results)["AP"] == pytest.approx(metrics["AP"])
+
+
+def test_peer_defaults_match_the_cpu_recipe_budget() -> None:
+    """Equal budget: the peer's steps, frames per step and frame size are those of conf/quickstart.yaml."""
+    from hydra import compose, initialize_config_dir
+
+    conf = str(Path(__file__).resolve().parents[1] / "conf")
+    with initialize_config_dir(conf, version_base="1.3"):
+        recipe = compose("quickstart")
+        peer = compose("peer")
+    assert peer.steps == recipe.trainer.max_steps
+    assert peer.frames_per_step == 2 * recipe.data.batch_size  # pairs of frames
+    assert (peer.data.transform.short, peer.data.transform.max_size) == (
+        recipe.data.transform.short,
+        recipe.data.transform.max_size,
+    )
