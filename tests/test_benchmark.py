@@ -87,7 +87,9 @@ def test_frame_folder_and_video_inputs(tmp_path: Path):
 )
 def test_bad_settings_fail_clearly(overrides, message):
     proc = bench(*overrides, check=False)
-    assert proc.returncode != 0 and message in proc.stderr
+    # the user-error contract: exit code 1 and one line naming the setting, no traceback
+    assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1].startswith(f"error: {message}")
+    assert "Traceback" not in proc.stderr
 
 
 @pytest.mark.slow

@@ -34,8 +34,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
+from crossvis.cli import user_errors
 from crossvis.data.transforms import preprocess_for_inference
 from crossvis.demo import FrameSource
+from crossvis.errors import ConfigError, InputFormatError
 from crossvis.evaluate import load_module
 from crossvis.modeling.crossvis import CrossVIS
 from crossvis.modeling.precision import autocast_dtype
@@ -68,22 +70,22 @@ class Frames:
     def __init__(self, cfg_input: DictConfig, seed: int) -> None:
         requested = cfg_input.frames
         if requested is not None and int(requested) < 1:
-            raise ValueError(f"input.frames: expected a positive number of frames, got {requested}")
+            raise ConfigError(f"input.frames: expected a positive number of frames, got {requested}")
         self.size = tuple(int(s) for s in cfg_input.size)
         if len(self.size) != 2 or min(self.size) < 1:
-            raise ValueError(f"input.size: expected [height, width] of positive ints, got {list(cfg_input.size)}")
+            raise ConfigError(f"input.size: expected [height, width] of positive ints, got {list(cfg_input.size)}")
         self.seed = seed
         self.source = FrameSource(cfg_input.path, 10.0) if cfg_input.path else None
         if self.source is None:
             if requested is None:
-                raise ValueError("input.frames: a number is needed when frames are generated (input.path=null)")
+                raise ConfigError("input.frames: a number is needed when frames are generated (input.path=null)")
             self.num_frames, self.kind = int(requested), "generated"
             return
         # A video's length is only known once decoded: count the frames used in one untimed pass.
         limit = None if requested is None else int(requested)
         self.num_frames = sum(1 for _ in itertools.islice(self.source, limit))
         if self.source.read_error:
-            raise ValueError(f"input: {self.source.path}: could not decode {self.source.read_error}")
+            raise InputFormatError(f"input: {self.source.path}: could not decode {self.source.read_error}")
         self.kind = "folder" if self.source.path.is_dir() else "video"
 
     def __iter__(self) -> Iterator[np.ndarray]:
@@ -242,7 +244,7 @@ class Benchmark:
         elif name == "maskrcnn":
             run, prepare = self._maskrcnn()
         else:
-            raise ValueError(f"compare: unknown row {name!r}, expected a subset of {list(COMPARABLE)}")
+            raise ConfigError(f"compare: unknown row {name!r}, expected a subset of {list(COMPARABLE)}")
         first = prepare(next(iter(self.frames)))
         for _ in range(warmup):
             run(first)
@@ -333,10 +335,10 @@ def benchmark(cfg: DictConfig) -> dict[str, Any]:
     compare = list(cfg.compare or [])
     unknown = [name for name in compare if name not in COMPARABLE]
     if unknown:
-        raise ValueError(f"compare: unknown rows {unknown}, expected a subset of {list(COMPARABLE)}")
+        raise ConfigError(f"compare: unknown rows {unknown}, expected a subset of {list(COMPARABLE)}")
     rounds, warmup = int(cfg.rounds), int(cfg.warmup)
     if rounds < 1 or warmup < 0:
-        raise ValueError(f"rounds >= 1 and warmup >= 0 expected, got rounds={rounds} warmup={warmup}")
+        raise ConfigError(f"rounds >= 1 and warmup >= 0 expected, got rounds={rounds} warmup={warmup}")
     bench = Benchmark(cfg)
     report = bench.run(rounds, warmup)  # before the baselines are built: their memory is not ours
     report["compare"] = {name: bench.compare(name, rounds, warmup) for name in compare}
@@ -366,6 +368,7 @@ def benchmark(cfg: DictConfig) -> dict[str, Any]:
 
 
 @hydra.main(config_path="../../conf", config_name="benchmark", version_base="1.3")
+@user_errors
 def main(cfg: DictConfig) -> None:
     report = benchmark(cfg)
     print(format_report(report))
