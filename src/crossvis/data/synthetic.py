@@ -32,8 +32,6 @@ import colorsys
 import functools
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +39,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pycocotools.mask as mask_utils
+
+from crossvis.io import atomic_directory
 
 # (id, name, two RGB colours of the texture); ids are deliberately not contiguous.
 CATEGORIES = (
@@ -413,12 +413,7 @@ def write_synthetic(
     if style not in STYLES:
         raise ValueError(f"style={style!r}: expected one of {sorted(STYLES)}")
     out = Path(out)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise FileExistsError(f"{out}: output directory is not empty (pass overwrite=True / --overwrite)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    tmp.chmod(0o755)  # mkdtemp makes it private; the dataset is meant to be shared
-    try:
+    with atomic_directory(out, overwrite) as tmp:
         categories = [{"id": cid, "name": name, "supercategory": "shape"} for cid, name, *_ in STYLES[style].categories]
         info = {"description": "crossvis synthetic VIS", "seed": seed}
         shape = (height, width, frames)
@@ -433,16 +428,6 @@ def write_synthetic(
             ("valid_gt.json", {**head, "videos": val_vids, "categories": categories, "annotations": val_anns}),
         ):
             (tmp / name).write_text(json.dumps(obj))
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
-            os.replace(out, old / out.name)
-            os.replace(tmp, out)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return out
 
 
