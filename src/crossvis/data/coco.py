@@ -27,6 +27,7 @@ from PIL import Image
 
 from crossvis.data.transforms import FrameSample, load_frame_rgb
 from crossvis.data.ytvis import (
+    CategoryTable,
     Category,
     VISFileNotFoundError,
     VISFormatError,
@@ -101,7 +102,7 @@ class CocoImage:
 
 
 @dataclass
-class COCODataset:
+class COCODataset(CategoryTable):
     json_path: Path
     image_root: Path
     images: list[CocoImage]
@@ -113,17 +114,6 @@ class COCODataset:
 
     def __post_init__(self) -> None:
         self.image_by_id: dict[int, CocoImage] = {im.id: im for im in self.images}
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.categories)
-
-    @property
-    def category_names(self) -> list[str]:
-        return [c.name for c in self.categories]
-
-    def label_to_category_id(self, label: int) -> int:
-        return self.categories[int(label)].id
 
     def training_images(self) -> list[CocoImage]:
         """Images with at least one non-crowd instance (detectron2's FILTER_EMPTY_ANNOTATIONS)."""

@@ -134,8 +134,25 @@ class Video:
         return np.flatnonzero(present)
 
 
+class CategoryTable:
+    """Contiguous labels (index in the id-sorted ``categories``) ↔ the dataset's category ids and names."""
+
+    categories: list[Category]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.categories)
+
+    @property
+    def category_names(self) -> list[str]:
+        return [c.name for c in self.categories]
+
+    def label_to_category_id(self, label: int) -> int:
+        return self.categories[int(label)].id
+
+
 @dataclass
-class VISDataset:
+class VISDataset(CategoryTable):
     json_path: Path
     image_root: Path
     videos: list[Video]
@@ -148,16 +165,6 @@ class VISDataset:
         self.category_id_to_label: dict[int, int] = {c.id: i for i, c in enumerate(self.categories)}
         self.video_by_id: dict[int, Video] = {v.id: v for v in self.videos}
 
-    @property
-    def num_classes(self) -> int:
-        return len(self.categories)
-
-    @property
-    def category_names(self) -> list[str]:
-        return [c.name for c in self.categories]
-
-    def label_to_category_id(self, label: int) -> int:
-        return self.categories[int(label)].id
 
 
 def _read_json(path: Path) -> dict:
