@@ -8,8 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-# The CPU model shrunk further, and frames kept at the synthetic fixture's 128x224.
-TINY = [
+# The CPU model shrunk further (used by every entry point that builds a model).
+TINY_MODEL = [
     "model=cpu",
     "model.fpn_channels=32",
     "model.head.channels=32",
@@ -17,6 +17,10 @@ TINY = [
     "model.mask_branch.channels=16",
     "model.mask_branch.num_convs=1",
     "model.embedding.dim=16",
+]
+# Training runs: the tiny model, frames kept at the synthetic fixture's 128x224.
+TINY = [
+    *TINY_MODEL,
     "data.transform.short=128",
     "data.transform.max_size=224",
     "data.batch_size=2",

@@ -9,16 +9,10 @@ import imageio.v2 as imageio
 import numpy as np
 import pytest
 
-from helpers import last_json_line, run_module
+from helpers import TINY_MODEL, last_json_line, run_module
 
 TINY_BENCH = [
-    "model=cpu",
-    "model.fpn_channels=32",
-    "model.head.channels=32",
-    "model.head.num_convs=1",
-    "model.mask_branch.channels=16",
-    "model.mask_branch.num_convs=1",
-    "model.embedding.dim=16",
+    *TINY_MODEL,
     "input.short=48",
     "input.max_size=80",
     "warmup=1",
