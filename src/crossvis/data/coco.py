@@ -35,6 +35,7 @@ from crossvis.data.ytvis import (
     _parse_categories,
     _read_json,
     _require,
+    annotation_identities,
     decode_segmentation,
 )
 
@@ -181,10 +182,7 @@ def coco_from_dict(
         label_of = {c.id: i for i, c in enumerate(categories)}
     by_id = {im.id: im for im in images}
     annotations = _require(raw, "annotations", list, json_path, "top level") if has_annotations else []
-    ann_ids = [_require(a, "id", int, json_path, "annotations entry") for a in annotations]
-    if len(set(ann_ids)) != len(ann_ids):
-        raise _format_error(json_path, "annotations", "id", "unique annotation ids", "duplicates")
-    identity = {a: i for i, a in enumerate(sorted(ann_ids))}
+    ann_ids, identity = annotation_identities(annotations, json_path)
     dropped = 0
     for ann, ann_id in zip(annotations, ann_ids):
         image_id = _require(ann, "image_id", int, json_path, f"annotation {ann_id}")

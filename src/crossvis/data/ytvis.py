@@ -271,15 +271,20 @@ def _parse_categories(raw: dict, path: Path) -> list[Category]:
     return sorted(cats, key=lambda c: c.id)
 
 
-def _attach_annotations(annotations: list, videos: dict[int, Video], cat_to_label: dict[int, int], path: Path) -> int:
-    """Validate annotations, attach them to their videos and return the number of identities M."""
+def annotation_identities(annotations: list, path: Path) -> tuple[list[int], dict[int, int]]:
+    """The annotations' ids (checked unique) and annotation id → identity 0..M-1 (in id order)."""
     ann_ids = []
     for ann in annotations:
         where = f"annotation {ann.get('id', '?')}" if isinstance(ann, dict) else "annotations entry"
         ann_ids.append(_require(ann, "id", int, path, where))
     if len(set(ann_ids)) != len(ann_ids):
         raise _format_error(path, "annotations", "id", "unique annotation ids", "duplicates")
-    identity = {a: i for i, a in enumerate(sorted(ann_ids))}  # annotation id -> 0..M-1
+    return ann_ids, {a: i for i, a in enumerate(sorted(ann_ids))}
+
+
+def _attach_annotations(annotations: list, videos: dict[int, Video], cat_to_label: dict[int, int], path: Path) -> int:
+    """Validate annotations, attach them to their videos and return the number of identities M."""
+    ann_ids, identity = annotation_identities(annotations, path)
     for ann, ann_id in zip(annotations, ann_ids):
         vid = _require(ann, "video_id", int, path, f"annotation {ann_id}")
         where = f"annotation {ann_id} (video {vid})"
