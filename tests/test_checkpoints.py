@@ -14,15 +14,15 @@ from omegaconf import DictConfig
 from adelaidet_keys import R101_BLOCKS, condinst_keys, crossvis_extras
 from crossvis.convert import main as convert_main
 from crossvis.data.ytvis import load_vis
-from crossvis.evaluate import load_module
-from crossvis.modeling.checkpoints import (
+from crossvis.loading import load_module
+from crossvis.modeling.released_weights import (
     CONDINST,
     CROSSVIS_FORK,
     CheckpointError,
     backbone_for,
     map_detectron2_key,
     plan_init,
-    read_checkpoint,
+    read_weights,
 )
 from crossvis.modeling.crossvis import CrossVIS
 from helpers import last_json_line, run_module
@@ -61,7 +61,7 @@ def model_80() -> CrossVIS:
 def test_every_adelaidet_key_has_a_model_counterpart_of_the_same_shape(condinst_state, model_80, tmp_path):
     path = tmp_path / "condinst_r50.pth"
     torch.save({"model": condinst_state, "iteration": 90000}, path)
-    source = read_checkpoint(path)
+    source = read_weights(path)
     assert source.origin == CONDINST and backbone_for(source) == "resnet50_d2"
     plan = plan_init(source, model_80.state_dict())
     assert plan.unmatched == []
@@ -86,7 +86,7 @@ def test_every_adelaidet_key_has_a_model_counterpart_of_the_same_shape(condinst_
 def test_crossvis_fork_checkpoint_loads_completely_and_reports_reinits(crossvis_state, tmp_path):
     path = tmp_path / "crossvis_r50.pth"
     torch.save(crossvis_state, path)  # bare state dict
-    source = read_checkpoint(path)
+    source = read_weights(path)
     assert source.origin == CROSSVIS_FORK
     model = CrossVIS(d2_model_cfg(), num_classes=40, num_identities=3774)
     reinit, unused = model.load_init(path)
@@ -111,7 +111,7 @@ def test_detectron2_pkl_with_numpy_arrays(condinst_state, model_80, tmp_path):
     path = tmp_path / "model_final.pkl"
     with open(path, "wb") as f:
         pickle.dump({"model": {k: v.numpy() for k, v in condinst_state.items()}, "__author__": "AdelaiDet"}, f)
-    source = read_checkpoint(path)
+    source = read_weights(path)
     assert source.origin == CONDINST
     assert torch.equal(source.tensors["head.controller.bias"], condinst_state["controller.bias"])
     assert plan_init(source, model_80.state_dict()).unmatched == []
@@ -155,11 +155,11 @@ def test_unrecognised_files_fail_clearly(tmp_path):
     with open(caffe2, "wb") as f:
         pickle.dump({"blobs": {"res2_0_branch2a_w": torch.zeros(1).numpy()}}, f)
     with pytest.raises(CheckpointError, match="unrecognised key layout"):
-        read_checkpoint(caffe2)
+        read_weights(caffe2)
     text = tmp_path / "notes.pth"
     text.write_text("not a checkpoint")
     with pytest.raises(CheckpointError, match="cannot read as a checkpoint"):
-        read_checkpoint(text)
+        read_weights(text)
 
 
 def test_converter_round_trip_loads_every_tensor(condinst_state, tmp_path, capsys):
@@ -177,7 +177,7 @@ def test_converter_round_trip_loads_every_tensor(condinst_state, tmp_path, capsy
     reinit, unused = model.load_init(dst)  # the converted file keeps its origin: the embedding is an expected re-init
     assert all(k.startswith(("embedding.", "identity_loss.")) for k in reinit) and unused == []
     state = model.state_dict()
-    converted = read_checkpoint(dst)
+    converted = read_weights(dst)
     assert converted.origin == CONDINST and len(converted.tensors) == len(condinst_state) - 2
     for key, value in converted.tensors.items():
         assert torch.equal(state[key], value), key
@@ -216,7 +216,7 @@ def test_evaluate_builds_released_crossvis_checkpoints_from_the_data_split(cross
 def test_resnet101_checkpoint_selects_and_fills_the_r101_backbone(tmp_path):
     path = tmp_path / "CondInst_MS_R_101_3x.pth"
     torch.save({"model": make_state(condinst_keys(num_classes=80, blocks=R101_BLOCKS))}, path)
-    source = read_checkpoint(path)
+    source = read_weights(path)
     assert backbone_for(source) == "resnet101_d2"
     with initialize_config_dir(config_dir=str(CONF / "model"), version_base=None):
         cfg = compose("default", overrides=["backbone=resnet101_d2"])

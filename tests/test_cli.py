@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from crossvis.checkpoints import check_categories, read_checkpoint
+from crossvis.training_checkpoints import check_categories, read_training_checkpoint
 from crossvis.cli import configure_threads, require_file, require_writable_dir, user_errors
 from crossvis.data.ytvis import load_vis
 from crossvis.errors import ConfigError, InputFormatError, UserError, user_message
@@ -101,11 +101,11 @@ def test_a_file_that_is_not_a_checkpoint_is_reported_as_such(tmp_path: Path, con
     path = tmp_path / "model.ckpt"
     path.write_bytes(content)
     with pytest.raises(InputFormatError, match=f"checkpoint: cannot read {path}") as caught:
-        read_checkpoint(path)
+        read_training_checkpoint(path)
     assert "weights_only" not in str(caught.value)
     torch.save({"state_dict": {}}, path)  # a torch file, but not a training checkpoint
     with pytest.raises(InputFormatError, match=r"has no \['hyper_parameters', 'global_step'\]"):
-        read_checkpoint(path)
+        read_training_checkpoint(path)
 
 
 def test_category_mismatch_names_both_lists() -> None:

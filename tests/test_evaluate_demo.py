@@ -11,7 +11,7 @@ import pytest
 from pycocotools import mask as mask_utils
 
 from crossvis.data.ytvis import load_vis
-from crossvis.evaluate import load_checked_module
+from crossvis.loading import load_checked_module
 from crossvis.evaluation.metric import METRIC_KEYS
 from helpers import last_json_line, run_module
 

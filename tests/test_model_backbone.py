@@ -173,7 +173,7 @@ def test_detectron2_resnet_input_is_bgr_minus_mean_with_std_one():
 
 def test_converted_block_computes_detectron2_bottleneck():
     """res3.0 of an MSRA checkpoint, loaded through the key table, equals a hand-written detectron2 block."""
-    from crossvis.modeling.checkpoints import map_detectron2_key
+    from crossvis.modeling.released_weights import map_detectron2_key
 
     torch.manual_seed(0)
     bb = Backbone(backbone_cfg("resnet50_d2")).eval()

@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_dir
 from torchvision.ops import box_iou
 
 from crossvis.data.transforms import load_frame_rgb, preprocess_for_inference
-from crossvis.evaluate import load_module
+from crossvis.loading import load_module
 from crossvis.modeling.crossvis import CrossVIS
 
 pytestmark = pytest.mark.filterwarnings("ignore:model.backbone.frozen_bn=true with random")

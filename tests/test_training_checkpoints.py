@@ -13,7 +13,7 @@ import pytest
 import torch
 from lightning_fabric.plugins.io import torch_io
 
-from crossvis.checkpoints import AtomicCheckpointIO
+from crossvis.training_checkpoints import AtomicCheckpointIO
 from helpers import run_module, train_args
 
 # Runs crossvis.train with a callback that SIGKILLs the process right after optimiser step K

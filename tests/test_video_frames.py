@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 import torch
 
-import crossvis.demo as demo
-from crossvis.demo import FrameSource, run_on_video
+import crossvis.video_io as video_io
+from crossvis.video_io import FrameSource
 from crossvis.errors import ConfigError, InputFormatError
-from crossvis.inference import VideoInference
+from crossvis.inference import VideoInference, run_on_video
 
 H, W = 48, 64
 
@@ -113,7 +113,7 @@ class _BrokenReader:
 def test_decoding_error_mid_video_names_the_frame_and_keeps_what_was_processed(tmp_path, monkeypatch, capsys):
     video = tmp_path / "damaged.mp4"
     video.write_bytes(b"stand-in: the reader is scripted")
-    monkeypatch.setattr(demo.imageio, "get_reader", lambda *args, **kwargs: _BrokenReader(good=6))
+    monkeypatch.setattr(video_io.imageio, "get_reader", lambda *args, **kwargs: _BrokenReader(good=6))
     source = FrameSource(video, folder_fps=5)
     results = run_on_video(ScriptedModule(), source, tmp_path / "out.mp4", tmp_path / "out.json")
     warning = capsys.readouterr().err
@@ -127,7 +127,7 @@ def test_decoding_error_mid_video_names_the_frame_and_keeps_what_was_processed(t
 def test_video_whose_first_frame_cannot_be_decoded_fails_before_any_work(tmp_path, monkeypatch):
     video = tmp_path / "damaged.mp4"
     video.write_bytes(b"stand-in")
-    monkeypatch.setattr(demo.imageio, "get_reader", lambda *args, **kwargs: _BrokenReader(good=0))
+    monkeypatch.setattr(video_io.imageio, "get_reader", lambda *args, **kwargs: _BrokenReader(good=0))
     with pytest.raises(InputFormatError, match=f"input: cannot decode {video} as a video"):
         FrameSource(video, folder_fps=5)
 

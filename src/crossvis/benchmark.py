@@ -36,13 +36,13 @@ from torch import Tensor, nn
 
 from crossvis.cli import user_errors
 from crossvis.data.transforms import preprocess_for_inference
-from crossvis.demo import FrameSource
 from crossvis.errors import ConfigError, InputFormatError
-from crossvis.evaluate import load_module
+from crossvis.loading import load_module
 from crossvis.modeling.crossvis import CrossVIS
 from crossvis.modeling.precision import autocast_dtype
 from crossvis.timing import StageTimer, stage
 from crossvis.tracking import OnlineTracker
+from crossvis.video_io import FrameSource
 
 STAGES = ("decode", "preprocess", "backbone+fpn", "heads", "mask paste", "tracker", "rle")
 # Paper Table 5: FPS on one RTX 2080 Ti at 360×640.

@@ -21,12 +21,12 @@ import sys
 import torch
 
 from crossvis.io import atomic_path
-from crossvis.modeling.checkpoints import (
+from crossvis.modeling.released_weights import (
     CheckpointError,
     backbone_for,
     mismatch_error,
     plan_init,
-    read_checkpoint,
+    read_weights,
     released_model_config,
 )
 from crossvis.modeling.crossvis import CrossVIS
@@ -34,7 +34,7 @@ from crossvis.modeling.crossvis import CrossVIS
 
 def convert(src: str, dst: str, num_classes: int | None, num_identities: int | None, overrides: list[str]) -> dict:
     """Write the converted checkpoint to ``dst`` (atomically) and return the report."""
-    source = read_checkpoint(src)
+    source = read_weights(src)
     cfg, source_classes, source_identities = released_model_config(source, overrides)
     model = CrossVIS(cfg.model, num_classes or source_classes, num_identities or source_identities)
     target = model.state_dict()

@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 import numpy as np
 import torch
 from omegaconf import DictConfig
+from tqdm import tqdm
 
 from crossvis.data.transforms import load_frame_rgb, preprocess_for_inference
+from crossvis.errors import InputFormatError
+from crossvis.evaluation.results import write_results_json
 from crossvis.modeling.crossvis import CrossVIS
 from crossvis.tracking import OnlineTracker
+from crossvis.video_io import FrameSource
+from crossvis.visualize import OverlayVideoWriter, draw_tracks
+
+if TYPE_CHECKING:  # the Lightning module builds a VideoInference: imported for annotations only
+    from crossvis.lightning_module import CrossVISModule
 
 # Called after each frame with (frame index, RGB frame, detections, track id per detection;
 # -1 where the tracker dropped the detection).
@@ -67,3 +76,28 @@ class VideoInference:
         """Same as :meth:`run_frames` for frames stored as image files (read lazily)."""
         frames = (load_frame_rgb(path) for path in frame_paths)
         return self.run_frames(video_id, frames, on_frame)
+
+
+def run_on_video(
+    module: CrossVISModule,
+    source: FrameSource,
+    output: str | Path,
+    results_path: str | Path,
+    gif: str | Path | None = None,
+    min_score: float = 0.0,
+) -> list[dict]:
+    """Online inference over ``source``; writes the overlay video and the results json."""
+    inference = module.video_inference()
+    with OverlayVideoWriter(output, source.fps, gif) as writer, tqdm(total=source.estimated_frames, desc="frames") as bar:
+
+        def on_frame(index: int, frame: np.ndarray, detections: dict, track_ids: np.ndarray) -> None:
+            writer.append(draw_tracks(frame, detections, track_ids, module.category_names, min_score))
+            bar.update()
+
+        results = inference.run_frames(1, source, on_frame=on_frame)
+        if source.frames_read == 0:  # inside the block: the overlay is discarded
+            raise InputFormatError(source.read_error or f"input: {source.path} yielded no frames")
+    write_results_json(results_path, results)
+    if source.read_error:
+        print(f"warning: {source.read_error}; the outputs cover frames 0-{source.frames_read - 1}", file=sys.stderr)
+    return results

@@ -45,7 +45,12 @@ class CrossVISModule(pl.LightningModule):
         num_identities: int,
         category_names: list[str],
         category_ids: list[int],
+        val_ground_truth: dict | None = None,
+        val_format: str = "vis",
     ) -> None:
+        """``val_ground_truth`` (the validation split's json dict, None: no metrics) and ``val_format``
+        ("vis": video tracking, "coco": per-image detections + COCOeval) describe the validation
+        data of a training run; they are not hyper-parameters (a loaded checkpoint has neither)."""
         super().__init__()
         cfg = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg)
         self.save_hyperparameters(
@@ -61,6 +66,8 @@ class CrossVISModule(pl.LightningModule):
         self.model = CrossVIS(cfg.model, num_classes=num_classes, num_identities=num_identities)
         self.category_names = list(category_names)
         self.category_ids = list(category_ids)
+        self.val_ground_truth = val_ground_truth
+        self.val_format = val_format
         self._val_results: dict[int, list[dict]] = {}
         self._previews: list[np.ndarray] = []
         self.last_validated_step: int | None = None
@@ -113,7 +120,7 @@ class CrossVISModule(pl.LightningModule):
     # ---------------------------------------------------------------------------- validation
     def _still_images(self) -> bool:
         """COCO validation (per-image detections, COCOeval) instead of video tracking."""
-        return getattr(self.trainer.datamodule, "val_format", "vis") == "coco"
+        return self.val_format == "coco"
 
     def on_validation_epoch_start(self) -> None:
         self._val_results = {}
@@ -144,7 +151,7 @@ class CrossVISModule(pl.LightningModule):
         per_video = dict(gather_objects(list(self._val_results.items())))
         results = [entry for entries in per_video.values() for entry in entries]
         self._val_results = {}
-        ground_truth = getattr(self.trainer.datamodule, "val_ground_truth", None)
+        ground_truth = self.val_ground_truth
         if self._still_images():
             self._log_coco(ground_truth, results)
             return

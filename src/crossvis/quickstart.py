@@ -21,10 +21,12 @@ from omegaconf import DictConfig
 from crossvis.cli import configure_threads, require_writable_dir, user_errors
 from crossvis.data.synthetic import write_synthetic
 from crossvis.data.ytvis import load_vis
-from crossvis.demo import FrameSource, run_on_video
-from crossvis.evaluate import evaluate_split, load_module
 from crossvis.evaluation.metric import format_table
-from crossvis.train import train
+from crossvis.evaluation.splits import evaluate_split
+from crossvis.inference import run_on_video
+from crossvis.loading import load_module
+from crossvis.training import train
+from crossvis.video_io import FrameSource
 
 
 @hydra.main(config_path="../../conf", config_name="quickstart", version_base="1.3")

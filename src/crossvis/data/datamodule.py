@@ -101,6 +101,20 @@ def holdout_video_ids(video_ids: list[int], every: int) -> list[int]:
     return held
 
 
+def holdout_split(train: VISDataset, every: int | None) -> tuple[list[int], VISDataset, VISDataset]:
+    """The held-out split of ``train`` (``data.holdout_every``): its video ids, the held-out videos
+    (with their annotations) and the remaining training videos."""
+    ids = [v.id for v in train.videos]
+    try:
+        held_ids = holdout_video_ids(ids, int(every or 0))
+    except ValueError as e:
+        raise VISFormatError(f"{train.json_path}: {e}") from e
+    held = set(held_ids)
+    held_out = vis_from_dict(subset_raw(train.raw, held), train.json_path, train.image_root)
+    rest = vis_from_dict(subset_raw(train.raw, set(ids) - held), train.json_path, train.image_root)
+    return held_ids, held_out, rest
+
+
 def official_split(cfg_data: DictConfig) -> DictConfig:
     """``cfg_data`` validating on the official ``data.val`` split (the CodaLab submission's split)."""
     cfg = OmegaConf.create(OmegaConf.to_container(cfg_data, resolve=True))
@@ -114,6 +128,8 @@ class VISDataModule(pl.LightningDataModule):
     ``seed`` is the run's top-level seed: it fixes the frame pairs, their augmentation and the
     shuffling order (with the epoch), so two runs with one seed see the same data.
     """
+
+    val_format = "vis"  # validation videos, tracked online (COCODataModule: still images)
 
     def __init__(self, cfg_data: DictConfig, seed: int = 0) -> None:
         super().__init__()
@@ -140,15 +156,8 @@ class VISDataModule(pl.LightningDataModule):
             raise ValueError(f"data.validate_on: expected one of {VALIDATE_ON}, got {validate_on!r}")
         val_cfg = cfg.get("val") or {}
         if validate_on == "holdout":
-            ids = [v.id for v in train.videos]
-            try:
-                self.holdout_ids = holdout_video_ids(ids, int(cfg.get("holdout_every") or 0))
-            except ValueError as e:
-                raise VISFormatError(f"{train.json_path}: {e}") from e
-            held = set(self.holdout_ids)
-            self.val_ground_truth = subset_raw(train.raw, held)
-            self.val_dataset = vis_from_dict(self.val_ground_truth, train.json_path, train.image_root)
-            train = vis_from_dict(subset_raw(train.raw, set(ids) - held), train.json_path, train.image_root)
+            self.holdout_ids, self.val_dataset, train = holdout_split(train, cfg.get("holdout_every"))
+            self.val_ground_truth = self.val_dataset.raw
         elif val_cfg.get("json"):
             self.val_dataset = load_vis(val_cfg.json, val_cfg.images)
             if [(c.id, c.name) for c in self.val_dataset.categories] != [(c.id, c.name) for c in train.categories]:

@@ -11,7 +11,7 @@ from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from crossvis.modeling.backbone import FPN_STRIDES, BackboneFPN, pad_to_multiple
-from crossvis.modeling.checkpoints import CheckpointError, backbone_for, mismatch_error, plan_init, read_checkpoint
+from crossvis.modeling.released_weights import CheckpointError, backbone_for, mismatch_error, plan_init, read_weights
 from crossvis.modeling.condinst import (
     UPSAMPLE_MODES,
     DynamicMaskHead,
@@ -224,7 +224,7 @@ class CrossVIS(nn.Module):
         return detections
 
     def load_init(self, path: str | Path, strict: bool | None = None) -> tuple[list[str], list[str]]:
-        """Initialise from any checkpoint :mod:`crossvis.modeling.checkpoints` reads (``model.init_from``).
+        """Initialise from any checkpoint :mod:`crossvis.modeling.released_weights` reads (``model.init_from``).
 
         Every model tensor must find a same-shape counterpart, except the expected re-inits (class
         logits when the class count differs, identity proxies when M differs, the embedding branch
@@ -237,7 +237,7 @@ class CrossVIS(nn.Module):
         strict = bool(self.cfg.get("init_strict", True)) if strict is None else strict
         if not Path(path).expanduser().is_file():
             raise FileNotFoundError(f"model.init_from: no such file {path}")
-        source = read_checkpoint(path)
+        source = read_weights(path)
         backbone = self.cfg.backbone
         d2 = bool(backbone.get("stride_in_1x1", False))
         if source.is_detectron2 and (not d2 or f"{backbone.name}_d2" != backbone_for(source)):

@@ -1,11 +1,14 @@
-"""Training checkpoints: written atomically, ``last.ckpt`` on a step interval, checked when read.
+"""Lightning training checkpoints: written atomically, ``last.ckpt`` on a step interval, checked when read.
+
+(Model weights from other code bases, detectron2 / AdelaiDet / the authors' CrossVIS, are read and
+mapped by :mod:`crossvis.modeling.released_weights`.)
 
 - :class:`AtomicCheckpointIO` writes every checkpoint to a temporary file beside it and renames
   it into place, so a run killed mid-write leaves the previous checkpoint intact.
 - :class:`LastCheckpoint` keeps ``last.ckpt`` at the latest state: every
   ``checkpoint.every_n_steps`` optimiser steps and at the last step of training, whatever
   ``best.ckpt`` does. A killed run loses at most one interval.
-- :func:`read_checkpoint` and :func:`check_categories` turn a file that is not a checkpoint, or a
+- :func:`read_training_checkpoint` and :func:`check_categories` turn a file that is not a checkpoint, or a
   checkpoint trained on other categories, into a user error before any work starts.
 """
 
@@ -86,7 +89,7 @@ def _is_final_batch(trainer: pl.Trainer) -> bool:
     return last_epoch and trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
 
 
-def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+def read_training_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Load a checkpoint on the CPU (tensors and plain containers only) or raise a user error naming it."""
     path = require_file(path, "checkpoint", CHECKPOINT_EXPECTED)
     try:

@@ -8,6 +8,9 @@ state dicts, files written by the converter (``{"state_dict", "converted_from"}`
 (``{"model": state_dict, ...}`` or a bare state dict) and detectron2 ``.pkl`` (``{"model": {name:
 numpy array}}``). Tensors are renamed only: the BGR channel order of the MSRA ResNet is handled by
 the backbone (``model.backbone.input_format``), never by flipping conv1 here.
+
+Model weights only: writing, resuming and checking this project's Lightning training checkpoints is
+:mod:`crossvis.training_checkpoints`.
 """
 
 from __future__ import annotations
@@ -132,7 +135,7 @@ def _load_file(path: Path) -> object:
         ) from error
 
 
-def read_checkpoint(path: str | Path) -> SourceCheckpoint:
+def read_weights(path: str | Path) -> SourceCheckpoint:
     """Read any supported checkpoint and rename its tensors to this project's keys."""
     path = Path(path).expanduser()
     if not path.is_file():

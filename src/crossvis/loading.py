@@ -1,0 +1,75 @@
+"""Rebuild a trained model for inference: this project's Lightning checkpoints and released weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from crossvis.cli import require_file
+from crossvis.data.ytvis import Category
+from crossvis.errors import InputFormatError, UserError
+from crossvis.lightning_module import CrossVISModule
+from crossvis.modeling.released_weights import CheckpointError, read_weights, released_model_config
+from crossvis.training_checkpoints import CHECKPOINT_EXPECTED
+
+
+def load_module(
+    checkpoint: str | Path,
+    device: str = "cpu",
+    tracker: dict | None = None,
+    data: DictConfig | None = None,
+    categories: Sequence[Category] | None = None,
+) -> CrossVISModule:
+    """Rebuild a module from a Lightning checkpoint or a released CondInst/CrossVIS checkpoint.
+
+    Lightning checkpoints carry their config. Released detectron2-format files (and their
+    ``crossvis.convert`` output) do not: the model is the paper's default with the detectron2
+    backbone of the file's depth and the test-time resize of ``data``, class and identity counts
+    from the file, and category names/ids from ``categories`` (those of the split to evaluate;
+    generic names without them). Every model tensor must load (re-initialised: only a CondInst
+    file's embedding branch).
+    """
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint: no such file {path}")
+    source = read_weights(path)
+    if source.hyper_parameters is not None:
+        module = CrossVISModule.load_from_checkpoint(path, map_location=torch.device(device))
+    else:
+        cfg, num_classes, num_identities = released_model_config(source)
+        names, ids = [f"class {i + 1}" for i in range(num_classes)], list(range(1, num_classes + 1))
+        if data is not None:
+            cfg.data = data
+        if categories is not None:
+            if len(categories) != num_classes:
+                raise CheckpointError(
+                    path,
+                    f"has {num_classes} classes (cls_logits) but the data has {len(categories)} categories; "
+                    "evaluate it on the dataset it was trained on",
+                )
+            names, ids = [c.name for c in categories], [c.id for c in categories]
+        module = CrossVISModule(cfg, num_classes, num_identities, names, ids)
+        module.model.load_init(path, strict=True)
+        module.to(torch.device(device))
+    if tracker:
+        module.cfg.tracker = OmegaConf.merge(module.cfg.tracker, tracker)
+    return module.eval()
+
+
+def load_checked_module(checkpoint: str | Path, *args: Any, **kwargs: Any) -> CrossVISModule:
+    """:func:`load_module` under the user-error contract: a missing file, a folder or a file that is
+    not a checkpoint is one clear message (never torch's advice to load it unsafely)."""
+    path = require_file(checkpoint, "checkpoint", CHECKPOINT_EXPECTED)
+    try:
+        return load_module(path, *args, **kwargs)
+    except UserError:
+        raise
+    except Exception as error:  # torch/pickle/Lightning raise many types for a file that is not a checkpoint
+        lines = str(error).strip().splitlines()
+        detail = lines[0] if lines and "weights_only" not in str(error) else "not a checkpoint torch can read safely"
+        raise InputFormatError(
+            f"checkpoint: cannot load {path} ({type(error).__name__}: {detail}); expected {CHECKPOINT_EXPECTED}"
+        ) from error

@@ -1,0 +1,124 @@
+"""Fit CrossVIS as a run config says: data module, model, callbacks, logger, resume; the train entry point's library."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytorch_lightning as pl
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.loggers import WandbLogger
+from pytorch_lightning.utilities import rank_zero_info
+
+from crossvis.training_checkpoints import AtomicCheckpointIO, LastCheckpoint, TorchRNGState, check_categories, read_training_checkpoint
+from crossvis.cli import require_writable_dir
+from crossvis.data.coco_datamodule import build_datamodule
+from crossvis.data.datamodule import VISDataModule, official_split
+from crossvis.evaluation.splits import evaluate_split
+from crossvis.io import write_json_atomic
+from crossvis.lightning_module import CrossVISModule
+
+WANDB_RUN_ID_KEY = "wandb_run_id"
+
+
+def build_logger(cfg: DictConfig, resume_run_id: str | None = None) -> pl.loggers.Logger | bool:
+    """The experiment logger of ``logger=...`` (``logger=none`` → no logger).
+
+    When resuming, a W&B logger continues the W&B run recorded in the checkpoint.
+    """
+    if cfg.logger is None or cfg.logger.get("_target_") is None:
+        return False
+    is_wandb = OmegaConf.select(cfg.logger, "_target_", default="").endswith("WandbLogger")
+    extra = {"id": resume_run_id, "resume": "allow"} if is_wandb and resume_run_id else {}
+    logger = instantiate(cfg.logger, **extra)
+    logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    return logger
+
+
+class WandbRunId(pl.Callback):
+    """Records the W&B run id in every checkpoint, so that a resumed run continues the same W&B run."""
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
+        if isinstance(trainer.logger, WandbLogger):
+            checkpoint[WANDB_RUN_ID_KEY] = trainer.logger.version
+
+
+def check_resume(cfg: DictConfig, datamodule: VISDataModule) -> str | None:
+    """Check ``cfg.resume`` (if set): a training checkpoint of the data's categories; returns its W&B run id."""
+    if not cfg.resume:
+        return None
+    checkpoint = read_training_checkpoint(cfg.resume)
+    hparams = checkpoint["hyper_parameters"]
+    train_vis = datamodule.train_vis
+    check_categories(
+        cfg.resume,
+        hparams.get("category_names", []),
+        hparams.get("category_ids", []),
+        train_vis.json_path,
+        [(c.id, c.name) for c in train_vis.categories],
+    )
+    return checkpoint.get(WANDB_RUN_ID_KEY)
+
+
+def train(cfg: DictConfig) -> tuple[pl.Trainer, CrossVISModule, Path]:
+    """Fit a model as configured; returns the trainer, the module and the run's output folder."""
+    pl.seed_everything(cfg.seed, workers=True)
+    output_dir = require_writable_dir(HydraConfig.get().runtime.output_dir, "hydra.run.dir")
+    datamodule = build_datamodule(cfg)  # video, COCO (data=coco) or joint (data=*_coco)
+    datamodule.setup("fit")
+    resume_run_id = check_resume(cfg, datamodule)
+    if datamodule.holdout_ids:
+        datamodule.write_split(output_dir / "holdout_split.json")
+    module = CrossVISModule(
+        cfg,
+        num_classes=datamodule.num_classes,
+        num_identities=datamodule.num_identities,
+        category_names=datamodule.category_names,
+        category_ids=[datamodule.label_to_category_id(i) for i in range(datamodule.num_classes)],
+        val_ground_truth=datamodule.val_ground_truth,
+        val_format=datamodule.val_format,
+    )
+    if cfg.model.init_from:
+        missing, unexpected = module.model.load_init(cfg.model.init_from)
+        rank_zero_info(
+            f"Initialised from {cfg.model.init_from}: {len(missing)} missing keys {missing}, "
+            f"{len(unexpected)} unexpected keys {unexpected}"
+        )
+    trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
+    if datamodule.val_dataset is None:
+        trainer_kwargs["limit_val_batches"] = 0
+    validates = trainer_kwargs["limit_val_batches"] != 0
+    has_ground_truth = validates and datamodule.val_ground_truth is not None
+    checkpoint_dir = output_dir / "checkpoints"
+    callbacks: list[pl.Callback] = [LastCheckpoint(checkpoint_dir, cfg.checkpoint.every_n_steps), WandbRunId(), TorchRNGState()]
+    if has_ground_truth:
+        callbacks.append(
+            ModelCheckpoint(dirpath=checkpoint_dir, filename="best", monitor=cfg.checkpoint.monitor, mode=cfg.checkpoint.mode)
+        )
+    trainer = pl.Trainer(
+        **trainer_kwargs,
+        logger=build_logger(cfg, resume_run_id),
+        callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],
+        default_root_dir=str(output_dir),
+    )
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.resume)
+    if has_ground_truth and module.last_validated_step != trainer.global_step:
+        trainer.validate(module, datamodule=datamodule)  # runs stopped by max_steps mid-epoch
+    metrics = {
+        key.removeprefix("val/"): float(value)
+        for key, value in trainer.callback_metrics.items()
+        if key.startswith("val/")
+    }
+    if trainer.is_global_zero and metrics:
+        # Read by crossvis.tables to assemble the paper's tables from a sweep.
+        write_json_atomic(output_dir / "metrics.json", metrics)
+    if datamodule.holdout_ids and OmegaConf.select(cfg, "data.val.json") and trainer.is_global_zero:
+        # val/* came from the held-out split: the official split still gets its CodaLab submission.zip.
+        evaluate_split(module.to(trainer.strategy.root_device), official_split(cfg.data), output_dir)
+    if isinstance(trainer.logger, WandbLogger) and trainer.is_global_zero:
+        trainer.logger.experiment.finish()  # close the run here, so the next job of an in-process sweep starts its own
+    rank_zero_info(f"Checkpoints: {output_dir / 'checkpoints'}")
+    return trainer, module, output_dir
