@@ -200,9 +200,11 @@ def test_evaluate_builds_released_crossvis_checkpoints_from_the_data_split(cross
     shapes = {**condinst_keys(num_classes=n), **crossvis_extras(50)}
     path = tmp_path / "crossvis_released.pth"
     torch.save({"model": make_state(shapes)}, path)
-    module = load_module(path, "cpu", {"match_threshold": 0.3}, data, split.categories)
+    module = load_module(path, "cpu", data, split.categories)
     assert module.model.num_classes == n and module.model.identity_loss.proxies.out_features == 50
-    assert module.cfg.model.backbone.stride_in_1x1 and module.cfg.tracker.match_threshold == 0.3
+    assert module.cfg.model.backbone.stride_in_1x1
+    # the test-time resize is the evaluated data's (conf/inference/default.yaml follows data.transform)
+    assert (module.cfg.inference.short, module.cfg.inference.max_size) == (data.transform.short, data.transform.max_size)
     assert module.category_ids == sorted(c["id"] for c in categories)
     assert module.category_names == [c["name"] for c in sorted(categories, key=lambda c: c["id"])]
     assert not module.training
@@ -210,7 +212,7 @@ def test_evaluate_builds_released_crossvis_checkpoints_from_the_data_split(cross
     wrong = tmp_path / "crossvis_80.pth"
     torch.save({"model": make_state({**condinst_keys(num_classes=80), **crossvis_extras(50)})}, wrong)
     with pytest.raises(CheckpointError, match=f"has 80 classes .* has {n} categories"):
-        load_module(wrong, "cpu", None, data, split.categories)
+        load_module(wrong, "cpu", data, split.categories)
 
 
 def test_resnet101_checkpoint_selects_and_fills_the_r101_backbone(tmp_path):

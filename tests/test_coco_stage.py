@@ -13,6 +13,7 @@ from crossvis.data.coco_datamodule import ConfigError, build_datamodule, check_c
 from crossvis.data.datamodule import collate_pairs
 from crossvis.data.pseudo_pairs import StillTransform
 from crossvis.data.transforms import FrameSample
+from crossvis.inference import VideoInference
 from crossvis.lightning_module import CrossVISModule, warmup_step_schedule
 from crossvis.modeling.crossvis import CrossVIS
 from helpers import TINY
@@ -159,5 +160,5 @@ def test_joint_category_map_errors(joint_cfg) -> None:
 def test_video_inference_needs_the_embedding_branch() -> None:
     cfg = train_cfg("experiment=coco_condinst", "logger=none")
     module = CrossVISModule(cfg, 4, 0, ["a", "b", "c", "d"], [1, 2, 3, 4])
-    with pytest.raises(ValueError, match="video inference tracks with embeddings"):
-        module.video_inference()
+    with pytest.raises(ConfigError, match="video inference tracks with embeddings"):
+        VideoInference.from_config(module.cfg.inference, module.model, module.category_ids)

@@ -24,7 +24,7 @@ FULL_CROSSVIS = {
     "model.crossover.enabled": True,
     "model.embedding.type": "global",
     "model.embedding.loss": "focal",
-    "tracker.scoring": "public",
+    "inference.tracker.scoring": "public",
     "data.sampler.T": 20,
     "data.transform.multiscale": False,
     "data.validate_on": "holdout",
@@ -58,7 +58,7 @@ def expected_setting(table: str, cell: dict[str, str]) -> dict:
         # GBE = global focal embedding with the public tracker.
         setting["model.embedding.type"] = cell["model.embedding.type"]
         setting["model.embedding.loss"] = "ce" if pairwise else "focal"
-        setting["tracker.scoring"] = "masktrack" if pairwise else "public"
+        setting["inference.tracker.scoring"] = "masktrack" if pairwise else "public"
     return setting
 
 

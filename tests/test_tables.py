@@ -85,7 +85,7 @@ def _table8_sweep(root) -> None:
             _write_run(
                 root / str(job),
                 {"table": "table8", "model": {"crossover": {"enabled": col}, "embedding": {"type": emb, "loss": loss}},
-                 "tracker": {"scoring": tracker},
+                 "inference": {"tracker": {"scoring": tracker}},
                  "data": {"name": "ytvis19", "validate_on": "holdout", "holdout_every": 10}},
                 {"AP": 0.20 + 0.01 * job},
             )

@@ -15,6 +15,7 @@ import imageio.v2 as imageio
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 import crossvis.video_io as video_io
 from crossvis.video_io import FrameSource
@@ -30,6 +31,7 @@ class ScriptedModel(torch.nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.dummy = torch.nn.Parameter(torch.zeros(1))
+        self.embedding = torch.nn.Identity()  # tracks by embeddings, like CrossVIS
         self.calls = 0
 
     def forward_infer(self, image: torch.Tensor, orig_size: tuple[int, int]) -> dict[str, torch.Tensor]:
@@ -50,9 +52,14 @@ class ScriptedModule:
     """What ``run_on_video`` needs from a CrossVISModule."""
 
     category_names = ["square"]
+    category_ids = [7]
+
+    def __init__(self) -> None:
+        self.model = ScriptedModel()
+        self.cfg = OmegaConf.create({"inference": {"short": H, "max_size": W, "tracker": {}}})
 
     def video_inference(self) -> VideoInference:
-        return VideoInference(ScriptedModel(), short=H, max_size=W, tracker_cfg={}, category_ids=[7])
+        return VideoInference.from_config(self.cfg.inference, self.model, self.category_ids)
 
 
 def _frames(n: int) -> list[np.ndarray]:

@@ -31,17 +31,17 @@ from typing import Any, Callable, Iterator
 import hydra
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from crossvis.cli import user_errors
 from crossvis.data.transforms import preprocess_for_inference
 from crossvis.errors import ConfigError, InputFormatError
+from crossvis.inference import build_tracker, with_overrides
 from crossvis.loading import load_module
 from crossvis.modeling.crossvis import CrossVIS
 from crossvis.modeling.precision import autocast_dtype
 from crossvis.timing import StageTimer, stage
-from crossvis.tracking import OnlineTracker
 from crossvis.video_io import FrameSource
 
 STAGES = ("decode", "preprocess", "backbone+fpn", "heads", "mask paste", "tracker", "rle")
@@ -105,20 +105,22 @@ class Benchmark:
         self.frames = Frames(cfg.input, int(cfg.seed))
         torch.manual_seed(int(cfg.seed))
         if cfg.checkpoint:
-            module = load_module(cfg.checkpoint, str(self.device), OmegaConf.to_container(cfg.tracker))
+            module = load_module(cfg.checkpoint, str(self.device))
             self.model: CrossVIS = module.model
             for key in ("precision", "channels_last"):  # the GPU-user options apply to checkpoints too
                 self.model.cfg.inference[key] = cfg.model.inference[key]
-            self.short, self.max_size = int(module.cfg.data.transform.short), int(module.cfg.data.transform.max_size)
-            self.tracker_cfg = dict(module.cfg.tracker)
+            stored = module.cfg.inference
         else:
             self.model = CrossVIS(cfg.model, int(cfg.num_classes), int(cfg.num_identities)).to(self.device)
             # Random box regression gives zero-size boxes, which the reference post-processing drops.
             # A bias of 4 puts every box side 4 strides (>= 32 px) from its location, so even locations
             # in the padding keep a box that overlaps the image and the forced max_detections survive.
             torch.nn.init.constant_(self.model.head.box_pred.bias, 4.0)
-            self.short, self.max_size = int(cfg.input.short), int(cfg.input.max_size)
-            self.tracker_cfg = dict(cfg.tracker)
+            stored = {"short": cfg.input.short, "max_size": cfg.input.max_size, "tracker": {}}
+        settings = with_overrides(stored, cfg.inference)
+        self.short, self.max_size = int(settings.short), int(settings.max_size)
+        self.tracker_cfg = dict(settings.tracker)
+        build_tracker(self.tracker_cfg)  # a bad setting fails before any frame is read
         if cfg.score_threshold is not None:
             self.model.cfg.inference.score_threshold = float(cfg.score_threshold)
         self.model.eval()
@@ -159,7 +161,7 @@ class Benchmark:
         Interleaving frame by frame exposes both figures to the same machine load. Returns the
         model-only and end-to-end seconds and the number of detections.
         """
-        tracker = OnlineTracker(**self.tracker_cfg)
+        tracker = build_tracker(self.tracker_cfg)
         frames = iter(self.frames)
         model_s = e2e_s = 0.0
         detections = 0
@@ -201,7 +203,7 @@ class Benchmark:
     def run(self, rounds: int, warmup: int) -> dict[str, Any]:
         """Warm-up, then ``rounds`` passes over the frames; figures per frame (median round)."""
         first = next(iter(self.frames))
-        warm_tracker = OnlineTracker(**self.tracker_cfg)
+        warm_tracker = build_tracker(self.tracker_cfg)
         for index in range(warmup):
             warm_tracker.update(index, self.model.forward_infer(self.preprocess(first), first.shape[:2]))
         if self.device.type == "cuda":

@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from crossvis.cli import configure_threads, require_writable_dir, user_errors
 from crossvis.inference import run_on_video
@@ -34,8 +34,8 @@ def main(cfg: DictConfig) -> None:
     for field, path in (("output", output), ("results", results_path), ("gif", cfg.gif)):
         if path:
             require_writable_dir(Path(path).parent, field)
-    module = load_checked_module(cfg.checkpoint, cfg.device, OmegaConf.to_container(cfg.tracker))
-    results = run_on_video(module, source, output, results_path, cfg.gif, cfg.min_score)
+    module = load_checked_module(cfg.checkpoint, cfg.device)
+    results = run_on_video(module, source, output, results_path, cfg.gif, cfg.min_score, cfg.inference)
     print(f"{len(results)} tracks over {source.frames_read} frames → {output}, {results_path}")
 
 

@@ -13,7 +13,7 @@ import json
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from crossvis.cli import configure_threads, require_writable_dir, user_errors
 from crossvis.evaluation.metric import format_table
@@ -27,9 +27,8 @@ def main(cfg: DictConfig) -> None:
     configure_threads(cfg.threads)
     output_dir = require_writable_dir(HydraConfig.get().runtime.output_dir, "hydra.run.dir")
     dataset, ground_truth = load_split(cfg.data)
-    tracker = OmegaConf.to_container(cfg.tracker)
-    module = load_checked_module(cfg.checkpoint, cfg.device, tracker, cfg.data, dataset.categories)
-    metrics = evaluate_dataset(module, dataset, ground_truth, output_dir, cfg.checkpoint)
+    module = load_checked_module(cfg.checkpoint, cfg.device, cfg.data, dataset.categories)
+    metrics = evaluate_dataset(module, dataset, ground_truth, output_dir, cfg.checkpoint, cfg.inference)
     if metrics is not None:
         print(format_table(metrics))
         print(json.dumps(metrics))

@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from crossvis.data.transforms import load_frame_rgb, preprocess_for_inference
-from crossvis.errors import InputFormatError
+from crossvis.errors import ConfigError, InputFormatError
 from crossvis.evaluation.results import write_results_json
 from crossvis.modeling.crossvis import CrossVIS
 from crossvis.tracking import OnlineTracker
@@ -27,6 +27,36 @@ if TYPE_CHECKING:  # the Lightning module builds a VideoInference: imported for 
 FrameCallback = Callable[[int, np.ndarray, dict, np.ndarray], None]
 
 
+def with_overrides(stored: DictConfig | dict, overrides: DictConfig | dict | None) -> DictConfig:
+    """``stored`` (e.g. a checkpoint's ``inference`` config) with the non-null values of ``overrides``
+    (conf/inference/checkpoint.yaml: null = keep the stored value)."""
+    merged = OmegaConf.create(_plain(stored))
+    if overrides is not None:
+        merged = OmegaConf.merge(merged, _without_nulls(_plain(overrides)))
+    return merged
+
+
+def _plain(cfg: DictConfig | dict) -> dict:
+    """A resolved plain dict (a node of a run config resolves against its root: ``${data.transform.short}``)."""
+    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+
+
+def _without_nulls(tree: dict) -> dict:
+    return {k: _without_nulls(v) if isinstance(v, dict) else v for k, v in tree.items() if v is not None}
+
+
+def build_tracker(cfg_tracker: DictConfig | dict) -> OnlineTracker:
+    """The tracker of ``inference.tracker``; a bad setting is a config error naming its key."""
+    settings = _plain(cfg_tracker)
+    try:
+        return OnlineTracker(**settings)
+    except TypeError as error:  # a key OnlineTracker does not take
+        raise ConfigError(f"inference.tracker: unknown setting ({error}); expected some of "
+                          "match_threshold, scoring, category_vote, masktrack_weights") from None
+    except ValueError as error:  # OnlineTracker names its argument: "scoring: expected ..."
+        raise ConfigError(f"inference.tracker.{error}") from None
+
+
 class VideoInference:
     """Processes one video at a time, frame by frame, as the paper's online setting requires."""
 
@@ -39,11 +69,28 @@ class VideoInference:
         category_ids: Sequence[int],
     ) -> None:
         self.model = model
-        self.short = short
-        self.max_size = max_size
+        self.short = int(short)
+        self.max_size = int(max_size)
         self.tracker_cfg = dict(tracker_cfg)
-        OnlineTracker(**self.tracker_cfg)  # a bad tracker setting fails here, before any frame is read
+        build_tracker(self.tracker_cfg)  # a bad tracker setting fails here, before any frame is read
         self.category_ids = list(category_ids)
+
+    @classmethod
+    def from_config(
+        cls,
+        cfg_inference: DictConfig | dict,
+        model: CrossVIS,
+        category_ids: Sequence[int],
+        overrides: DictConfig | dict | None = None,
+    ) -> VideoInference:
+        """Online inference as ``inference.*`` (conf/inference/default.yaml) says, with the non-null
+        ``overrides`` (evaluate / demo: conf/inference/checkpoint.yaml) applied."""
+        if model.embedding is None:
+            raise ConfigError(
+                "video inference tracks with embeddings: model.embedding.enabled=false suits data=coco only"
+            )
+        cfg = with_overrides(cfg_inference, overrides)
+        return cls(model, cfg.short, cfg.max_size, cfg.tracker, category_ids)
 
     @torch.inference_mode()
     def run_frames(
@@ -58,7 +105,7 @@ class VideoInference:
         """
         was_training = self.model.training
         self.model.eval()
-        tracker = OnlineTracker(**self.tracker_cfg)
+        tracker = build_tracker(self.tracker_cfg)
         device = next(self.model.parameters()).device
         for index, frame in enumerate(frames):
             image = preprocess_for_inference(frame, self.short, self.max_size).to(device)
@@ -85,9 +132,11 @@ def run_on_video(
     results_path: str | Path,
     gif: str | Path | None = None,
     min_score: float = 0.0,
+    inference_overrides: DictConfig | dict | None = None,
 ) -> list[dict]:
-    """Online inference over ``source``; writes the overlay video and the results json."""
-    inference = module.video_inference()
+    """Online inference over ``source`` (the module's ``inference`` config with ``inference_overrides``);
+    writes the overlay video and the results json."""
+    inference = VideoInference.from_config(module.cfg.inference, module.model, module.category_ids, inference_overrides)
     with OverlayVideoWriter(output, source.fps, gif) as writer, tqdm(total=source.estimated_frames, desc="frames") as bar:
 
         def on_frame(index: int, frame: np.ndarray, detections: dict, track_ids: np.ndarray) -> None:

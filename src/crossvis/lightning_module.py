@@ -74,20 +74,6 @@ class CrossVISModule(pl.LightningModule):
         self._pair_counts: dict[str, int] = {}  # training pairs seen per source (video / coco)
 
     # ----------------------------------------------------------------------------- inference
-    def video_inference(self) -> VideoInference:
-        """Online inference (model + tracker) configured like this run."""
-        if self.model.embedding is None:
-            raise ValueError(
-                "video inference tracks with embeddings: model.embedding.enabled=false suits data=coco only"
-            )
-        return VideoInference(
-            self.model,
-            short=self.cfg.data.transform.short,
-            max_size=self.cfg.data.transform.max_size,
-            tracker_cfg=self.cfg.tracker,
-            category_ids=self.category_ids,
-        )
-
     # ------------------------------------------------------------------------------ training
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         losses = self.model.forward_train(batch["images"], batch["image_sizes"], batch["targets"])
@@ -125,13 +111,15 @@ class CrossVISModule(pl.LightningModule):
     def on_validation_epoch_start(self) -> None:
         self._val_results = {}
         self._previews = []
-        self._inference = None if self._still_images() else self.video_inference()
+        self._inference = (
+            None if self._still_images() else VideoInference.from_config(self.cfg.inference, self.model, self.category_ids)
+        )
 
     def validation_step(self, video: dict[str, Any], batch_idx: int) -> None:
         if self._inference is None:  # a COCO image
-            t = self.cfg.data.transform
+            resize = self.cfg.inference
             self._val_results[video["image_id"]] = image_results(
-                self.model, video["image_id"], video["path"], t.short, t.max_size, self.category_ids
+                self.model, video["image_id"], video["path"], resize.short, resize.max_size, self.category_ids
             )
             return
         video_id = video["video_id"]

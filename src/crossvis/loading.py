@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from crossvis.cli import require_file
 from crossvis.data.ytvis import Category
@@ -19,7 +19,6 @@ from crossvis.training_checkpoints import CHECKPOINT_EXPECTED
 def load_module(
     checkpoint: str | Path,
     device: str = "cpu",
-    tracker: dict | None = None,
     data: DictConfig | None = None,
     categories: Sequence[Category] | None = None,
 ) -> CrossVISModule:
@@ -30,7 +29,8 @@ def load_module(
     backbone of the file's depth and the test-time resize of ``data``, class and identity counts
     from the file, and category names/ids from ``categories`` (those of the split to evaluate;
     generic names without them). Every model tensor must load (re-initialised: only a CondInst
-    file's embedding branch).
+    file's embedding branch). The module's ``cfg.inference`` holds its test-time settings (checkpoints
+    written before the ``inference`` group get them from their ``data.transform`` and ``tracker``).
     """
     path = Path(checkpoint)
     if not path.is_file():
@@ -54,8 +54,10 @@ def load_module(
         module = CrossVISModule(cfg, num_classes, num_identities, names, ids)
         module.model.load_init(path, strict=True)
         module.to(torch.device(device))
-    if tracker:
-        module.cfg.tracker = OmegaConf.merge(module.cfg.tracker, tracker)
+    if "inference" not in module.cfg:  # written before conf/inference existed
+        transform = module.cfg.data.transform
+        module.cfg.inference = {"short": transform.short, "max_size": transform.max_size,
+                                "tracker": module.cfg.get("tracker") or {}}
     return module.eval()
 
 

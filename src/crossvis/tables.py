@@ -11,7 +11,7 @@ submitted: a CSV with a ``run`` column (the run folder, absolute or relative to 
 or the current directory) and metric columns (``AP``, ``AP50``, ... in percent, as the server
 prints them). Runs that repeat a cell (seeds) are summarised as median ± std; cells with no
 finished run are printed as ``missing``. Each row also says which tracker its runs used
-(``tracker.scoring``), and the paper's figures stand beside ours.
+(``inference.tracker.scoring``), and the paper's figures stand beside ours.
 """
 
 from __future__ import annotations
@@ -221,7 +221,7 @@ class Cell:
 @dataclass(frozen=True)
 class Collected:
     cells: dict[tuple[str, str], Cell]
-    trackers: dict[str, str]  # row -> tracker.scoring of its runs
+    trackers: dict[str, str]  # row -> inference.tracker.scoring of its runs
     splits: list[str]  # where the local numbers come from
     with_official: bool
 
@@ -233,6 +233,12 @@ def _split_of(run: Run) -> str:
         every = OmegaConf.select(run.config, "data.holdout_every")
         return f"{data} held-out training videos (every {every}-th video id, holdout_split.json)"
     return f"{data} data.val ({OmegaConf.select(run.config, 'data.val.json', default='?')})"
+
+
+def _scoring_of(run: Run) -> str:
+    """The run's ``inference.tracker.scoring`` (runs from before the inference group: ``tracker.scoring``)."""
+    legacy = OmegaConf.select(run.config, "tracker.scoring", default="public")
+    return str(OmegaConf.select(run.config, "inference.tracker.scoring", default=legacy))
 
 
 def collect(table: Table, runs: list[Run], official: dict[Path, dict[str, float]] | None = None) -> Collected:
@@ -247,7 +253,7 @@ def collect(table: Table, runs: list[Run], official: dict[Path, dict[str, float]
             served = [official[p][column.metric] for p in (r.path.resolve() for r in matching)
                       if column.metric in official.get(p, {})]
             cells[(row_label, column.label)] = Cell(values, table.paper.get((row_label, column.label)), served)
-        used = sorted({str(OmegaConf.select(r.config, "tracker.scoring", default="public")) for r in row_runs})
+        used = sorted({_scoring_of(r) for r in row_runs})
         trackers[row_label] = ", ".join(used) or "–"
     return Collected(cells, trackers, sorted({_split_of(r) for r in runs}), bool(official))
 

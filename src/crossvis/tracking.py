@@ -29,7 +29,6 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import box_iou
 
-from crossvis.errors import ConfigError
 from crossvis.rle import encode_masks
 
 Scoring = Literal["public", "masktrack"]
@@ -57,11 +56,11 @@ class OnlineTracker:
         masktrack_weights: Sequence[float] = (1.0, 2.0, 10.0),
     ) -> None:
         if scoring not in ("public", "masktrack"):
-            raise ConfigError(f"tracker.scoring: expected 'public' or 'masktrack', got {scoring!r}")
+            raise ValueError(f"scoring: expected 'public' or 'masktrack', got {scoring!r}")
         if category_vote not in ("first", "majority"):
-            raise ConfigError(f"tracker.category_vote: expected 'first' or 'majority', got {category_vote!r}")
+            raise ValueError(f"category_vote: expected 'first' or 'majority', got {category_vote!r}")
         if len(masktrack_weights) != 3:
-            raise ConfigError(f"tracker.masktrack_weights: expected 3 weights (log score, IoU, category), "
+            raise ValueError(f"masktrack_weights: expected 3 weights (log score, IoU, category), "
                               f"got {masktrack_weights!r}")
         self.match_threshold = match_threshold
         self.scoring = scoring

@@ -12,6 +12,7 @@ from crossvis.data.ytvis import VISDataset, load_vis
 from crossvis.errors import ConfigError
 from crossvis.evaluation.metric import evaluate as evaluate_results
 from crossvis.evaluation.results import write_results_json, write_submission_zip
+from crossvis.inference import VideoInference
 from crossvis.lightning_module import CrossVISModule
 from crossvis.training_checkpoints import check_categories
 
@@ -47,15 +48,17 @@ def evaluate_dataset(
     ground_truth: dict | None,
     output_dir: Path,
     checkpoint: str | Path = "checkpoint",
+    inference_overrides: DictConfig | dict | None = None,
 ) -> dict | None:
-    """Online inference over every video of ``dataset``; returns the metrics when ground truth exists.
+    """Online inference over every video of ``dataset`` (the module's ``inference`` config with
+    ``inference_overrides``); returns the metrics when ground truth exists.
 
     The module's categories (ids and names) must be the split's, checked before any frame is
     read, so results and ``submission.zip`` can only hold the dataset's category ids.
     """
     check_categories(checkpoint, module.category_names, module.category_ids, dataset.json_path,
                      [(c.id, c.name) for c in dataset.categories])
-    inference = module.video_inference()
+    inference = VideoInference.from_config(module.cfg.inference, module.model, module.category_ids, inference_overrides)
     results: list[dict] = []
     for video in tqdm(dataset.videos, desc="videos", unit="video"):
         paths = [str(video.frame_path(i)) for i in range(video.length)]

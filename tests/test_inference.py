@@ -1,0 +1,94 @@
+"""The inference runner: the `inference` config group reaches VideoInference and the tracker; frames are
+resized as configured, tracked and written as one result per track."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from crossvis.errors import ConfigError
+from crossvis.inference import VideoInference, with_overrides
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def _compose(name: str, *overrides: str):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(name, overrides=list(overrides))
+
+
+class RecordingModel(torch.nn.Module):
+    """Records the input size of each call; returns one fixed 4x4 detection with a fixed embedding."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+        self.embedding = torch.nn.Identity()
+        self.sizes: list[tuple[int, int]] = []
+
+    def forward_infer(self, image: torch.Tensor, orig_size: tuple[int, int]) -> dict[str, torch.Tensor]:
+        self.sizes.append(tuple(image.shape[-2:]))
+        masks = torch.zeros(1, *orig_size, dtype=torch.bool)
+        masks[0, 2:6, 3:7] = True
+        return {
+            "boxes": torch.tensor([[3.0, 2.0, 7.0, 6.0]]),
+            "labels": torch.tensor([1]),
+            "scores": torch.tensor([0.8]),
+            "masks": masks,
+            "embeddings": torch.tensor([[0.0, 1.0]]),
+        }
+
+
+def test_training_config_gives_the_test_time_resize_and_tracker() -> None:
+    cfg = _compose("train", "data=synthetic")
+    inference = VideoInference.from_config(cfg.inference, RecordingModel(), [5, 9])
+    # conf/data/synthetic.yaml: transform.short 192, max_size 320; conf/inference/default.yaml tracker
+    assert (inference.short, inference.max_size) == (192, 320)
+    assert inference.tracker_cfg == {
+        "match_threshold": 0.4, "scoring": "public", "category_vote": "first", "masktrack_weights": [1.0, 2.0, 10.0]
+    }
+
+
+def test_table8_baseline_rows_track_with_masktrack_scoring() -> None:
+    cfg = _compose("train", "experiment=table8", "model.embedding.type=pairwise")
+    assert VideoInference.from_config(cfg.inference, RecordingModel(), [1]).tracker_cfg["scoring"] == "masktrack"
+
+
+def test_evaluate_overrides_replace_only_the_keys_given() -> None:
+    stored = {"short": 192, "max_size": 320, "tracker": {"match_threshold": 0.4, "scoring": "public",
+                                                         "category_vote": "first", "masktrack_weights": [1, 2, 10]}}
+    for entry_point in ("evaluate", "demo", "benchmark"):
+        extra = ("checkpoint=x",) if entry_point == "evaluate" else ()
+        extra += ("input=x", "checkpoint=x", "output=x") if entry_point == "demo" else ()
+        cfg = _compose(entry_point, *extra, "inference.tracker.scoring=masktrack", "inference.short=100")
+        inference = VideoInference.from_config(stored, RecordingModel(), [1], overrides=cfg.inference)
+        assert (inference.short, inference.max_size) == (100, 320), entry_point
+        assert inference.tracker_cfg == {**stored["tracker"], "scoring": "masktrack"}, entry_point
+    untouched = with_overrides(stored, _compose("evaluate", "checkpoint=x").inference)
+    assert untouched == stored
+
+
+def test_bad_tracker_override_names_the_config_key() -> None:
+    with pytest.raises(ConfigError, match="inference.tracker.category_vote: expected 'first' or 'majority'"):
+        VideoInference.from_config({"short": 8, "max_size": 8, "tracker": {}}, RecordingModel(), [1],
+                                   overrides={"tracker": {"category_vote": "last"}})
+    with pytest.raises(ConfigError, match="inference.tracker: unknown setting"):
+        VideoInference.from_config({"short": 8, "max_size": 8, "tracker": {"iou": 0.5}}, RecordingModel(), [1])
+
+
+def test_run_frames_resizes_tracks_and_restores_the_mode() -> None:
+    model = RecordingModel().train()
+    inference = VideoInference(model, short=24, max_size=40, tracker_cfg={}, category_ids=[5, 9])
+    frames = [np.full((48, 64, 3), i, dtype=np.uint8) for i in range(3)]
+    seen: list[tuple[int, list[int]]] = []
+    results = inference.run_frames(4, frames, on_frame=lambda i, frame, det, ids: seen.append((i, ids.tolist())))
+    assert model.sizes == [(24, 32)] * 3  # 48x64 -> short side 24 (64 * 24 / 48 = 32 <= 40)
+    assert seen == [(0, [0]), (1, [0]), (2, [0])]  # the same box and embedding: one track
+    [track] = results
+    assert track["video_id"] == 4 and track["category_id"] == 9  # label 1 -> category_ids[1]
+    assert len(track["segmentations"]) == 3 and all(s["size"] == [48, 64] for s in track["segmentations"])
+    assert model.training  # run_frames evaluates, then puts the model back as it was
