@@ -12,10 +12,9 @@ from crossvis.modeling.condinst import (
     dice_loss,
     gt_masks_at_stride4,
     mean_dice,
-    aligned_bilinear,
     sample_per_group,
-    upsample,
 )
+from crossvis.modeling.layers import aligned_bilinear, upsample
 
 SOI = [64, 128, 256, 512, 1024]
 

@@ -11,7 +11,7 @@ from hydra import compose, initialize_config_dir
 from crossvis.modeling.condinst import DynamicMaskHead, dice_loss, mean_dice
 from crossvis.modeling.crossover import crossover_loss
 from crossvis.modeling.crossvis import CrossVIS
-from crossvis.modeling.fcos import Positives
+from crossvis.modeling.types import Positives
 
 pytestmark = pytest.mark.filterwarnings("ignore:model.backbone.frozen_bn=true with random")
 

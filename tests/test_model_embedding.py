@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from crossvis.modeling.embedding import EmbeddingHead, IdentityLoss, cosine_logit_scale
-from crossvis.modeling.fcos import Positives
+from crossvis.modeling.types import Positives
 
 ALPHA, GAMMA = 0.25, 2.0
 

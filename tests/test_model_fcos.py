@@ -9,16 +9,15 @@ import torch
 
 from crossvis.modeling.fcos import (
     FCOSHead,
-    HeadOutputs,
     assign_targets,
     build_targets,
     centerness_target,
     detection_losses,
     ltrb_giou_loss,
     postprocess_boxes,
-    pyramid_locations,
     select_detections,
 )
+from crossvis.modeling.types import HeadOutputs, pyramid_locations
 
 SOI = [64, 128, 256, 512]
 STRIDES = [8, 16, 32, 64, 128]

@@ -6,46 +6,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from crossvis.modeling.fcos import grid_points
+from crossvis.modeling.layers import upsample
+from crossvis.modeling.types import grid_points
 
 MASK_FEATURE_STRIDE = 8
-UPSAMPLE_MODES = ("aligned_bilinear", "pixel_center")
 
 
 def _conv_bn_relu(in_channels: int, out_channels: int) -> nn.Sequential:
     conv = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)
     nn.init.kaiming_uniform_(conv.weight, a=1)
     return nn.Sequential(conv, nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True))
-
-
-def aligned_bilinear(x: Tensor, factor: int) -> Tensor:
-    """AdelaiDet's ``aligned_bilinear`` (the reference for every CondInst upsampling).
-
-    Replicate-pad right/bottom by 1, bilinear to (f·h+1, f·w+1) with ``align_corners=True``,
-    replicate-pad left/top by f//2, crop to (f·h, f·w). For f = 2 the row [0, 1] becomes [0, 0, 0.5, 1].
-    """
-    if factor == 1:
-        return x
-    h, w = x.shape[-2:]
-    x = F.pad(x, (0, 1, 0, 1), mode="replicate")
-    x = F.interpolate(x, size=(factor * h + 1, factor * w + 1), mode="bilinear", align_corners=True)
-    x = F.pad(x, (factor // 2, 0, factor // 2, 0), mode="replicate")
-    return x[..., : factor * h, : factor * w]
-
-
-def upsample(x: Tensor, factor: int, mode: str = "aligned_bilinear") -> Tensor:
-    """×``factor`` bilinear upsampling of ``x [N, C, h, w]`` (``model.upsample``).
-
-    ``aligned_bilinear`` (default) reproduces AdelaiDet, whose output sits a quarter input stride
-    (for f = 2) off the feature points. ``pixel_center`` (``align_corners=False``) keeps the points
-    ``stride//2 + k*stride`` of :func:`grid_points` in place: output j of stride s/f lands exactly at
-    image point (s/f)(j + 1/2). Geometrically cleaner, but not what released weights were trained with.
-    """
-    if mode == "aligned_bilinear":
-        return aligned_bilinear(x, factor)
-    if mode == "pixel_center":
-        return F.interpolate(x, scale_factor=factor, mode="bilinear", align_corners=False)
-    raise ValueError(f"model.upsample={mode!r}: expected one of {UPSAMPLE_MODES}")
 
 
 class MaskBranch(nn.Module):

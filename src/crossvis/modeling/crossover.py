@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from crossvis.modeling.condinst import DynamicMaskHead, dice_loss, sample_per_group
-from crossvis.modeling.fcos import Positives
+from crossvis.modeling.types import Positives
 
 
 def crossover_loss(

@@ -13,13 +13,11 @@ from torch import Tensor, nn
 from crossvis.modeling.backbone import FPN_STRIDES, BackboneFPN, pad_to_multiple
 from crossvis.modeling.released_weights import CheckpointError, backbone_for, mismatch_error, plan_init, read_weights
 from crossvis.modeling.condinst import (
-    UPSAMPLE_MODES,
     DynamicMaskHead,
     MaskBranch,
     gt_masks_at_stride4,
     mean_dice,
     sample_per_group,
-    upsample,
 )
 from crossvis.modeling.crossover import crossover_loss
 from crossvis.modeling.embedding import EmbeddingHead, IdentityLoss
@@ -28,14 +26,13 @@ from crossvis.modeling.precision import with_inference_precision
 from crossvis.modeling.fcos import (
     BOX_LOSSES,
     FCOSHead,
-    HeadOutputs,
-    PyramidLocations,
     build_targets,
     detection_losses,
     postprocess_boxes,
-    pyramid_locations,
     select_detections,
 )
+from crossvis.modeling.layers import UPSAMPLE_MODES, upsample
+from crossvis.modeling.types import HeadOutputs, PyramidLocations, pyramid_locations
 
 SIZE_DIVISOR = 32
 # model.loss_normalizer: per_frame = public code (L_det, L_seg of frame t and of t+δ, each over its

@@ -16,7 +16,8 @@ from torch import Tensor, nn
 from torchvision.ops import sigmoid_focal_loss
 
 from crossvis.modeling.distributed import positive_normalizer
-from crossvis.modeling.fcos import Positives, conv_gn_tower, flatten_levels
+from crossvis.modeling.layers import conv_gn_tower
+from crossvis.modeling.types import Positives, flatten_levels
 
 EMBEDDING_TYPES = ("global", "pairwise")
 EMBEDDING_LOSSES = ("focal", "ce")

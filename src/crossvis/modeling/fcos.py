@@ -1,13 +1,12 @@
-"""FCOS: the shared detection head, its locations, target assignment, losses and detection decoding.
+"""FCOS: the shared detection head, target assignment, losses and detection decoding.
 
 The head also emits the CondInst controller output (the dynamic mask-head parameters θ_{x,y}).
-Everything is laid out per image as one flat list of locations, level after level ([N, L, ·]).
+Locations and outputs are the flat per-level layout of :mod:`crossvis.modeling.types`.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -15,78 +14,8 @@ from torch import Tensor, nn
 from torchvision.ops import batched_nms, clip_boxes_to_image, generalized_box_iou_loss, sigmoid_focal_loss
 
 from crossvis.modeling.distributed import mean_across_ranks, positive_normalizer
-
-
-@dataclass
-class PyramidLocations:
-    """Image-plane points of every pyramid location (all levels, flattened row-major, level after level)."""
-
-    points: Tensor  # [L, 2] (x, y) pixels
-    levels: Tensor  # [L] long level index (0 = P3)
-    strides: Tensor  # [L] float stride of the location's level
-
-
-@dataclass
-class HeadOutputs:
-    """Dense FCOS/controller predictions for a batch of images, flattened over levels."""
-
-    cls_logits: Tensor  # [N, L, C]
-    box_reg: Tensor  # [N, L, 4] (l, t, r, b) distances in pixels
-    ctr_logits: Tensor  # [N, L]
-    params: Tensor  # [N, L, K] dynamic mask-head parameters
-
-
-@dataclass
-class Positives:
-    """Positive locations of a batch of frames, with what the mask/crossover/identity losses need."""
-
-    frame: Tensor  # [P] frame index in the flattened 2B batch (frame 2b = key, 2b+1 = reference)
-    location: Tensor  # [P] index into the flattened pyramid locations
-    points: Tensor  # [P, 2] (x, y) pixels
-    levels: Tensor  # [P] level index
-    gt_index: Tensor  # [P] index into the batch's concatenated ground-truth instances
-    identities: Tensor  # [P] identity in 0..M-1
-
-    def subset(self, index: Tensor) -> Positives:
-        """Positives restricted to ``index`` (a long index or a bool mask)."""
-        return Positives(*(getattr(self, f)[index] for f in self.__dataclass_fields__))
-
-
-def grid_points(height: int, width: int, stride: int, device: torch.device) -> Tensor:
-    """Points ``stride//2 + k*stride`` of an (height, width) feature map, row-major, as [H*W, 2] (x, y)."""
-    ys = torch.arange(height, device=device, dtype=torch.float32) * stride + stride // 2
-    xs = torch.arange(width, device=device, dtype=torch.float32) * stride + stride // 2
-    yy, xx = torch.meshgrid(ys, xs, indexing="ij")
-    return torch.stack([xx.reshape(-1), yy.reshape(-1)], dim=1)
-
-
-def pyramid_locations(shapes: list[tuple[int, int]], strides: list[int], device: torch.device) -> PyramidLocations:
-    """Locations of all pyramid levels in the flattening order used by :class:`HeadOutputs`."""
-    points = [grid_points(h, w, s, device) for (h, w), s in zip(shapes, strides)]
-    sizes = torch.tensor([p.shape[0] for p in points], device=device)
-    levels = torch.repeat_interleave(torch.arange(len(points), device=device), sizes)
-    stride_t = torch.tensor(strides, dtype=torch.float32, device=device)[levels]
-    return PyramidLocations(torch.cat(points), levels, stride_t)
-
-
-def _num_groups(channels: int) -> int:
-    """GroupNorm groups: 32 when ``channels`` allows, fewer for narrow towers.
-
-    Each group keeps at least 2 channels: a 1-channel group on a 1×1 P7 map (small inputs) has a
-    single value, which GroupNorm rejects at batch size 1.
-    """
-    return math.gcd(32, max(channels // 2, 1))
-
-
-def conv_gn_tower(in_channels: int, channels: int, num_convs: int) -> nn.Sequential:
-    """``num_convs`` × (3×3 conv, GroupNorm, ReLU), convs initialised N(0, 0.01) as in FCOS."""
-    layers: list[nn.Module] = []
-    for i in range(num_convs):
-        conv = nn.Conv2d(in_channels if i == 0 else channels, channels, 3, padding=1)
-        nn.init.normal_(conv.weight, std=0.01)
-        nn.init.zeros_(conv.bias)
-        layers += [conv, nn.GroupNorm(_num_groups(channels), channels), nn.ReLU(inplace=True)]
-    return nn.Sequential(*layers)
+from crossvis.modeling.layers import conv_gn_tower
+from crossvis.modeling.types import HeadOutputs, Positives, PyramidLocations, flatten_levels
 
 
 def _predictor(in_channels: int, out_channels: int, bias: float = 0.0) -> nn.Conv2d:
@@ -94,11 +23,6 @@ def _predictor(in_channels: int, out_channels: int, bias: float = 0.0) -> nn.Con
     nn.init.normal_(conv.weight, std=0.01)
     nn.init.constant_(conv.bias, bias)
     return conv
-
-
-def flatten_levels(maps: list[Tensor]) -> Tensor:
-    """[N, C, H_l, W_l] per level → [N, ΣH_lW_l, C]."""
-    return torch.cat([m.flatten(2).transpose(1, 2) for m in maps], dim=1)
 
 
 class FCOSHead(nn.Module):
