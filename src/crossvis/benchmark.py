@@ -36,8 +36,9 @@ from torch import Tensor, nn
 
 from crossvis.cli import user_errors
 from crossvis.data.transforms import preprocess_for_inference
-from crossvis.errors import ConfigError, InputFormatError
+from crossvis.errors import ConfigError, InputFormatError, config_keys
 from crossvis.inference import build_tracker, with_overrides
+from crossvis.lightning_module import MODEL_CONFIG_KEYS, build_model
 from crossvis.loading import load_module
 from crossvis.modeling.crossvis import CrossVIS
 from crossvis.modeling.precision import autocast_dtype
@@ -111,7 +112,7 @@ class Benchmark:
                 self.model.cfg.inference[key] = cfg.model.inference[key]
             stored = module.cfg.inference
         else:
-            self.model = CrossVIS(cfg.model, int(cfg.num_classes), int(cfg.num_identities)).to(self.device)
+            self.model = build_model(cfg.model, int(cfg.num_classes), int(cfg.num_identities)).to(self.device)
             # Random box regression gives zero-size boxes, which the reference post-processing drops.
             # A bias of 4 puts every box side 4 strides (>= 32 px) from its location, so even locations
             # in the padding keep a box that overlaps the image and the forced max_detections survive.
@@ -124,7 +125,8 @@ class Benchmark:
         if cfg.score_threshold is not None:
             self.model.cfg.inference.score_threshold = float(cfg.score_threshold)
         self.model.eval()
-        dtype = autocast_dtype(self.model.cfg.inference.precision)
+        with config_keys(MODEL_CONFIG_KEYS):
+            dtype = autocast_dtype(self.model.cfg.inference.precision)
         self.dtype = str(dtype or torch.float32).replace("torch.", "")
 
     def preprocess(self, frame: np.ndarray) -> Tensor:

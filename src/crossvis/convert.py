@@ -21,6 +21,7 @@ import sys
 import torch
 
 from crossvis.io import atomic_path
+from crossvis.lightning_module import build_model
 from crossvis.modeling.released_weights import (
     CheckpointError,
     backbone_for,
@@ -29,14 +30,13 @@ from crossvis.modeling.released_weights import (
     read_weights,
     released_model_config,
 )
-from crossvis.modeling.crossvis import CrossVIS
 
 
 def convert(src: str, dst: str, num_classes: int | None, num_identities: int | None, overrides: list[str]) -> dict:
     """Write the converted checkpoint to ``dst`` (atomically) and return the report."""
     source = read_weights(src)
     cfg, source_classes, source_identities = released_model_config(source, overrides)
-    model = CrossVIS(cfg.model, num_classes or source_classes, num_identities or source_identities)
+    model = build_model(cfg.model, num_classes or source_classes, num_identities or source_identities)
     target = model.state_dict()
     plan = plan_init(source, target)
     if not plan.complete:

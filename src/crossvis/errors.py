@@ -8,7 +8,9 @@ working.
 
 from __future__ import annotations
 
+import contextlib
 import re
+from typing import Iterator, Mapping
 
 
 class UserError(Exception):
@@ -25,6 +27,29 @@ class InputNotFoundError(UserError, FileNotFoundError):
 
 class ConfigError(UserError, ValueError):
     """A config value is not one of the accepted ones."""
+
+
+class ArgumentError(ValueError):
+    """Library code (e.g. ``crossvis.modeling``) rejecting one of its own arguments, named by ``argument``.
+
+    Library code knows nothing of config paths; the code that builds it from a config re-raises
+    this as a :class:`ConfigError` naming the config key (:func:`config_keys`).
+    """
+
+    def __init__(self, argument: str, detail: str) -> None:
+        self.argument, self.detail = argument, detail
+        super().__init__(f"{argument}{detail}")
+
+
+@contextlib.contextmanager
+def config_keys(keys: Mapping[str, str]) -> Iterator[None]:
+    """Re-raise an :class:`ArgumentError` about argument ``a`` as a :class:`ConfigError` about ``keys[a]``."""
+    try:
+        yield
+    except ArgumentError as error:
+        if error.argument not in keys:
+            raise
+        raise ConfigError(f"{keys[error.argument]}{error.detail}") from None
 
 
 # torch re-raises a DataLoader worker's exception in the main process with the message

@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import WandbLogger
 from torch import nn
 
+from crossvis.errors import config_keys
 from crossvis.evaluation.coco_eval import evaluate_coco, image_results
 from crossvis.evaluation.metric import evaluate as evaluate_results
 from crossvis.inference import VideoInference
@@ -23,12 +24,28 @@ from crossvis.visualize import draw_tracks
 
 LOSS_NAMES = ("loss_cls", "loss_box", "loss_ctr", "loss_mask", "loss_cross", "loss_id")
 VAL_METRICS = ("AP", "AP50", "AP75", "AR1", "AR10")
+# The model's arguments (crossvis.modeling) as config keys, for its errors (ArgumentError → ConfigError).
+MODEL_CONFIG_KEYS = {
+    "loss_normalizer": "model.loss_normalizer",
+    "upsample": "model.upsample",
+    "box_loss": "model.fcos.box_loss",
+    "sizes_of_interest": "model.fcos.sizes_of_interest",
+    "kind": "model.embedding.type",
+    "loss": "model.embedding.loss",
+    "precision": "model.inference.precision",
+}
 NUM_PREVIEWS = 3  # frames of the first validation video drawn with their tracks for W&B
 # detectron2's norm_module_types (solver/build.py): no weight decay on them (WEIGHT_DECAY_NORM = 0).
 NORM_TYPES = (
     nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm, nn.GroupNorm,
     nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d, nn.LayerNorm, nn.LocalResponseNorm,
 )
+
+
+def build_model(cfg_model: DictConfig, num_classes: int, num_identities: int) -> CrossVIS:
+    """``CrossVIS`` from the ``model`` config; an error about one of its arguments names the config key."""
+    with config_keys(MODEL_CONFIG_KEYS):
+        return CrossVIS(cfg_model, num_classes=num_classes, num_identities=num_identities)
 
 
 class CrossVISModule(pl.LightningModule):
@@ -63,7 +80,7 @@ class CrossVISModule(pl.LightningModule):
             }
         )
         self.cfg = cfg
-        self.model = CrossVIS(cfg.model, num_classes=num_classes, num_identities=num_identities)
+        self.model = build_model(cfg.model, num_classes, num_identities)
         self.category_names = list(category_names)
         self.category_ids = list(category_ids)
         self.val_ground_truth = val_ground_truth

@@ -10,6 +10,7 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
+from crossvis.errors import ArgumentError
 from crossvis.modeling.backbone import FPN_STRIDES, BackboneFPN, pad_to_multiple
 from crossvis.modeling.released_weights import CheckpointError, backbone_for, mismatch_error, plan_init, read_weights
 from crossvis.modeling.condinst import (
@@ -22,7 +23,7 @@ from crossvis.modeling.condinst import (
 from crossvis.modeling.crossover import crossover_loss
 from crossvis.modeling.embedding import EmbeddingHead, IdentityLoss
 from crossvis.modeling.paste import paste_masks
-from crossvis.modeling.precision import with_inference_precision
+from crossvis.modeling.precision import autocast_dtype, with_inference_precision
 from crossvis.modeling.fcos import (
     BOX_LOSSES,
     FCOSHead,
@@ -54,14 +55,19 @@ class CrossVIS(nn.Module):
         self.cfg = cfg
         self.num_classes = num_classes
         self.loss_normalizer = cfg.get("loss_normalizer", "per_frame")
+        # Settings used only later (training / inference) are checked here, so a bad one fails at once.
         if self.loss_normalizer not in LOSS_NORMALIZERS:
-            raise ValueError(f"model.loss_normalizer: expected one of {LOSS_NORMALIZERS}, got {self.loss_normalizer!r}")
+            raise ArgumentError("loss_normalizer", f": expected one of {LOSS_NORMALIZERS}, got {self.loss_normalizer!r}")
         self.upsample_mode = str(cfg.get("upsample", "aligned_bilinear"))
         if self.upsample_mode not in UPSAMPLE_MODES:
-            raise ValueError(f"model.upsample={self.upsample_mode!r}: expected one of {UPSAMPLE_MODES}")
+            raise ArgumentError("upsample", f"={self.upsample_mode!r}: expected one of {UPSAMPLE_MODES}")
         self.box_loss = str(cfg.fcos.get("box_loss", "iou_plus1"))
         if self.box_loss not in BOX_LOSSES:
-            raise ValueError(f"model.fcos.box_loss={self.box_loss!r}: expected one of {BOX_LOSSES}")
+            raise ArgumentError("box_loss", f"={self.box_loss!r}: expected one of {BOX_LOSSES}")
+        if len(cfg.fcos.sizes_of_interest) != len(FPN_STRIDES) - 1:
+            raise ArgumentError("sizes_of_interest", f" has {len(cfg.fcos.sizes_of_interest)} entries, expected "
+                                f"{len(FPN_STRIDES) - 1} (one boundary between each pair of pyramid levels)")
+        autocast_dtype((cfg.get("inference") or {}).get("precision", 32))
         self.features = BackboneFPN(cfg.backbone, cfg.fpn_channels, cfg.feature_grad_scale)
         self.mask_head = DynamicMaskHead(
             cfg.mask_branch.out_channels,

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import sigmoid_focal_loss
 
+from crossvis.errors import ArgumentError
 from crossvis.modeling.distributed import positive_normalizer
 from crossvis.modeling.layers import conv_gn_tower
 from crossvis.modeling.types import Positives, flatten_levels
@@ -56,9 +57,9 @@ class IdentityLoss(nn.Module):
     def __init__(self, kind: str, loss: str, dim: int, num_identities: int, alpha: float, gamma: float) -> None:
         super().__init__()
         if kind not in EMBEDDING_TYPES:
-            raise ValueError(f"model.embedding.type={kind!r}: expected one of {EMBEDDING_TYPES}")
+            raise ArgumentError("kind", f"={kind!r}: expected one of {EMBEDDING_TYPES}")
         if loss not in EMBEDDING_LOSSES:
-            raise ValueError(f"model.embedding.loss={loss!r}: expected one of {EMBEDDING_LOSSES}")
+            raise ArgumentError("loss", f"={loss!r}: expected one of {EMBEDDING_LOSSES}")
         if kind == "global" and num_identities < 1:
             raise ValueError(f"num_identities={num_identities}: the global embedding needs at least one identity")
         self.kind, self.loss, self.alpha, self.gamma = kind, loss, alpha, gamma

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import batched_nms, clip_boxes_to_image, generalized_box_iou_loss, sigmoid_focal_loss
 
+from crossvis.errors import ArgumentError
 from crossvis.modeling.distributed import mean_across_ranks, positive_normalizer
 from crossvis.modeling.layers import conv_gn_tower
 from crossvis.modeling.types import HeadOutputs, Positives, PyramidLocations, flatten_levels
@@ -89,9 +90,10 @@ def assign_targets(
     """
     num_levels = int(locations.levels.max()) + 1
     if len(sizes_of_interest) != num_levels - 1:
-        raise ValueError(
-            f"model.fcos.sizes_of_interest has {len(sizes_of_interest)} entries, expected {num_levels - 1} "
-            f"(one boundary between each pair of the {num_levels} pyramid levels)"
+        raise ArgumentError(
+            "sizes_of_interest",
+            f" has {len(sizes_of_interest)} entries, expected {num_levels - 1} "
+            f"(one boundary between each pair of the {num_levels} pyramid levels)",
         )
     num_loc = locations.points.shape[0]
     if boxes.shape[0] == 0:
@@ -215,7 +217,7 @@ def detection_losses(
             ltrb_to_boxes(points, outputs.box_reg[pos]), ltrb_to_boxes(points, target_ltrb), reduction="none"
         )
     else:
-        raise ValueError(f"model.fcos.box_loss={box_loss!r}: expected one of {BOX_LOSSES}")
+        raise ArgumentError("box_loss", f"={box_loss!r}: expected one of {BOX_LOSSES}")
     loss_box = (per_box * ctr_target).sum() / ctr_norm
     loss_ctr = F.binary_cross_entropy_with_logits(outputs.ctr_logits[pos], ctr_target, reduction="sum") / num_pos
     return {"loss_cls": loss_cls, "loss_box": loss_box, "loss_ctr": loss_ctr}

@@ -16,6 +16,8 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
+from crossvis.errors import ArgumentError
+
 AUTOCAST_DTYPES: dict[str, torch.dtype | None] = {"32": None, "bf16": torch.bfloat16, "16": torch.float16}
 
 
@@ -23,7 +25,7 @@ def autocast_dtype(precision: int | str) -> torch.dtype | None:
     """The autocast dtype of ``model.inference.precision`` (None for plain float32)."""
     key = str(precision)
     if key not in AUTOCAST_DTYPES:
-        raise ValueError(f"model.inference.precision: expected one of 32, bf16, 16, got {precision!r}")
+        raise ArgumentError("precision", f": expected one of 32, bf16, 16, got {precision!r}")
     return AUTOCAST_DTYPES[key]
 
 
