@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from crossvis.data.synthetic import STYLES, main, rasterize, render_video, uncompressed_rle, write_synthetic
-from crossvis.data.ytvis import decode_segmentation
+from crossvis.rle import decode_segmentation
 
 
 def _kind(seg) -> str:

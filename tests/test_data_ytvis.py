@@ -13,7 +13,8 @@ import pytest
 
 from crossvis.data.sampler import FramePairDataset
 from crossvis.data.transforms import PairTransform
-from crossvis.data.ytvis import VISFileNotFoundError, VISFormatError, decode_segmentation, load_vis
+from crossvis.data.ytvis import VISFileNotFoundError, VISFormatError, load_vis
+from crossvis.rle import decode_segmentation
 
 # 3x4 mask; column-major it reads 000 110 100 001 -> runs 3,2,1,1,4,1
 MASK = np.array([[0, 1, 1, 0], [0, 1, 0, 0], [0, 0, 0, 1]], dtype=bool)

@@ -269,7 +269,7 @@ def test_cli_prints_table_then_json(tmp_path: Path) -> None:
 def test_cli_exits_1_on_bad_input(case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     gt_path, res_path = tmp_path / "gt.json", tmp_path / "res.json"
     gt_path.write_text(json.dumps(GT_ONE))
-    expected = {"missing": "results file not found", "malformed": "is not valid JSON",
+    expected = {"missing": "results file not found", "malformed": "res.json: malformed JSON at line 1",
                 "unknown_video": "video_id 8 is not a ground-truth video id"}[case]
     if case == "malformed":
         res_path.write_text("[{")

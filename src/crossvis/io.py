@@ -1,4 +1,4 @@
-"""Atomic file output: a reader never sees a half-written file."""
+"""File IO with the error contract: atomic output (a reader never sees a half-written file) and one JSON reader."""
 
 from __future__ import annotations
 
@@ -9,6 +9,37 @@ import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
+
+from crossvis.errors import InputFormatError, InputNotFoundError
+
+JSON_TYPES = {dict: "a JSON object", list: "a JSON array"}
+
+
+def read_json(
+    path: str | os.PathLike,
+    what: str,
+    top_level: type | None = dict,
+    not_found: type[InputNotFoundError] = InputNotFoundError,
+    bad_format: type[InputFormatError] = InputFormatError,
+) -> Any:
+    """The JSON document at ``path``; a missing file, a folder, bad JSON or the wrong top-level type
+    (``top_level``: dict, list or None for any) is a user error naming the file and ``what`` it should be.
+    ``not_found`` / ``bad_format``: the error types to raise (e.g. the dataset readers' own subclasses)."""
+    path = Path(path)
+    if path.is_dir():
+        raise not_found(f"{path}: is a directory (expected the {what} file)")
+    if not path.is_file():
+        raise not_found(f"{path}: {what} file not found")
+    try:
+        with open(path, encoding="utf-8") as f:
+            value = json.load(f)
+    except json.JSONDecodeError as e:
+        raise bad_format(f"{path}: malformed JSON at line {e.lineno} column {e.colno}: {e.msg} (expected the {what})") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise bad_format(f"{path}: cannot read the {what} file: {e}") from None
+    if top_level is not None and not isinstance(value, top_level):
+        raise bad_format(f"{path}: expected {JSON_TYPES[top_level]} at the top level ({what}), got {type(value).__name__}")
+    return value
 
 
 @contextlib.contextmanager

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import json
 import math
 import statistics
 import sys
@@ -30,7 +29,7 @@ from omegaconf import OmegaConf
 
 from crossvis.cli import user_errors
 from crossvis.errors import InputNotFoundError, UserError
-from crossvis.io import atomic_path
+from crossvis.io import atomic_path, read_json
 
 METRICS = ("AP", "AP50", "AP75", "AR1", "AR10")
 
@@ -163,7 +162,7 @@ def load_runs(sweep_dir: Path) -> list[Run]:
         metrics_path = run_dir / "metrics.json"
         if metrics_path.is_file():
             config = OmegaConf.load(config_path)
-            runs.append(Run(run_dir, config, json.loads(metrics_path.read_text())))
+            runs.append(Run(run_dir, config, read_json(metrics_path, "run metrics (crossvis.train)")))
     return runs
 
 

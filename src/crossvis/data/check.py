@@ -25,7 +25,8 @@ from tqdm import tqdm
 
 from crossvis.cli import user_errors
 from crossvis.data.coco import is_coco_json, report_coco
-from crossvis.data.ytvis import VISDataset, VISFormatError, _read_json, decode_segmentation, vis_from_dict
+from crossvis.data.ytvis import VISDataset, VISFormatError, read_annotation_json, vis_from_dict
+from crossvis.rle import decode_segmentation
 
 
 def decode_frames(vis: VISDataset, workers: int | None = None) -> None:
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("image_root", type=Path)
     parser.add_argument("--no-decode", action="store_true", help="do not decode the frames (quick pass: existence only)")
     args = parser.parse_args(argv)
-    raw = _read_json(args.annotation_json)
+    raw = read_annotation_json(args.annotation_json)
     if is_coco_json(raw):  # COCO instances json (still images)
         report_coco(raw, args.annotation_json, args.image_root)
         return 0

@@ -3,7 +3,7 @@
 Format: ``images[{id, width, height, file_name}]``, ``categories[{id, name}]``,
 ``annotations[{id, image_id, category_id, iscrowd, segmentation}]`` where ``segmentation`` is a
 list of polygons (non-crowd) or an RLE dict (crowd regions: uncompressed, ``counts`` a list).
-Masks are decoded with pycocotools (``ytvis.decode_segmentation``, shared with the video reader).
+Masks are decoded with pycocotools (:func:`crossvis.rle.decode_segmentation`, shared with the video reader).
 
 As in detectron2: crowd annotations are never training targets (they only mark regions the
 COCO evaluation ignores), training uses the images with at least one non-crowd annotation, and
@@ -33,11 +33,11 @@ from crossvis.data.ytvis import (
     VISFormatError,
     _format_error,
     _parse_categories,
-    _read_json,
+    read_annotation_json,
     _require,
     annotation_identities,
-    decode_segmentation,
 )
+from crossvis.rle import decode_segmentation, segmentation_problem
 
 
 def is_coco_json(raw: dict) -> bool:
@@ -148,14 +148,10 @@ def _valid_segmentation(seg: object, image: CocoImage, path: Path, where: str) -
             raise _format_error(path, where, "segmentation", "polygons: lists of x, y coordinates", seg)
         polygons = [p for p in seg if len(p) >= 6 and len(p) % 2 == 0]
         return polygons or None
-    if not isinstance(seg, dict) or "counts" not in seg or "size" not in seg:
-        raise _format_error(path, where, "segmentation", "polygons or an RLE dict with 'size' and 'counts'", seg)
-    if list(seg["size"]) != [image.height, image.width]:
-        expected = f"[{image.height}, {image.width}] (the image's height, width)"
-        raise _format_error(path, where, "segmentation.size", expected, seg["size"])
-    if not isinstance(seg["counts"], (list, str)):
-        expected = "a list (uncompressed) or a string (compressed)"
-        raise _format_error(path, where, "segmentation.counts", expected, seg["counts"])
+    problem = segmentation_problem(seg, (image.height, image.width)) if seg is not None else ("", "polygons or an RLE", seg)
+    if problem is not None:
+        suffix, expected, got = problem
+        raise _format_error(path, where, f"segmentation{suffix}", expected, got)
     return seg
 
 
@@ -231,7 +227,7 @@ def load_coco(
     label_of: dict[int, int] | None = None,
 ) -> COCODataset:
     """Load a COCO instances json whose ``file_name``s are relative to ``image_root``."""
-    return coco_from_dict(_read_json(Path(json_path)), json_path, image_root, require_annotations, label_of)
+    return coco_from_dict(read_annotation_json(json_path), json_path, image_root, require_annotations, label_of)
 
 
 def check_coco(coco: COCODataset) -> dict:

@@ -17,7 +17,7 @@ from crossvis.data.coco import COCODataset, coco_from_dict, load_coco
 from crossvis.data.datamodule import VISDataModule, _single
 from crossvis.data.pseudo_pairs import StillImageDataset, StillTransform
 from crossvis.data.sampler import FramePairDataset
-from crossvis.data.ytvis import VISFormatError, _parse_categories, _read_json
+from crossvis.data.ytvis import VISFormatError, _parse_categories, read_annotation_json
 from crossvis.errors import ConfigError
 
 FORMATS = ("vis", "coco", "joint")
@@ -152,7 +152,7 @@ class JointDataModule(VISDataModule):
             return
         super().setup(stage)
         cfg = self.cfg.coco
-        raw = _read_json(Path(cfg.json))
+        raw = read_annotation_json(cfg.json)
         labels = category_labels(cfg.category_map, _parse_categories(raw, Path(cfg.json)), self, cfg.json)
         coco = coco_from_dict(raw, cfg.json, cfg.images, require_annotations=True, label_of=labels)
         t = self.cfg.transform

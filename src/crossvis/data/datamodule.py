@@ -26,7 +26,6 @@ in id order (positions 0, k, 2k, ...; k = 10 holds out about 10 %), removed from
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -39,7 +38,7 @@ from torch.utils.data import DataLoader, Dataset
 from crossvis.data.sampler import EpochSampler, FramePairDataset
 from crossvis.data.transforms import DEFAULT_MULTISCALE, PairTransform
 from crossvis.data.ytvis import VISDataset, VISFormatError, load_vis, subset_raw, vis_from_dict
-from crossvis.io import write_json_atomic
+from crossvis.io import read_json, write_json_atomic
 
 VALIDATE_ON = ("official", "holdout")
 
@@ -186,7 +185,7 @@ class VISDataModule(pl.LightningDataModule):
         }
         path = Path(path)
         if path.is_file():
-            if json.loads(path.read_text()) != record:
+            if read_json(path, "held-out split record") != record:
                 raise ValueError(f"{path}: the held-out split recorded there differs from this run's")
             return
         write_json_atomic(path, record)

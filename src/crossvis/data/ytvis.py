@@ -13,16 +13,16 @@ than deep inside a worker.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pycocotools.mask as mask_utils
 
 from crossvis.data.transforms import load_frame_rgb
 from crossvis.errors import InputFormatError, InputNotFoundError
+from crossvis.io import read_json
+from crossvis.rle import decode_segmentation, segmentation_problem
 
 
 class VISFormatError(InputFormatError):
@@ -37,29 +37,6 @@ def _format_error(path: Path, where: str, field_name: str, expected: str, got: A
     shown = repr(got)
     shown = shown if len(shown) <= 200 else shown[:200] + "..."  # RLE counts can be huge
     return VISFormatError(f"{path}: {where}: field '{field_name}': expected {expected}, got {shown}")
-
-
-def decode_segmentation(seg: list | dict, height: int, width: int) -> np.ndarray:
-    """Decode one frame's segmentation (polygons, list-count RLE or string-count RLE) to a bool mask.
-
-    ``None`` (instance absent in that frame) is the caller's business.
-    """
-    if isinstance(seg, list):  # polygons: list of flat [x0, y0, x1, y1, ...] lists
-        rle = mask_utils.merge(mask_utils.frPyObjects(seg, height, width))
-    elif isinstance(seg, dict) and "counts" in seg and "size" in seg:
-        if list(seg["size"]) != [height, width]:
-            raise ValueError(f"RLE size {seg['size']} does not match the expected [{height}, {width}]")
-        if isinstance(seg["counts"], list):  # uncompressed RLE
-            if sum(seg["counts"]) != height * width:
-                raise ValueError(
-                    f"uncompressed RLE counts sum to {sum(seg['counts'])}, expected height*width = {height * width}"
-                )
-            rle = mask_utils.frPyObjects(seg, height, width)
-        else:
-            rle = seg
-    else:
-        raise ValueError(f"expected a polygon list or an RLE dict with 'size' and 'counts', got {type(seg).__name__}")
-    return mask_utils.decode(rle).astype(bool)
 
 
 @dataclass
@@ -167,19 +144,9 @@ class VISDataset(CategoryTable):
 
 
 
-def _read_json(path: Path) -> dict:
-    if path.is_dir():
-        raise VISFileNotFoundError(f"{path}: is a directory (expected a YouTube-VIS/OVIS annotation json file)")
-    if not path.is_file():
-        raise VISFileNotFoundError(f"{path}: annotation json not found (expected a YouTube-VIS/OVIS json file)")
-    try:
-        with open(path) as f:
-            raw = json.load(f)
-    except json.JSONDecodeError as e:
-        raise VISFormatError(f"{path}: malformed JSON at line {e.lineno} column {e.colno}: {e.msg}") from e
-    if not isinstance(raw, dict):
-        raise _format_error(path, "top level", "<root>", "a JSON object", type(raw).__name__)
-    return raw
+def read_annotation_json(path: str | Path) -> dict:
+    """A YouTube-VIS / OVIS / COCO annotation json (a JSON object), with the dataset readers' error types."""
+    return read_json(path, "YouTube-VIS/OVIS annotation json", dict, VISFileNotFoundError, VISFormatError)
 
 
 def _require(obj: dict, key: str, types: type | tuple[type, ...], path: Path, where: str) -> Any:
@@ -196,21 +163,10 @@ def _require(obj: dict, key: str, types: type | tuple[type, ...], path: Path, wh
 
 def _check_segmentation(seg: Any, video: Video, path: Path, where: str, frame: int) -> None:
     """Cheap structural check so a bad entry fails at load time, not in a data-loader worker."""
-    field_name = f"segmentations[{frame}]"
-    if seg is None:
-        return
-    if isinstance(seg, list):
-        if not seg or not all(isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0 for p in seg):
-            raise _format_error(path, where, field_name, "polygons: non-empty lists of >= 3 (x, y) pairs", seg)
-        return
-    if not isinstance(seg, dict) or "counts" not in seg or "size" not in seg:
-        raise _format_error(path, where, field_name, "null, polygons or an RLE dict with 'size' and 'counts'", seg)
-    if list(seg["size"]) != [video.height, video.width]:
-        expected = f"[{video.height}, {video.width}] (the video's height, width)"
-        raise _format_error(path, where, f"{field_name}.size", expected, seg["size"])
-    if not isinstance(seg["counts"], (list, str, bytes)):
-        expected = "a list (uncompressed) or a string (compressed)"
-        raise _format_error(path, where, f"{field_name}.counts", expected, seg["counts"])
+    problem = segmentation_problem(seg, (video.height, video.width))
+    if problem is not None:
+        suffix, expected, got = problem
+        raise _format_error(path, where, f"segmentations[{frame}]{suffix}", expected, got)
 
 
 def _check_bboxes(bboxes: Any, video: Video, path: Path, where: str) -> list | None:
@@ -343,7 +299,7 @@ def vis_from_dict(
 
 def load_vis(json_path: str | Path, image_root: str | Path, require_annotations: bool = False) -> VISDataset:
     """Load a YouTube-VIS 2019/2021 or OVIS json whose ``file_names`` are relative to ``image_root``."""
-    return vis_from_dict(_read_json(Path(json_path)), json_path, image_root, require_annotations)
+    return vis_from_dict(read_annotation_json(json_path), json_path, image_root, require_annotations)
 
 
 def subset_raw(raw: dict, video_ids: set[int]) -> dict:

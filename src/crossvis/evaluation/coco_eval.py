@@ -14,12 +14,12 @@ import io
 from pathlib import Path
 
 import numpy as np
-import pycocotools.mask as mask_utils
 import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from crossvis.data.transforms import load_frame_rgb, preprocess_for_inference
+from crossvis.rle import encode_masks
 
 # COCOeval.stats indices → metric suffix
 STATS = {"AP": 0, "AP50": 1, "AP75": 2, "APs": 3, "APm": 4, "APl": 5}
@@ -31,15 +31,15 @@ def detections_to_coco(image_id: int, detections: dict[str, torch.Tensor], categ
     boxes = detections["boxes"].cpu().numpy().astype(np.float64)
     masks = detections["masks"].cpu().numpy()
     results = []
-    for box, mask, label, score in zip(boxes, masks, detections["labels"].tolist(), detections["scores"].tolist()):
-        rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    rles = encode_masks(masks.astype(bool), range(len(masks)))
+    for box, rle, label, score in zip(boxes, rles, detections["labels"].tolist(), detections["scores"].tolist()):
         results.append(
             {
                 "image_id": int(image_id),
                 "category_id": int(category_ids[label]),
                 "score": float(score),
                 "bbox": [float(box[0]), float(box[1]), float(box[2] - box[0]), float(box[3] - box[1])],
-                "segmentation": {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")},
+                "segmentation": rle,
             }
         )
     return results

@@ -28,6 +28,8 @@ from pycocotools.cocoeval import COCOeval
 from crossvis.cli import user_errors
 from crossvis.errors import InputFormatError
 from crossvis.evaluation.results import validate_results
+from crossvis.io import read_json
+from crossvis.rle import to_rle
 
 METRIC_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10")
 # YouTube-VIS area ranges on a track's mean per-frame area: all, small, medium, large.
@@ -36,17 +38,6 @@ MAX_DETS = [1, 10, 100]
 
 Rle = dict[str, Any]
 Track = Sequence[Optional[Rle]]  # one entry per frame, None where absent
-
-
-def to_rle(seg: Any, height: int, width: int) -> Rle | None:
-    """Convert one frame's segmentation (null, polygons, RLE with list or str counts) to compressed RLE."""
-    if not seg:
-        return None
-    if isinstance(seg, list):  # polygons: one object may have several parts
-        return mask_utils.merge(mask_utils.frPyObjects(seg, height, width))
-    if isinstance(seg["counts"], list):  # uncompressed RLE (YouTube-VIS train)
-        return mask_utils.frPyObjects(seg, height, width)
-    return {"size": list(seg["size"]), "counts": seg["counts"]}
 
 
 def track_area(track: Track) -> float:
@@ -206,18 +197,6 @@ def format_table(metrics: Mapping[str, float]) -> str:
     return "\n".join(["".join(f"{c:>7}" for c in row) for row in (METRIC_KEYS, cells)])
 
 
-def _load_json(path: Path, what: str) -> Any:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except FileNotFoundError:
-        raise ValueError(f"{what} file not found: {path}") from None
-    except OSError as e:
-        raise ValueError(f"cannot read {what} file {path}: {e}") from None
-    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
-        raise ValueError(f"{what} file {path} is not valid JSON: {e}") from None
-
-
 @user_errors
 def main(argv: Sequence[str] | None = None) -> int:
     """Print the metric table, then one JSON line with the eight metrics; exit 1 on bad input."""
@@ -230,11 +209,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="results json: list of {video_id, category_id, score, segmentations}")
     args = parser.parse_args(argv)
     try:
-        ground_truth = _load_json(args.ground_truth, "ground truth")
-        if not isinstance(ground_truth, dict):
-            raise ValueError(f"ground truth file {args.ground_truth}: expected a json object, "
-                             f"got {type(ground_truth).__name__}")
-        metrics = evaluate(ground_truth, _load_json(args.results, "results"))
+        ground_truth = read_json(args.ground_truth, "ground truth", dict)
+        metrics = evaluate(ground_truth, read_json(args.results, "results", list))
     except ValueError as e:  # the metric's input checks raise ValueError naming file and field
         raise InputFormatError(str(e)) from e
     print(format_table(metrics))

@@ -15,6 +15,7 @@ import zipfile
 from typing import Any, Sequence
 
 from crossvis.io import atomic_path, write_json_atomic
+from crossvis.rle import segmentation_problem
 
 RESULT_KEYS = ("video_id", "category_id", "score", "segmentations")
 
@@ -24,16 +25,10 @@ def _is_int(value: Any) -> bool:
 
 
 def _check_rle(where: str, seg: Any) -> None:
-    if not isinstance(seg, dict) or set(seg) != {"size", "counts"}:
-        raise ValueError(f"{where}: expected null or a dict with keys 'size' and 'counts', got {seg!r:.80}")
-    size = seg["size"]
-    if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(_is_int(s) and s > 0 for s in size)):
-        raise ValueError(f"{where}.size: expected [height, width] positive ints, got {size!r}")
-    if not isinstance(seg["counts"], str):
-        raise ValueError(
-            f"{where}.counts: expected a compressed RLE string (pycocotools counts decoded to str), "
-            f"got {type(seg['counts']).__name__}"
-        )
+    problem = segmentation_problem(seg, compressed_only=True)
+    if problem is not None:
+        suffix, expected, got = problem
+        raise ValueError(f"{where}{suffix}: expected {expected}, got {got!r:.80}")
 
 
 def validate_results(results: Any) -> None:
