@@ -127,3 +127,21 @@ def test_bad_official_csv_is_an_error(tmp_path, capsys, content, message):
     (tmp_path / "official.csv").write_text(content)
     assert main([str(tmp_path / "sweep"), "--official", str(tmp_path / "official.csv")]) == 1
     assert message in capsys.readouterr().err
+
+
+def test_grids_come_from_the_experiment_configs(tmp_path):
+    """Changing a sweep in conf/experiment changes the collected table; a swept key without a place is an error."""
+    from crossvis.tables import LAYOUTS, build_table
+
+    (tmp_path / "experiment").mkdir()
+    (tmp_path / "experiment" / "table6.yaml").write_text(
+        "hydra:\n  sweeper:\n    params:\n      model.crossover.enabled: true\n      data.sampler.T: 2,inf\n"
+    )
+    table = build_table("table6", LAYOUTS["table6"], conf_dir=tmp_path)
+    assert table.rows == [("crossover", {"model.crossover.enabled": True})]
+    assert [(c.label, c.match) for c in table.columns] == [("T=2", {"data.sampler.T": 2}), ("T=inf", {"data.sampler.T": float("inf")})]
+    (tmp_path / "experiment" / "table3.yaml").write_text(
+        "hydra:\n  sweeper:\n    params:\n      data.transform.multiscale: false\n      model.crossover.enabled: false,true\n"
+    )
+    with pytest.raises(ValueError, match=r"sweeps \['model.crossover.enabled'\], which the table3 layout does not place"):
+        build_table("table3", LAYOUTS["table3"], conf_dir=tmp_path)

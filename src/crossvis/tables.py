@@ -19,12 +19,15 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import itertools
 import math
 import statistics
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Callable
 
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 from crossvis.cli import user_errors
@@ -32,6 +35,12 @@ from crossvis.errors import InputNotFoundError, UserError
 from crossvis.io import atomic_path, read_json
 
 METRICS = ("AP", "AP50", "AP75", "AR1", "AR10")
+
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+# Sweep parameters that choose a config group, and the config value that records the choice.
+GROUP_KEYS = {"model/backbone": "model.backbone.name"}
+REPEAT_KEYS = ("seed",)  # runs repeated over these are one cell (median ± std)
 
 
 @dataclass(frozen=True)
@@ -49,25 +58,70 @@ class Table:
     paper: dict[tuple[str, str], float]
 
 
-def _metric_columns() -> list[Column]:
-    return [Column(m, m) for m in METRICS]
+@dataclass(frozen=True)
+class Layout:
+    """How a table lays out its sweep (conf/experiment/<table>.yaml): the sweep parameters that make
+    the rows (outer first) and, optionally, the one that makes the columns; labels and the paper's
+    figures. The values themselves come from the experiment config only."""
+
+    title: str
+    row_keys: tuple[str, ...]
+    row_label: Callable[..., str]  # called with the row's values, in row_keys order
+    paper: dict[tuple[str, str], float]
+    metrics: tuple[str, ...] = METRICS
+    column_key: str | None = None
+    column_label: Callable[[Any], str] = str
 
 
-def _paper_rows(rows: dict[str, tuple]) -> dict[tuple[str, str], float]:
-    return {(row, m): v for row, values in rows.items() for m, v in zip(METRICS, values) if v is not None}
+def sweep_grid(table: str, conf_dir: Path = CONF_DIR) -> dict[str, list]:
+    """``hydra.sweeper.params`` of ``conf/experiment/<table>.yaml``, each expanded as Hydra's sweeper does."""
+    params = OmegaConf.load(conf_dir / "experiment" / f"{table}.yaml").hydra.sweeper.params
+    parser = OverridesParser.create()
+    grid = {}
+    for key, value in params.items():
+        [override] = parser.parse_overrides([f"{key}={value}"])
+        grid[key] = list(override.sweep_iterator()) if override.is_sweep_override() else [override.value()]
+    return grid
 
 
-_T_VALUES = (1, 3, 5, 10, 15, 20, "inf")
+def build_table(name: str, layout: Layout, conf_dir: Path = CONF_DIR) -> Table:
+    """Rows and columns of ``layout`` from the sweep of ``conf/experiment/<name>.yaml``."""
+    grid = sweep_grid(name, conf_dir)
+    known = {*layout.row_keys, *([layout.column_key] if layout.column_key else []), *REPEAT_KEYS}
+    if set(grid) - known:
+        raise ValueError(f"conf/experiment/{name}.yaml sweeps {sorted(set(grid) - known)}, which the {name} layout does not place")
+    rows = [
+        (layout.row_label(*values), {GROUP_KEYS.get(k, k): v for k, v in zip(layout.row_keys, values)})
+        for values in itertools.product(*(grid[k] for k in layout.row_keys))
+    ]
+    if layout.column_key is None:
+        columns = [Column(m, m) for m in layout.metrics]
+    else:
+        [metric] = layout.metrics
+        key = GROUP_KEYS.get(layout.column_key, layout.column_key)
+        columns = [Column(layout.column_label(v), metric, {key: v}) for v in grid[layout.column_key]]
+    return Table(layout.title, rows, columns, layout.paper)
 
-TABLES: dict[str, Table] = {
-    "table1": Table(
+
+def _paper_rows(rows: dict[str, tuple], metrics: tuple[str, ...] = METRICS) -> dict[tuple[str, str], float]:
+    return {(row, m): v for row, values in rows.items() for m, v in zip(metrics, values) if v is not None}
+
+
+BACKBONE_NAMES = {"resnet50": "ResNet-50", "resnet101": "ResNet-101", "dla34": "DLA-34"}
+AUG = {False: "", True: " + Aug."}
+TABLE8_ROWS = {("pairwise", False): "Baseline", ("pairwise", True): "+ COL", ("global", False): "+ GBE",
+               ("global", True): "+ COL + GBE"}
+# Paper Table 6 (AP) per sampling interval T.
+TABLE6_PAPER = {
+    "baseline": {1: 33.1, 3: 33.4, 5: 33.5, 10: 33.5, 15: 33.6, 20: 33.4, "inf": 33.5},
+    "crossover": {1: 33.6, 3: 34.2, 5: 34.6, 10: 34.6, 15: 34.3, 20: 34.8, "inf": 34.8},
+}
+
+LAYOUTS: dict[str, Layout] = {
+    "table1": Layout(
         "Table 1: YouTube-VIS 2019 val",
-        [
-            (f"{name}{' + Aug.' if ms else ''}", {"model.backbone.name": bb, "data.transform.multiscale": ms})
-            for name, bb in (("ResNet-50", "resnet50"), ("ResNet-101", "resnet101"), ("DLA-34", "dla34"))
-            for ms in (False, True)
-        ],
-        _metric_columns(),
+        ("model/backbone", "data.transform.multiscale"),
+        lambda backbone, multiscale: f"{BACKBONE_NAMES[backbone]}{AUG[multiscale]}",
         _paper_rows(
             {
                 "ResNet-50": (34.8, 54.6, 37.9, 34.0, 39.0),
@@ -78,59 +132,48 @@ TABLES: dict[str, Table] = {
             }
         ),
     ),
-    "table2": Table(
-        "Table 2: OVIS val",
-        [("CrossVIS ResNet-50", {})],
-        _metric_columns(),
+    "table2": Layout(
+        "Table 2: OVIS val", (), lambda: "CrossVIS ResNet-50",
         _paper_rows({"CrossVIS ResNet-50": (14.9, 32.7, 12.1, 10.3, 19.8)}),
     ),
-    "table3": Table(
+    "table3": Layout(
         "Table 3: YouTube-VIS 2021 val",
-        [("CrossVIS", {"data.transform.multiscale": False}), ("CrossVIS + Aug.", {"data.transform.multiscale": True})],
-        _metric_columns(),
+        ("data.transform.multiscale",),
+        lambda multiscale: f"CrossVIS{AUG[multiscale]}",
         _paper_rows({"CrossVIS": (33.3, 53.8, 37.0, 30.1, 37.6), "CrossVIS + Aug.": (34.2, 54.4, 37.9, 30.4, 38.2)}),
     ),
-    "table6": Table(
+    "table6": Layout(
         "Table 6: crossover learning vs. sampling interval T (AP)",
-        [("baseline", {"model.crossover.enabled": False}), ("crossover", {"model.crossover.enabled": True})],
-        [Column(f"T={t}", "AP", {"data.sampler.T": t}) for t in _T_VALUES],
-        {
-            **{("baseline", f"T={t}"): v for t, v in zip(_T_VALUES, (33.1, 33.4, 33.5, 33.5, 33.6, 33.4, 33.5))},
-            **{("crossover", f"T={t}"): v for t, v in zip(_T_VALUES, (33.6, 34.2, 34.6, 34.6, 34.3, 34.8, 34.8))},
-        },
+        ("model.crossover.enabled",),
+        lambda crossover: "crossover" if crossover else "baseline",
+        {(row, f"T={t}"): v for row, values in TABLE6_PAPER.items() for t, v in values.items()},
+        metrics=("AP",),
+        column_key="data.sampler.T",
+        column_label=lambda t: f"T={_normalise(t)}",
     ),
-    "table7": Table(
+    "table7": Layout(
         "Table 7: instance association embeddings (median ± std over seeds)",
-        [
-            (f"{tname} {lname}", {"model.embedding.type": t, "model.embedding.loss": loss})
-            for tname, t in (("Pair-wise", "pairwise"), ("Global", "global"))
-            for lname, loss in (("CE", "ce"), ("Focal", "focal"))
-        ],
-        [Column(m, m) for m in ("AP", "AP50", "AP75")],
-        {
-            ("Pair-wise CE", "AP"): 33.1, ("Pair-wise CE", "AP50"): 51.9, ("Pair-wise CE", "AP75"): 34.9,
-            ("Pair-wise Focal", "AP"): 33.3, ("Pair-wise Focal", "AP50"): 52.1, ("Pair-wise Focal", "AP75"): 35.0,
-            ("Global CE", "AP"): 33.4, ("Global CE", "AP50"): 53.9, ("Global CE", "AP75"): 35.7,
-            ("Global Focal", "AP"): 34.8, ("Global Focal", "AP50"): 54.6, ("Global Focal", "AP75"): 37.9,
-        },
+        ("model.embedding.type", "model.embedding.loss"),
+        lambda kind, loss: f"{ {'pairwise': 'Pair-wise', 'global': 'Global'}[kind]} { {'ce': 'CE', 'focal': 'Focal'}[loss]}",
+        _paper_rows(
+            {
+                "Pair-wise CE": (33.1, 51.9, 34.9),
+                "Pair-wise Focal": (33.3, 52.1, 35.0),
+                "Global CE": (33.4, 53.9, 35.7),
+                "Global Focal": (34.8, 54.6, 37.9),
+            },
+            ("AP", "AP50", "AP75"),
+        ),
+        metrics=("AP", "AP50", "AP75"),
     ),
-    "table8": Table(
+    "table8": Layout(
         "Table 8: crossover learning (COL) and global balanced embedding (GBE)",
-        [
-            (name, {"model.crossover.enabled": col, "model.embedding.type": emb})
-            for name, col, emb in (
-                ("Baseline", False, "pairwise"),
-                ("+ COL", True, "pairwise"),
-                ("+ GBE", False, "global"),
-                ("+ COL + GBE", True, "global"),
-            )
-        ],
-        [Column("AP", "AP")],
+        ("model.embedding.type", "model.crossover.enabled"),
+        lambda kind, crossover: TABLE8_ROWS[(kind, crossover)],
         {("Baseline", "AP"): 32.1, ("+ COL", "AP"): 33.1, ("+ GBE", "AP"): 33.5, ("+ COL + GBE", "AP"): 34.8},
+        metrics=("AP",),
     ),
 }
-
-
 def _normalise(value) -> str:
     """Compare config values across YAML spellings: true/True, inf/'inf'/float('inf'), 5/5.0."""
     if isinstance(value, bool):
@@ -140,6 +183,9 @@ def _normalise(value) -> str:
     if isinstance(value, (list, tuple)):  # an explicit list of scales counts as multi-scale on
         return "true" if value else "false"
     return str(value).lower()
+
+
+TABLES: dict[str, Table] = {name: build_table(name, layout) for name, layout in LAYOUTS.items()}
 
 
 @dataclass(frozen=True)
