@@ -27,7 +27,7 @@ from crossvis.modeling.released_weights import (
 from crossvis.modeling.crossvis import CrossVIS
 from helpers import last_json_line, run_module
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = Path(__file__).resolve().parents[2] / "conf"
 
 
 def d2_model_cfg(*overrides: str) -> DictConfig:

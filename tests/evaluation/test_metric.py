@@ -253,7 +253,7 @@ def test_cli_prints_table_then_json(tmp_path: Path) -> None:
     gt_path, res_path = tmp_path / "gt.json", tmp_path / "res.json"
     gt_path.write_text(json.dumps(GT_ONE))
     res_path.write_text(json.dumps([result(SHIFTED)]))
-    src = str(Path(__file__).resolve().parents[1] / "src")
+    src = str(Path(__file__).resolve().parents[2] / "src")
     env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
     proc = subprocess.run([sys.executable, "-m", "crossvis.evaluation.metric", str(gt_path), str(res_path)],
                           capture_output=True, text=True, env=env, timeout=60)

@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 from crossvis.data.datamodule import VISDataModule, holdout_video_ids
 from crossvis.data.ytvis import VISFormatError
 
-CONF = Path(__file__).resolve().parents[1] / "conf" / "data"
+CONF = Path(__file__).resolve().parents[2] / "conf" / "data"
 
 
 def _run_cfg(root: Path, *overrides: str):

@@ -20,7 +20,7 @@ from helpers import TINY
 
 pytestmark = pytest.mark.filterwarnings("ignore:model.backbone.frozen_bn=true with random")
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = Path(__file__).resolve().parents[2] / "conf"
 SMALL_TRAIN = "data.transform.train_short=[96,128]"
 
 

@@ -115,7 +115,7 @@ def test_online_path_gives_the_same_rles_and_tracks_as_the_straightforward_path(
     from crossvis.inference import VideoInference
     from crossvis.modeling.crossvis import CrossVIS
 
-    conf = Path(__file__).resolve().parents[1] / "conf" / "model"
+    conf = Path(__file__).resolve().parents[2] / "conf" / "model"
     with initialize_config_dir(config_dir=str(conf), version_base=None):
         cfg = compose("default", overrides=[
             "backbone=resnet18", "backbone.pretrained=false", "backbone.frozen_bn=false", "fpn_channels=32",

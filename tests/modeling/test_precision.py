@@ -15,7 +15,7 @@ from crossvis.modeling.crossvis import CrossVIS
 
 pytestmark = pytest.mark.filterwarnings("ignore:model.backbone.frozen_bn=true with random")
 
-CONF = Path(__file__).resolve().parents[1] / "conf" / "model"
+CONF = Path(__file__).resolve().parents[2] / "conf" / "model"
 TINY = [
     "backbone=resnet18", "backbone.pretrained=false", "fpn_channels=32", "head.channels=32", "head.num_convs=1",
     "mask_branch.channels=16", "mask_branch.num_convs=1", "embedding.dim=16", "inference.score_threshold=0",

@@ -14,7 +14,7 @@ from crossvis.modeling.backbone import Backbone, BackboneFPN, pad_to_multiple
 
 pytestmark = pytest.mark.filterwarnings("ignore:model.backbone.frozen_bn=true with random")
 
-CONF = Path(__file__).resolve().parents[1] / "conf" / "model" / "backbone"
+CONF = Path(__file__).resolve().parents[2] / "conf" / "model" / "backbone"
 
 
 def backbone_cfg(name: str, **overrides):

@@ -122,7 +122,7 @@ def test_identity_missing_in_partner_frame_gives_zero():
 
 def test_model_with_identical_frames_has_cross_equal_to_mask_loss():
     """δ = 0 through the whole model: 6×6 boxes get exactly one positive each (P3 point 12 or 36)."""
-    conf = Path(__file__).resolve().parents[1] / "conf" / "model"
+    conf = Path(__file__).resolve().parents[2] / "conf" / "model"
     with initialize_config_dir(config_dir=str(conf), version_base=None):
         cfg = compose("default", overrides=[
             "backbone=resnet18", "backbone.pretrained=false", "fpn_channels=32", "head.channels=32",

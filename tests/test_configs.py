@@ -1,0 +1,85 @@
+"""Every config composes and resolves, in-process (composition only, no model is built):
+every entry point, and for training every ``experiment=`` × every data / model / backbone option,
+every logger / trainer option."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import OmegaConf, open_dict
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def _options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+EXPERIMENTS = [None, *_options("experiment")]
+DATA, MODELS, BACKBONES = _options("data"), _options("model"), _options("model/backbone")
+LOGGERS, TRAINERS = _options("logger"), _options("trainer")
+# The required values of the entry points that have no default (``???``).
+REQUIRED = {"evaluate": ["checkpoint=c.ckpt"], "demo": ["input=v.mp4", "checkpoint=c.ckpt", "output=o.mp4"]}
+ENTRY_POINTS = ["train", "evaluate", "demo", "quickstart", "benchmark", "peer"]
+
+
+@pytest.fixture(scope="module")
+def composer():
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+
+        def run(name: str, *overrides: str):
+            cfg = compose(name, overrides=[*REQUIRED.get(name, []), *overrides], return_hydra_config=True)
+            with open_dict(cfg):
+                cfg.hydra.runtime.output_dir = "outputs/run"  # set by Hydra when an app starts
+            HydraConfig.instance().set_config(cfg)
+            with open_dict(cfg):
+                del cfg["hydra"]
+            OmegaConf.resolve(cfg)  # every interpolation resolves (${hydra:...} ones included)
+            assert not OmegaConf.missing_keys(cfg), (name, overrides, OmegaConf.missing_keys(cfg))
+            return cfg
+
+        yield run
+    HydraConfig.instance().cfg = None  # leave no Hydra run config behind for other tests
+
+
+def test_the_option_lists_are_not_empty() -> None:
+    assert len(EXPERIMENTS) > 7 and len(DATA) >= 9 and MODELS == ["cpu", "default"] and len(BACKBONES) >= 6
+
+
+@pytest.mark.parametrize("entry_point", ENTRY_POINTS)
+def test_every_entry_point_composes(composer, entry_point: str) -> None:
+    composer(entry_point)
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_with_every_data_model_and_backbone_option(composer, experiment: str | None) -> None:
+    """Each experiment with each option of each group (the other groups at their defaults)."""
+    extra = [f"experiment={experiment}"] if experiment else []
+    options = [*(f"data={d}" for d in DATA), *(f"model={m}" for m in MODELS), *(f"model/backbone={b}" for b in BACKBONES)]
+    for option in options:
+        cfg = composer("train", *extra, option)
+        assert cfg.table == (experiment if experiment and experiment.startswith("table") else None)
+        assert cfg.inference.short == cfg.data.transform.short  # the test-time resize follows the data by default
+        if option.startswith("model/backbone="):
+            assert cfg.model.backbone.name == option.split("=")[1].removesuffix("_d2")
+
+
+def test_every_logger_and_trainer_option(composer) -> None:
+    for logger, trainer in itertools.product(LOGGERS, TRAINERS):
+        composer("train", f"logger={logger}", f"trainer={trainer}")
+
+
+@pytest.mark.parametrize("entry_point", ["evaluate", "peer"])
+def test_data_options_compose_for_the_entry_points_that_take_data(composer, entry_point: str) -> None:
+    for data in DATA:
+        assert composer(entry_point, f"data={data}").data.name
+
+
+@pytest.mark.parametrize("entry_point", ["benchmark", "quickstart"])
+def test_model_and_backbone_options_compose_for_the_entry_points_that_build_a_model(composer, entry_point) -> None:
+    for model, backbone in itertools.product(MODELS, BACKBONES):
+        assert composer(entry_point, f"model={model}", f"model/backbone={backbone}").model.backbone.name

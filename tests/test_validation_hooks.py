@@ -1,0 +1,68 @@
+"""The LightningModule's validation hooks on a tiny model: every validation video is tracked once, the
+results go to the metric with the ground truth the module was given, and the metrics are logged."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from hydra import compose, initialize_config_dir
+
+import crossvis.lightning_module as lightning_module
+from crossvis.data.datamodule import VISDataModule
+from crossvis.lightning_module import CrossVISModule
+from helpers import TINY
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+FAKE_METRICS = {"AP": 0.25, "AP50": 0.5, "AP75": 0.125, "AR1": 0.375, "AR10": 0.625}
+
+
+def _setup(synthetic_root: Path, with_ground_truth: bool) -> tuple[CrossVISModule, VISDataModule]:
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=["data=synthetic", f"data.root={synthetic_root}", "logger=none", *TINY])
+    datamodule = VISDataModule(cfg.data)
+    datamodule.setup("fit")
+    module = CrossVISModule(
+        cfg, datamodule.num_classes, datamodule.num_identities, datamodule.category_names,
+        [datamodule.label_to_category_id(i) for i in range(datamodule.num_classes)],
+        val_ground_truth=datamodule.val_ground_truth if with_ground_truth else None,
+    )
+
+    def one_square(image: torch.Tensor, orig_size: tuple[int, int]) -> dict[str, torch.Tensor]:
+        masks = torch.zeros(1, *orig_size, dtype=torch.bool)
+        masks[0, 8:24, 8:40] = True
+        return {"boxes": torch.tensor([[8.0, 8.0, 40.0, 24.0]]), "labels": torch.tensor([0]),
+                "scores": torch.tensor([0.9]), "masks": masks, "embeddings": torch.ones(1, 4)}
+
+    module.model.forward_infer = one_square  # the hooks' plumbing, not what a network learned
+    return module, datamodule
+
+
+def _validate(module: CrossVISModule, datamodule: VISDataModule) -> pl.Trainer:
+    trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, enable_checkpointing=False)
+    trainer.validate(module, datamodule=datamodule, verbose=False)
+    return trainer
+
+
+def test_validation_tracks_every_video_and_logs_the_metric(synthetic_root: Path, monkeypatch) -> None:
+    module, datamodule = _setup(synthetic_root, with_ground_truth=True)
+    calls = []
+    monkeypatch.setattr(lightning_module, "evaluate_results", lambda gt, results: calls.append((gt, results)) or FAKE_METRICS)
+    trainer = _validate(module, datamodule)
+    [(ground_truth, results)] = calls
+    assert ground_truth is datamodule.val_ground_truth  # the ground truth the module was given
+    videos = {v.id: v.length for v in datamodule.val_dataset.videos}
+    assert sorted(r["video_id"] for r in results) == sorted(videos)  # one track per video (the same square)
+    assert all(len(r["segmentations"]) == videos[r["video_id"]] for r in results)
+    assert {k: float(v) for k, v in trainer.callback_metrics.items()} == {f"val/{k}": v for k, v in FAKE_METRICS.items()}
+    assert module.last_validated_step == 0
+
+
+def test_without_ground_truth_nothing_is_scored(synthetic_root: Path, monkeypatch) -> None:
+    module, datamodule = _setup(synthetic_root, with_ground_truth=False)
+    monkeypatch.setattr(lightning_module, "evaluate_results", lambda *args: pytest.fail("scored without ground truth"))
+    trainer = _validate(module, datamodule)
+    assert not trainer.callback_metrics and module.last_validated_step is None
