@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 ARGS   ?=
 TABLES := table1 table2 table3 table6 table7 table8
 
-.PHONY: install demo bench peer test test-slow clean pretrain-coco $(TABLES)
+.PHONY: install demo bench peer test test-slow lint clean pretrain-coco $(TABLES)
 
 # Creates the venv and installs the package editable with its dev extra; a no-op when done.
 install: $(STAMP)
@@ -36,6 +36,11 @@ test: install
 
 test-slow: install
 	$(PY) -m pytest -q -m slow
+
+# ruff (settings in pyproject.toml): lint rules, then the formatter's check; `ruff format` fixes the latter.
+lint: install
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 
 # The paper's tables as Hydra multi-runs into SWEEP_DIR (default multirun/tableN/<date>), then
 # collected into the paper's layout (local AP on the held-out training videos; OFFICIAL=scores.csv
