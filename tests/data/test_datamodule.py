@@ -12,6 +12,7 @@ from omegaconf import OmegaConf
 
 from crossvis.data.datamodule import VISDataModule, holdout_video_ids
 from crossvis.data.ytvis import VISFormatError
+from crossvis.errors import ConfigError
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "data"
 
@@ -175,3 +176,10 @@ def test_worker_processes_see_the_epoch(synthetic_root: Path) -> None:
         metas[workers] = runs
     assert metas[0] == metas[1]
     assert metas[0][0] != metas[0][1]
+
+
+def test_bad_sampling_interval_is_a_config_error_naming_the_key(synthetic_root: Path) -> None:
+    """The sampler names its argument (T); the data module, built from the config, names data.sampler.T."""
+    dm = VISDataModule.from_run_config(_run_cfg(synthetic_root, "data.sampler.T=0"))
+    with pytest.raises(ConfigError, match=r"^data\.sampler\.T: expected a positive integer or 'inf', got 0"):
+        dm.setup("fit")

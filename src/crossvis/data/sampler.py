@@ -24,6 +24,7 @@ from torch.utils.data import Dataset, DistributedSampler
 
 from crossvis.data.transforms import FrameSample, PairTransform, mask_boxes
 from crossvis.data.ytvis import VISDataset, Video
+from crossvis.errors import ArgumentError
 
 
 def parse_max_offset(T: int | float | str) -> float:
@@ -33,7 +34,7 @@ def parse_max_offset(T: int | float | str) -> float:
     except (TypeError, ValueError):
         value = math.nan
     if not (value >= 1 and (math.isinf(value) or value.is_integer())):
-        raise ValueError(f"data.sampler.T: expected a positive integer or 'inf', got {T!r}")
+        raise ArgumentError("T", f": expected a positive integer or 'inf', got {T!r}")
     return value
 
 
