@@ -33,6 +33,14 @@ MODEL_CONFIG_KEYS = {
     "kind": "model.embedding.type",
     "loss": "model.embedding.loss",
     "precision": "model.inference.precision",
+    "init_from": "model.init_from",
+    # the backbone's settings (crossvis.modeling.backbone)
+    "name": "model.backbone.name",
+    "checkpoint": "model.backbone.checkpoint",
+    "pretrained": "model.backbone.pretrained",
+    "freeze_at": "model.backbone.freeze_at",
+    "stride_in_1x1": "model.backbone.stride_in_1x1",
+    "input_format": "model.backbone.input_format",
 }
 NUM_PREVIEWS = 3  # frames of the first validation video drawn with their tracks for W&B
 # detectron2's norm_module_types (solver/build.py): no weight decay on them (WEIGHT_DECAY_NORM = 0).

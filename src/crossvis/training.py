@@ -17,8 +17,9 @@ from crossvis.cli import require_writable_dir
 from crossvis.data.coco_datamodule import build_datamodule
 from crossvis.data.datamodule import VISDataModule, official_split
 from crossvis.evaluation.splits import evaluate_split
+from crossvis.errors import config_keys
 from crossvis.io import write_json_atomic
-from crossvis.lightning_module import CrossVISModule
+from crossvis.lightning_module import MODEL_CONFIG_KEYS, CrossVISModule
 
 WANDB_RUN_ID_KEY = "wandb_run_id"
 
@@ -81,7 +82,8 @@ def train(cfg: DictConfig) -> tuple[pl.Trainer, CrossVISModule, Path]:
         val_format=datamodule.val_format,
     )
     if cfg.model.init_from:
-        missing, unexpected = module.model.load_init(cfg.model.init_from)
+        with config_keys(MODEL_CONFIG_KEYS):
+            missing, unexpected = module.model.load_init(cfg.model.init_from)
         rank_zero_info(
             f"Initialised from {cfg.model.init_from}: {len(missing)} missing keys {missing}, "
             f"{len(unexpected)} unexpected keys {unexpected}"

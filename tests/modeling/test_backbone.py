@@ -91,7 +91,7 @@ def test_checkpoint_loads_local_timm_state_dict(tmp_path):
     assert torch.equal(bb.body.layer3[0].conv1.weight, source.layer3[0].conv1.weight)
     assert torch.equal(bb.body.bn1.running_mean, source.bn1.running_mean)
 
-    with pytest.raises(FileNotFoundError, match="model.backbone.checkpoint"):
+    with pytest.raises(ValueError, match="^checkpoint: no such file"):
         Backbone(backbone_cfg("resnet18", checkpoint=str(tmp_path / "missing.pth")))
 
 
@@ -116,7 +116,7 @@ def test_unreachable_imagenet_weights_name_the_switches(monkeypatch):
         return timm.models.create_model(name, pretrained=False, **kwargs)
 
     monkeypatch.setattr(timm, "create_model", offline_create_model)
-    with pytest.raises(RuntimeError, match=r"model.backbone.pretrained=false or model.backbone.checkpoint=PATH"):
+    with pytest.raises(ValueError, match=r"^pretrained=true: .*set pretrained=false or checkpoint=PATH"):
         Backbone(backbone_cfg("resnet18", pretrained=True))
 
 

@@ -181,7 +181,7 @@ def test_load_init_from_lightning_checkpoint(tmp_path):
     plain = tmp_path / "plain.pth"
     torch.save(source.state_dict(), plain)
     assert CrossVIS(model_cfg(), num_classes=5, num_identities=7).load_init(plain) == ([], [])
-    with pytest.raises(FileNotFoundError, match="model.init_from"):
+    with pytest.raises(ValueError, match="^init_from: no such file"):
         target.load_init(tmp_path / "nope.pth")
 
 

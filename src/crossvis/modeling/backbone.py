@@ -14,6 +14,8 @@ from omegaconf import DictConfig
 from timm.layers import freeze_batch_norm_2d
 from torch import Tensor, nn
 
+from crossvis.errors import ArgumentError
+
 BACKBONE_STRIDES = (8, 16, 32)
 FPN_STRIDES = (8, 16, 32, 64, 128)
 
@@ -36,24 +38,22 @@ def _create_timm(cfg: DictConfig) -> nn.Module:
     if cfg.get("checkpoint"):
         path = Path(cfg.checkpoint).expanduser()
         if not path.is_file():
-            raise FileNotFoundError(
-                f"model.backbone.checkpoint: no such file {path} (expected a timm state dict for {cfg.name!r})"
-            )
+            raise ArgumentError("checkpoint", f": no such file {path} (expected a timm state dict for {cfg.name!r})")
         kwargs.update(pretrained=True, pretrained_cfg_overlay=dict(file=str(path)))
     else:
         kwargs.update(pretrained=bool(cfg.pretrained))
     try:
         model = timm.create_model(cfg.name, **kwargs)
     except OSError as error:  # no network / no cached weights: say which switch to flip
-        raise RuntimeError(
-            f"model.backbone.pretrained=true: could not fetch timm ImageNet weights for {cfg.name!r} ({error}). "
-            "Without internet, set model.backbone.pretrained=false or model.backbone.checkpoint=PATH "
-            "(or model.init_from=PATH for a COCO CondInst checkpoint)."
+        raise ArgumentError(
+            "pretrained",
+            f"=true: could not fetch timm ImageNet weights for {cfg.name!r} ({error}). Without internet, set "
+            "pretrained=false or checkpoint=PATH (or initialise the whole model from a COCO CondInst checkpoint).",
         ) from error
     if tuple(model.feature_info.reduction()) != BACKBONE_STRIDES:
-        raise ValueError(
-            f"model.backbone.name={cfg.name!r}: last three feature strides are "
-            f"{model.feature_info.reduction()}, expected {list(BACKBONE_STRIDES)}"
+        raise ArgumentError(
+            "name", f"={cfg.name!r}: last three feature strides are {model.feature_info.reduction()}, "
+            f"expected {list(BACKBONE_STRIDES)}"
         )
     return model
 
@@ -70,8 +70,8 @@ def _freeze_stages(model: nn.Module, freeze_at: int, name: str) -> None:
     boundary = by_stride.get(2**freeze_at)
     children = [n for n, _ in model.named_children()]
     if boundary is None or boundary.replace(".", "_") not in children:
-        raise ValueError(
-            f"model.backbone.freeze_at={freeze_at}: {name!r} has no stage with stride {2**freeze_at} "
+        raise ArgumentError(
+            "freeze_at", f"={freeze_at}: {name!r} has no stage with stride {2**freeze_at} "
             f"(available strides {sorted(by_stride)})"
         )
     last = children.index(boundary.replace(".", "_"))
@@ -88,7 +88,7 @@ def move_stride_to_1x1(body: nn.Module) -> None:
     for name in ("layer2", "layer3", "layer4"):
         block = getattr(body, name, None)
         if block is None or not hasattr(block[0], "conv3"):
-            raise ValueError("model.backbone.stride_in_1x1=true needs a timm bottleneck ResNet (resnet50, resnet101)")
+            raise ArgumentError("stride_in_1x1", "=true needs a timm bottleneck ResNet (resnet50, resnet101)")
         block[0].conv1.stride, block[0].conv2.stride = block[0].conv2.stride, (1, 1)
 
 
@@ -106,10 +106,10 @@ class Backbone(nn.Module):
         super().__init__()
         stride_in_1x1 = bool(cfg.get("stride_in_1x1", False))
         if stride_in_1x1 and (cfg.pretrained or cfg.get("checkpoint")):
-            raise ValueError(
-                f"model.backbone={cfg.name} with stride_in_1x1=true computes detectron2's MSRA ResNet: timm ImageNet "
-                "weights do not fit it; set model.backbone.pretrained=false and load a detectron2/AdelaiDet "
-                "checkpoint with model.init_from=PATH"
+            raise ArgumentError(
+                "stride_in_1x1",
+                f"=true ({cfg.name}) computes detectron2's MSRA ResNet: timm ImageNet weights do not fit it; set "
+                "pretrained=false and initialise the model from a detectron2/AdelaiDet checkpoint",
             )
         body = _create_timm(cfg)
         if stride_in_1x1:
@@ -118,9 +118,9 @@ class Backbone(nn.Module):
         if cfg.frozen_bn:
             if not (cfg.pretrained or cfg.get("checkpoint") or stride_in_1x1):
                 warnings.warn(
-                    f"model.backbone.frozen_bn=true with random {cfg.name} weights: BatchNorm stays at its init "
+                    f"backbone frozen_bn=true with random {cfg.name} weights: BatchNorm stays at its init "
                     "(timm zero-initialises the last BN of ResNet blocks, so those branches never train); "
-                    "set model.backbone.frozen_bn=false to train a backbone from scratch",
+                    "set frozen_bn=false to train a backbone from scratch",
                     stacklevel=2,
                 )
             body = freeze_batch_norm_2d(body)
@@ -128,7 +128,7 @@ class Backbone(nn.Module):
         self.out_channels: list[int] = list(body.feature_info.channels())
         self.input_format = str(cfg.get("input_format", "RGB")).upper()
         if self.input_format not in ("RGB", "BGR"):
-            raise ValueError(f"model.backbone.input_format={self.input_format!r}: expected RGB or BGR")
+            raise ArgumentError("input_format", f"={self.input_format!r}: expected RGB or BGR")
         mean, std = cfg.get("pixel_mean"), cfg.get("pixel_std")  # 0..255 scale, in input_format order
         timm_scale = torch.tensor(255.0)
         mean = torch.tensor(list(mean)) if mean is not None else torch.tensor(body.pretrained_cfg["mean"]) * timm_scale

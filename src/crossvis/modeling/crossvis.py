@@ -146,8 +146,8 @@ class CrossVIS(nn.Module):
             raise ValueError(f"forward_train: targets must be {images.shape[0]} lists of {k} frame dicts")
         if k == 1 and (self.cfg.crossover.enabled or self.identity_loss is not None):
             raise ValueError(
-                "forward_train: single images train CondInst only: set model.crossover.enabled=false and "
-                "model.embedding.enabled=false (experiment=coco_condinst does), or train on pairs"
+                "forward_train: single images train CondInst only: the model needs crossover.enabled=false and "
+                "embedding.enabled=false, or pairs of frames"
             )
         cfg = self.cfg
         frames = [t for pair in targets for t in pair]  # frame 2b = key, 2b+1 = reference
@@ -239,7 +239,7 @@ class CrossVIS(nn.Module):
         """
         strict = bool(self.cfg.get("init_strict", True)) if strict is None else strict
         if not Path(path).expanduser().is_file():
-            raise FileNotFoundError(f"model.init_from: no such file {path}")
+            raise ArgumentError("init_from", f": no such file {path}")
         source = read_weights(path)
         backbone = self.cfg.backbone
         d2 = bool(backbone.get("stride_in_1x1", False))
@@ -253,7 +253,7 @@ class CrossVIS(nn.Module):
         target = self.state_dict()
         plan = plan_init(source, target)
         if not plan.complete:
-            error = mismatch_error(plan, source, target, " (model.init_strict=false to proceed)")
+            error = mismatch_error(plan, source, target, " (init_strict=false to proceed)")
             if strict:
                 raise error
             warnings.warn(str(error), stacklevel=2)
