@@ -41,6 +41,7 @@ import numpy as np
 import pycocotools.mask as mask_utils
 
 from crossvis.io import atomic_directory
+from crossvis.rle import decode_segmentation, encode_masks
 
 # (id, name, two RGB colours of the texture); ids are deliberately not contiguous.
 CATEGORIES = (
@@ -133,8 +134,7 @@ def texture_pattern(kind: int, u: np.ndarray, v: np.ndarray, size: float) -> np.
 
 
 def rasterize(polygon: np.ndarray, height: int, width: int) -> np.ndarray:
-    rle = mask_utils.frPyObjects([polygon.ravel().tolist()], height, width)[0]
-    return mask_utils.decode(rle).astype(bool)
+    return decode_segmentation([polygon.ravel().tolist()], height, width)
 
 
 def uncompressed_rle(mask: np.ndarray) -> dict:
@@ -148,8 +148,7 @@ def uncompressed_rle(mask: np.ndarray) -> dict:
 
 
 def compressed_rle(mask: np.ndarray) -> dict:
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    return {"size": list(mask.shape), "counts": rle["counts"].decode("ascii")}
+    return encode_masks(mask.astype(bool)[None], [0])[0]
 
 
 def _trajectory(
