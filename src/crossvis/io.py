@@ -27,14 +27,14 @@ def read_json(
     ``not_found`` / ``bad_format``: the error types to raise (e.g. the dataset readers' own subclasses)."""
     path = Path(path)
     if path.is_dir():
-        raise not_found(f"{path}: is a directory (expected the {what} file)")
+        raise not_found(f"{path}: is a directory (expected a {what} file)")
     if not path.is_file():
         raise not_found(f"{path}: {what} file not found")
     try:
         with open(path, encoding="utf-8") as f:
             value = json.load(f)
     except json.JSONDecodeError as e:
-        raise bad_format(f"{path}: malformed JSON at line {e.lineno} column {e.colno}: {e.msg} (expected the {what})") from None
+        raise bad_format(f"{path}: malformed JSON at line {e.lineno} column {e.colno}: {e.msg} (expected a {what})") from None
     except (OSError, UnicodeDecodeError) as e:
         raise bad_format(f"{path}: cannot read the {what} file: {e}") from None
     if top_level is not None and not isinstance(value, top_level):
