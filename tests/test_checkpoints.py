@@ -213,6 +213,15 @@ def test_evaluate_builds_released_crossvis_checkpoints_from_the_data_split(cross
         load_module(wrong, "cpu", None, data, split.categories)
 
 
+def test_released_checkpoint_without_a_data_split_runs_at_the_authors_test_size(crossvis_state, tmp_path):
+    # crossvis.demo has no data config: frames must be resized as the public CrossVIS configs test
+    # (INPUT.MIN_SIZE_TEST 360, MAX_SIZE_TEST 640), not at conf/train.yaml's default data (synthetic, 192/320).
+    path = tmp_path / "crossvis_released.pth"
+    torch.save({"model": crossvis_state}, path)
+    transform = load_module(path).cfg.data.transform
+    assert (transform.short, transform.max_size) == (360, 640)
+
+
 def test_resnet101_checkpoint_selects_and_fills_the_r101_backbone(tmp_path):
     path = tmp_path / "CondInst_MS_R_101_3x.pth"
     torch.save({"model": make_state(condinst_keys(num_classes=80, blocks=R101_BLOCKS))}, path)
