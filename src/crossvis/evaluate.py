@@ -67,7 +67,11 @@ def load_module(
                 )
             names, ids = [c.name for c in categories], [c.id for c in categories]
         module = CrossVISModule(cfg, num_classes, num_identities, names, ids)
-        module.model.load_init(path, strict=True)
+        reinitialised, unused = module.model.load_init(path, strict=True)  # unmatched keys raise
+        print(
+            f"Loaded {path} ({source.origin}): no model tensor unmatched, {len(reinitialised)} re-initialised; "
+            f"file keys unused: {', '.join(unused) or 'none'}"
+        )
         module.to(torch.device(device))
     if tracker:
         module.cfg.tracker = OmegaConf.merge(module.cfg.tracker, tracker)
