@@ -11,10 +11,11 @@
    It saves the resized frame and the detections (boxes, scores, classes, masks at frame size).
 2. This process converts the checkpoint with ``crossvis.convert``, loads it the way
    ``crossvis.evaluate`` loads released weights, runs ``CrossVIS.forward_infer`` on the same resized
-   frame and pairs the two detection sets (:func:`compare_detections`).
+   frame and pairs the two detection sets (:func:`compare_detections`); then once more from the
+   original frame through this project's own resize (``end_to_end``).
 
 The last line printed is a JSON report; the exit code is 1 when the issue's tolerances fail (boxes
-within 0.01 px, scores within 1e-4, every mask IoU >= 0.999, nothing unpaired).
+within 0.01 px, scores within 1e-4, every mask IoU >= 0.999, nothing unpaired) for either run.
 Reference imports: ``adet._C`` (BezierAlign / DefROIAlign, text spotting only) and ``skimage``
 (BoxInst's training colour similarity) are stubbed; CondInst inference uses neither.
 """
@@ -177,8 +178,9 @@ def run_reference(args: argparse.Namespace) -> None:
     resized = predictor.aug.get_transform(frame).apply_image(frame)  # what the model saw
     np.savez_compressed(
         out / "reference.npz",
+        frame_bgr=frame,
         resized_bgr=resized,
-        orig_size=np.array(frame.shape[:2]),
+        test_size=np.array([args.short, args.max_size]),
         boxes=instances.pred_boxes.tensor.numpy(),
         scores=instances.scores.numpy(),
         classes=instances.pred_classes.numpy(),
@@ -204,11 +206,17 @@ def read_frame_bgr(path: str, index: int) -> np.ndarray:
 # ---------------------------------------------------------------------- this project's side ----
 
 
-def run_ours(workdir: Path) -> tuple[dict[str, np.ndarray], dict]:
-    """Convert the reference checkpoint, load it as ``crossvis.evaluate`` does, run one frame."""
+def run_ours(workdir: Path) -> tuple[dict[str, dict[str, np.ndarray]], dict]:
+    """Convert the reference checkpoint, load it as ``crossvis.evaluate`` does, run the frame twice.
+
+    ``same_input``: on the frame AdelaiDet resized (the issue's criterion); ``end_to_end``: from the
+    original frame through this project's own resize (``preprocess_for_inference``), as
+    ``crossvis.evaluate`` / ``crossvis.demo`` run.
+    """
     import torch
 
     from crossvis.convert import convert
+    from crossvis.data.transforms import preprocess_for_inference
     from crossvis.evaluate import load_module
 
     torch.set_num_threads(1)
@@ -216,16 +224,24 @@ def run_ours(workdir: Path) -> tuple[dict[str, np.ndarray], dict]:
     report = convert(str(workdir / "condinst_r50_random.pth"), str(converted), None, None, [])
     ref = np.load(workdir / "reference.npz")
     module = load_module(converted)
-    image = torch.from_numpy(np.ascontiguousarray(ref["resized_bgr"][..., ::-1].transpose(2, 0, 1))).float()  # RGB
-    det = module.model.forward_infer(image, tuple(int(s) for s in ref["orig_size"]))
-    ours = {
-        "boxes": det["boxes"].numpy(),
-        "scores": det["scores"].numpy(),
-        "classes": det["labels"].numpy(),
-        "masks": det["masks"].numpy(),
+    frame_rgb = np.ascontiguousarray(ref["frame_bgr"][..., ::-1])
+    resized_rgb = np.ascontiguousarray(ref["resized_bgr"][..., ::-1])
+    short, max_size = (int(v) for v in ref["test_size"])
+    inputs = {
+        "same_input": torch.from_numpy(np.ascontiguousarray(resized_rgb.transpose(2, 0, 1))).float(),
+        "end_to_end": preprocess_for_inference(frame_rgb, short, max_size),
     }
+    outputs = {}
+    for name, image in inputs.items():
+        det = module.model.forward_infer(image, frame_rgb.shape[:2])
+        outputs[name] = {
+            "boxes": det["boxes"].numpy(),
+            "scores": det["scores"].numpy(),
+            "classes": det["labels"].numpy(),
+            "masks": det["masks"].numpy(),
+        }
     conversion = {"loaded": report["loaded"], "reinitialised": len(report["reinitialised"]), "unused": report["unused"]}
-    return ours, conversion
+    return outputs, conversion
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -255,11 +271,12 @@ def main(argv: list[str] | None = None) -> int:
         subprocess.run(command, env=env, check=True)
         ours, conversion = run_ours(workdir)
         ref = dict(np.load(workdir / "reference.npz"))
-    report = compare_detections(ref, ours)
+    report = compare_detections(ref, ours["same_input"])
+    report["end_to_end"] = compare_detections(ref, ours["end_to_end"])
     report.update(frame=args.frame, frame_index=args.frame_index, short=args.short, max_size=args.max_size,
                   seed=args.seed, conversion=conversion)
     print(json.dumps(report))
-    return 0 if report["ok"] else 1
+    return 0 if report["ok"] and report["end_to_end"]["ok"] else 1
 
 
 if __name__ == "__main__":
