@@ -4,7 +4,9 @@
 
 1. A reference process (``PYTHONPATH`` = the reference path: detectron2, AdelaiDet and their
    pure-python dependencies) builds AdelaiDet's CondInst from ``configs/CondInst/MS_R_50_1x.yaml``
-   on the CPU with seeded random weights (normalisation statistics, GroupNorm affines and FPN
+   (``--config``, e.g. ``MS_R_101_1x.yaml``; or, with the authors' CrossVIS fork on the reference
+   path instead of AdelaiDet, ``configs/CrossVIS/R_50_1x.yaml``, whose per-detection embeddings are
+   compared too) on the CPU with seeded random weights (normalisation statistics, GroupNorm affines and FPN
    scales drawn too, the class-logit bias raised so that more than 100 detections pass the
    thresholds), saves them in AdelaiDet's checkpoint format (``{"model": state_dict}``) and runs
    its own ``DefaultPredictor`` (BGR frame, ``ResizeShortestEdge``, its padding) on the frame.
@@ -15,7 +17,8 @@
    original frame through this project's own resize (``end_to_end``).
 
 The last line printed is a JSON report; the exit code is 1 when the issue's tolerances fail (boxes
-within 0.01 px, scores within 1e-4, every mask IoU >= 0.999, nothing unpaired) for either run.
+within 0.01 px, scores within 1e-4, every mask IoU >= 0.999, nothing unpaired; embeddings within
+1e-4) for either run.
 Reference imports: ``adet._C`` (BezierAlign / DefROIAlign, text spotting only) and ``skimage``
 (BoxInst's training colour similarity) are stubbed; CondInst inference uses neither.
 """
@@ -34,6 +37,7 @@ import numpy as np
 
 BOX_TOLERANCE = 0.01  # px; float32 reordering alone moves boxes by ~2e-3 px (issue 9)
 SCORE_TOLERANCE = 1e-4
+EMBEDDING_TOLERANCE = 1e-4  # CrossVIS fork: max |difference| of a paired detection's embedding (values ~0.1-1)
 MIN_MASK_IOU = 0.999
 PAIR_GATE = 4.0  # px: candidates farther apart (L-inf over the 4 coordinates) are not paired at all
 ADELAIDET_CONFIG = "configs/CondInst/MS_R_50_1x.yaml"
@@ -52,6 +56,7 @@ def compare_detections(
     score_tolerance: float = SCORE_TOLERANCE,
     min_mask_iou: float = MIN_MASK_IOU,
     pair_gate: float = PAIR_GATE,
+    embedding_tolerance: float = EMBEDDING_TOLERANCE,
 ) -> dict:
     """Pair two detection sets by class and box and say whether they agree within the tolerances.
 
@@ -59,7 +64,8 @@ def compare_detections(
     Pairs are formed greedily over same-class candidates in order of increasing box distance
     (max absolute coordinate difference), each detection used once, none farther than
     ``pair_gate`` px. The verdict ``ok`` needs every detection paired and every pair within the
-    box, score and mask-IoU tolerances.
+    box, score and mask-IoU tolerances. When both sets carry ``embeddings [K, D]`` (the CrossVIS
+    fork), paired embeddings must agree within ``embedding_tolerance`` too.
     """
     rb, ob = np.asarray(ref["boxes"], np.float64), np.asarray(ours["boxes"], np.float64)
     distance = np.abs(rb[:, None, :] - ob[None, :, :]).max(axis=2) if len(rb) and len(ob) else np.zeros((len(rb), len(ob)))
@@ -85,12 +91,17 @@ def compare_detections(
         "min_mask_iou": min(ious, default=1.0),
         "masks_below_iou": sum(iou < min_mask_iou for iou in ious),
     }
+    if "embeddings" in ref and "embeddings" in ours:  # CrossVIS: the embedding head's output per detection
+        report["max_embedding_diff"] = max(
+            (float(np.abs(ref["embeddings"][i] - ours["embeddings"][j]).max()) for i, j in pairs), default=0.0
+        )
     report["ok"] = bool(
         report["unpaired_reference"] == 0
         and report["unpaired_ours"] == 0
         and report["max_box_diff_px"] <= box_tolerance
         and report["max_score_diff"] <= score_tolerance
         and report["min_mask_iou"] >= min_mask_iou
+        and report.get("max_embedding_diff", 0.0) <= embedding_tolerance
     )
     return report
 
@@ -157,13 +168,13 @@ def run_reference(args: argparse.Namespace) -> None:
 
     adelaidet = Path(sys.modules["adet"].__file__).resolve().parents[1]
     cfg = get_cfg()
-    cfg.merge_from_file(str(adelaidet / ADELAIDET_CONFIG))
+    cfg.merge_from_file(str(adelaidet / args.config))
     cfg.merge_from_list(["MODEL.DEVICE", "cpu", "INPUT.MIN_SIZE_TEST", args.short, "INPUT.MAX_SIZE_TEST", args.max_size])
     out = Path(args.workdir)
     torch.manual_seed(args.seed)
     model = build_model(cfg)
     randomise_weights(model, args.seed, args.cls_bias)
-    checkpoint = out / "condinst_r50_random.pth"
+    checkpoint = out / "condinst_random.pth"
     torch.save({"model": model.state_dict()}, checkpoint)
 
     cfg.MODEL.WEIGHTS = str(checkpoint)
@@ -185,6 +196,7 @@ def run_reference(args: argparse.Namespace) -> None:
         scores=instances.scores.numpy(),
         classes=instances.pred_classes.numpy(),
         masks=instances.pred_masks.numpy().astype(bool),
+        **({"embeddings": instances.reid_feat.numpy()} if instances.has("reid_feat") else {}),  # CrossVIS fork
     )
 
 
@@ -220,8 +232,8 @@ def run_ours(workdir: Path) -> tuple[dict[str, dict[str, np.ndarray]], dict]:
     from crossvis.evaluate import load_module
 
     torch.set_num_threads(1)
-    converted = workdir / "condinst_r50_converted.pth"
-    report = convert(str(workdir / "condinst_r50_random.pth"), str(converted), None, None, [])
+    converted = workdir / "condinst_converted.pth"
+    report = convert(str(workdir / "condinst_random.pth"), str(converted), None, None, [])
     ref = np.load(workdir / "reference.npz")
     module = load_module(converted)
     frame_rgb = np.ascontiguousarray(ref["frame_bgr"][..., ::-1])
@@ -239,8 +251,14 @@ def run_ours(workdir: Path) -> tuple[dict[str, dict[str, np.ndarray]], dict]:
             "scores": det["scores"].numpy(),
             "classes": det["labels"].numpy(),
             "masks": det["masks"].numpy(),
+            **({"embeddings": det["embeddings"].numpy()} if "embeddings" in det else {}),
         }
-    conversion = {"loaded": report["loaded"], "reinitialised": len(report["reinitialised"]), "unused": report["unused"]}
+    conversion = {
+        "backbone": report["backbone"],
+        "loaded": report["loaded"],
+        "reinitialised": len(report["reinitialised"]),
+        "unused": report["unused"],
+    }
     return outputs, conversion
 
 
@@ -252,6 +270,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="PYTHONPATH of the reference process: detectron2, AdelaiDet and their dependencies")
     parser.add_argument("--short", type=int, default=360, help="test short side (AdelaiDet's COCO test size: 800)")
     parser.add_argument("--max-size", type=int, default=640, help="test long-side limit (AdelaiDet: 1333)")
+    parser.add_argument("--config", default=ADELAIDET_CONFIG, help="AdelaiDet CondInst config, relative to AdelaiDet")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cls-bias", type=float, default=0.0, help="class-logit bias of the random weights")
     parser.add_argument("--workdir", help="where the checkpoints and detections go (default: a temporary folder)")
@@ -273,8 +292,8 @@ def main(argv: list[str] | None = None) -> int:
         ref = dict(np.load(workdir / "reference.npz"))
     report = compare_detections(ref, ours["same_input"])
     report["end_to_end"] = compare_detections(ref, ours["end_to_end"])
-    report.update(frame=args.frame, frame_index=args.frame_index, short=args.short, max_size=args.max_size,
-                  seed=args.seed, conversion=conversion)
+    report.update(config=args.config, frame=args.frame, frame_index=args.frame_index, short=args.short,
+                  max_size=args.max_size, seed=args.seed, conversion=conversion)
     print(json.dumps(report))
     return 0 if report["ok"] and report["end_to_end"]["ok"] else 1
 

@@ -99,3 +99,14 @@ def test_boxes_beyond_the_gate_are_not_paired() -> None:
     assert report["paired"] == 0 and report["unpaired_ours"] == 1 and not report["ok"]
     report = compare_detections(ref, far, pair_gate=6.0)
     assert report["paired"] == 1 and report["max_box_diff_px"] == 5.0 and report["min_mask_iou"] == 0.0
+
+
+def test_embeddings_are_compared_when_both_sets_have_them() -> None:
+    ref = {**REF, "embeddings": np.array([[0.5, -0.25], [0.0, 1.0], [0.125, 0.0]], np.float32)}
+    close = {**ref, "embeddings": ref["embeddings"] + np.array([[0, 5e-5], [0, 0], [0, 0]], np.float32)}
+    report = compare_detections(ref, close)
+    assert report["ok"] and report["max_embedding_diff"] == pytest.approx(5e-5, abs=1e-7)
+    far = {**ref, "embeddings": ref["embeddings"] + np.array([[0, 0], [0, 0], [3e-4, 0]], np.float32)}
+    report = compare_detections(ref, far)
+    assert not report["ok"] and report["max_embedding_diff"] == pytest.approx(3e-4, abs=1e-7)
+    assert "max_embedding_diff" not in compare_detections(REF, REF)  # CondInst: no embeddings
