@@ -90,6 +90,8 @@ def compare_detections(
         "max_score_diff": max(score_diffs, default=0.0),
         "min_mask_iou": min(ious, default=1.0),
         "masks_below_iou": sum(iou < min_mask_iou for iou in ious),
+        # how telling the mask check was: paired reference masks neither empty nor covering the frame
+        "partial_masks": sum(0 < ref["masks"][i].sum() < ref["masks"][i].size for i, _ in pairs),
     }
     if "embeddings" in ref and "embeddings" in ours:  # CrossVIS: the embedding head's output per detection
         report["max_embedding_diff"] = max(

@@ -50,6 +50,9 @@ def test_identical_sets_in_another_order_pass() -> None:
     report = compare_detections(REF, ours)
     assert report["ok"] and report["paired"] == 3
     assert report["max_box_diff_px"] == 0.0 and report["max_score_diff"] == 0.0 and report["min_mask_iou"] == 1.0
+    assert report["partial_masks"] == 3  # 16 of 100 pixels each
+    full = {**REF, "masks": np.ones_like(REF["masks"])}
+    assert compare_detections(full, full)["partial_masks"] == 0
 
 
 def test_within_tolerance_pairs_by_class_and_box() -> None:
