@@ -91,7 +91,7 @@ def compare_detections(
         "min_mask_iou": min(ious, default=1.0),
         "masks_below_iou": sum(iou < min_mask_iou for iou in ious),
         # how telling the mask check was: paired reference masks neither empty nor covering the frame
-        "partial_masks": sum(0 < ref["masks"][i].sum() < ref["masks"][i].size for i, _ in pairs),
+        "partial_masks": sum(bool(0 < ref["masks"][i].sum() < ref["masks"][i].size) for i, _ in pairs),
     }
     if "embeddings" in ref and "embeddings" in ours:  # CrossVIS: the embedding head's output per detection
         report["max_embedding_diff"] = max(

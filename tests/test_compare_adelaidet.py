@@ -5,6 +5,7 @@ The AdelaiDet side needs detectron2 and is run by hand (README "Checking against
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -51,6 +52,7 @@ def test_identical_sets_in_another_order_pass() -> None:
     assert report["ok"] and report["paired"] == 3
     assert report["max_box_diff_px"] == 0.0 and report["max_score_diff"] == 0.0 and report["min_mask_iou"] == 1.0
     assert report["partial_masks"] == 3  # 16 of 100 pixels each
+    assert json.loads(json.dumps(report)) == report  # the script prints it as its last line
     full = {**REF, "masks": np.ones_like(REF["masks"])}
     assert compare_detections(full, full)["partial_masks"] == 0
 
