@@ -130,10 +130,8 @@ def randomise_weights(model, seed: int, cls_bias: float) -> None:
     class-logit bias ``cls_bias`` (enough detections to fill the top 100).
     """
     import torch
-
-    from torch import nn
-
     from detectron2.layers import FrozenBatchNorm2d
+    from torch import nn
 
     gen = torch.Generator().manual_seed(seed)
 
@@ -283,6 +281,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not args.reference_path:
         parser.error("--reference-path (or CROSSVIS_REFERENCE_PATH) is required")
+    if not Path(args.frame).is_file():
+        parser.error(f"--frame {args.frame}: no such file (expected an image or a video)")
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(args.workdir or tmp)
         workdir.mkdir(parents=True, exist_ok=True)
