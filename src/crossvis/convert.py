@@ -18,32 +18,8 @@ import argparse
 import json
 import sys
 
-import torch
-
-from crossvis.io import atomic_path
-from crossvis.lightning_module import build_model
-from crossvis.modeling.released_weights import (
-    CheckpointError,
-    backbone_for,
-    mismatch_error,
-    plan_init,
-    read_weights,
-    released_model_config,
-)
-
-
-def convert(src: str, dst: str, num_classes: int | None, num_identities: int | None, overrides: list[str]) -> dict:
-    """Write the converted checkpoint to ``dst`` (atomically) and return the report."""
-    source = read_weights(src)
-    cfg, source_classes, source_identities = released_model_config(source, overrides)
-    model = build_model(cfg.model, num_classes or source_classes, num_identities or source_identities)
-    target = model.state_dict()
-    plan = plan_init(source, target)
-    if not plan.complete:
-        raise mismatch_error(plan, source, target)
-    with atomic_path(dst) as tmp:
-        torch.save({"state_dict": source.tensors, "converted_from": source.origin}, tmp)
-    return {"source": source.origin, "backbone": backbone_for(source), **plan.report()}
+from crossvis.loading import convert
+from crossvis.modeling.released_weights import CheckpointError
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,5 @@
-"""Rebuild a trained model for inference: this project's Lightning checkpoints and released weights."""
+"""Trained models for inference: this project's Lightning checkpoints and released weights (loaded or
+converted to this project's key names, ``python -m crossvis.convert``)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,16 @@ from omegaconf import DictConfig
 from crossvis.cli import require_file
 from crossvis.data.ytvis import Category
 from crossvis.errors import InputFormatError, UserError
-from crossvis.lightning_module import CrossVISModule
-from crossvis.modeling.released_weights import CheckpointError, read_weights, released_model_config
+from crossvis.io import atomic_path
+from crossvis.lightning_module import CrossVISModule, build_model
+from crossvis.modeling.released_weights import (
+    CheckpointError,
+    backbone_for,
+    mismatch_error,
+    plan_init,
+    read_weights,
+    released_model_config,
+)
 from crossvis.training_checkpoints import CHECKPOINT_EXPECTED
 
 
@@ -52,7 +61,11 @@ def load_module(
                 )
             names, ids = [c.name for c in categories], [c.id for c in categories]
         module = CrossVISModule(cfg, num_classes, num_identities, names, ids)
-        module.model.load_init(path, strict=True)
+        reinitialised, unused = module.model.load_init(path, strict=True)  # unmatched keys raise
+        print(
+            f"Loaded {path} ({source.origin}): no model tensor unmatched, {len(reinitialised)} re-initialised; "
+            f"file keys unused: {', '.join(unused) or 'none'}"
+        )
         module.to(torch.device(device))
     if "inference" not in module.cfg:  # written before conf/inference existed
         transform = module.cfg.data.transform
@@ -75,3 +88,17 @@ def load_checked_module(checkpoint: str | Path, *args: Any, **kwargs: Any) -> Cr
         raise InputFormatError(
             f"checkpoint: cannot load {path} ({type(error).__name__}: {detail}); expected {CHECKPOINT_EXPECTED}"
         ) from error
+
+
+def convert(src: str, dst: str, num_classes: int | None, num_identities: int | None, overrides: list[str]) -> dict:
+    """Write the converted checkpoint to ``dst`` (atomically) and return the report."""
+    source = read_weights(src)
+    cfg, source_classes, source_identities = released_model_config(source, overrides)
+    model = build_model(cfg.model, num_classes or source_classes, num_identities or source_identities)
+    target = model.state_dict()
+    plan = plan_init(source, target)
+    if not plan.complete:
+        raise mismatch_error(plan, source, target)
+    with atomic_path(dst) as tmp:
+        torch.save({"state_dict": source.tensors, "converted_from": source.origin}, tmp)
+    return {"source": source.origin, "backbone": backbone_for(source), **plan.report()}

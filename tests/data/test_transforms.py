@@ -14,6 +14,7 @@ from crossvis.data.transforms import (
     load_frame_rgb,
     preprocess_for_inference,
     resize_scale,
+    resized_shape,
 )
 
 
@@ -161,6 +162,24 @@ def test_load_frame_rgb_and_errors(tmp_path: Path) -> None:
     (tmp_path / "broken.jpg").write_bytes(b"not an image")
     with pytest.raises(ValueError, match="broken.jpg"):
         load_frame_rgb(tmp_path / "broken.jpg")
+
+
+def test_resized_shape_rounds_half_up_like_detectron2() -> None:
+    # ResizeShortestEdge.get_output_shape: 2x5 at short 1 → 1 x 2.5 → int(2.5 + 0.5) = 3 (round() gives 2)
+    assert resized_shape(2, 5, 1, 100) == (1, 3)
+    assert resized_shape(5, 2, 1, 100) == (3, 1)
+    # capped by max_size: 300x1200 at (360, 640) → 360x1440 → ×640/1440 → 160 x 640
+    assert resized_shape(300, 1200, 360, 640) == (160, 640)
+
+
+def test_inference_resize_is_pillows_antialiased_bilinear() -> None:
+    # detectron2's ResizeTransform (PIL bilinear): shrinking 4 → 2 columns, output 0 centred at 1.0 with
+    # support 2 reads columns 0, 1, 2 with triangle weights 0.75, 0.75, 0.25 (/1.75): [0, 0, 70, 70] → 10;
+    # output 1 reads columns 1, 2, 3 with 0.25, 0.75, 0.75 → 60. cv2.INTER_LINEAR would give [0, 70].
+    image = np.tile(np.array([0, 0, 70, 70], np.uint8)[None, :, None], (4, 1, 3))
+    out = preprocess_for_inference(image, 2, 2)
+    assert out.shape == (3, 2, 2)
+    assert torch.equal(out, torch.tensor([10.0, 60.0]).expand(3, 2, 2))
 
 
 def test_preprocess_for_inference() -> None:

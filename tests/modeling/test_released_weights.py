@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import shutil
 from pathlib import Path
 
 import pytest
@@ -41,6 +42,25 @@ def make_state(shapes: dict[str, tuple[int, ...]]) -> dict[str, torch.Tensor]:
         k: torch.zeros(s, dtype=torch.long) if k.endswith("num_batches_tracked") else torch.full(s, float(i))
         for i, (k, s) in enumerate(shapes.items())
     }
+
+
+def random_state(shapes: dict[str, tuple[int, ...]], seed: int = 0) -> dict[str, torch.Tensor]:
+    """Seeded weights of sane scale (convs N(0, 1/fan_in), norms identity) that detect things.
+
+    Class-logit bias 0 and box bias 1 (boxes about a stride per side), so inference keeps detections.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    state = {}
+    for key, shape in shapes.items():
+        if key.endswith("num_batches_tracked"):
+            state[key] = torch.zeros(shape, dtype=torch.long)
+        elif len(shape) >= 2:
+            fan_in = int(torch.tensor(shape[1:]).prod())
+            state[key] = torch.randn(shape, generator=gen) / fan_in**0.5
+        else:  # norm weight / running_var / FCOS scale 1, every bias and mean 0
+            one = key.endswith((".weight", "running_var", ".scale")) or key.endswith("bbox_pred.bias")
+            state[key] = torch.full(shape, 1.0 if one else 0.0)
+    return state
 
 
 @pytest.fixture(scope="module")
@@ -191,7 +211,7 @@ def test_converter_round_trip_loads_every_tensor(condinst_state, tmp_path, capsy
     assert "head.controller.bias (169,): not in file" in capsys.readouterr().err and not (tmp_path / "out.pth").exists()
 
 
-def test_evaluate_builds_released_crossvis_checkpoints_from_the_data_split(crossvis_state, synthetic_root, tmp_path):
+def test_evaluate_builds_released_crossvis_checkpoints_from_the_data_split(crossvis_state, synthetic_root, tmp_path, capsys):
     with initialize_config_dir(config_dir=str(CONF), version_base=None):
         data = compose("evaluate", overrides=["checkpoint=x", f"data.root={synthetic_root}"]).data
     split = load_vis(data.val.json, data.val.images)  # the evaluated split names the categories
@@ -201,6 +221,10 @@ def test_evaluate_builds_released_crossvis_checkpoints_from_the_data_split(cross
     path = tmp_path / "crossvis_released.pth"
     torch.save({"model": make_state(shapes)}, path)
     module = load_module(path, "cpu", data, split.categories)
+    assert capsys.readouterr().out.strip() == (  # what the loader reports: nothing unmatched
+        f"Loaded {path} (crossvis_fork): no model tensor unmatched, 0 re-initialised; "
+        "file keys unused: mask_head.sizes_of_interest, mask_head._iter"
+    )
     assert module.model.num_classes == n and module.model.identity_loss.proxies.out_features == 50
     assert module.cfg.model.backbone.stride_in_1x1
     # the test-time resize is the evaluated data's (conf/inference/default.yaml follows data.transform)
@@ -213,6 +237,16 @@ def test_evaluate_builds_released_crossvis_checkpoints_from_the_data_split(cross
     torch.save({"model": make_state({**condinst_keys(num_classes=80), **crossvis_extras(50)})}, wrong)
     with pytest.raises(CheckpointError, match=f"has 80 classes .* has {n} categories"):
         load_module(wrong, "cpu", data, split.categories)
+
+
+def test_released_checkpoint_without_a_data_split_runs_at_the_authors_test_size(crossvis_state, tmp_path):
+    # crossvis.demo has no data config: frames must be resized as the public CrossVIS configs test
+    # (INPUT.MIN_SIZE_TEST 360, MAX_SIZE_TEST 640), not at conf/train.yaml's default data (synthetic, 192/320).
+    path = tmp_path / "crossvis_released.pth"
+    torch.save({"model": crossvis_state}, path)
+    cfg = load_module(path).cfg
+    assert (cfg.data.transform.short, cfg.data.transform.max_size) == (360, 640)
+    assert (cfg.inference.short, cfg.inference.max_size) == (360, 640)  # the test-time resize follows
 
 
 def test_resnet101_checkpoint_selects_and_fills_the_r101_backbone(tmp_path):
@@ -232,3 +266,31 @@ def test_resnet101_checkpoint_selects_and_fills_the_r101_backbone(tmp_path):
     surplus = plan_init(source, r50.state_dict()).surplus
     # res4.6..22: 17 blocks × (3 convs + 3 FrozenBN × 4), no shortcut
     assert len(surplus) == 17 * 15 and "features.backbone.body.layer3.22.conv3.weight" in surplus
+
+
+@pytest.mark.slow  # ~30 s: two R-50 entry points; the loading itself is tested in-process above
+def test_released_crossvis_checkpoint_runs_through_evaluate_and_demo(synthetic_root, tmp_path):
+    """Issue 9: the authors' CrossVIS R-50 format runs through both entry points, no key unmatched."""
+    categories = json.loads((synthetic_root / "valid_gt.json").read_text())["categories"]
+    path = tmp_path / "CrossVIS_R_50_1x.pth"
+    torch.save({"model": random_state({**condinst_keys(num_classes=len(categories)), **crossvis_extras(3774)})}, path)
+    loaded = (
+        f"Loaded {path} (crossvis_fork): no model tensor unmatched, 0 re-initialised; "
+        "file keys unused: mask_head.sizes_of_interest, mask_head._iter"
+    )
+    run_dir = tmp_path / "eval"
+    evaluate = run_module(
+        "crossvis.evaluate", f"checkpoint={path}", f"data.root={synthetic_root}", "data.transform.short=64",
+        "data.transform.max_size=112", "threads=1", f"hydra.run.dir={run_dir}",
+    )
+    assert loaded in evaluate.stdout
+    assert set(last_json_line(evaluate.stdout)) >= {"AP", "AR10"}
+    assert json.loads((run_dir / "results.json").read_text())  # random weights, but tracks all the same
+
+    frames = tmp_path / "frames"  # one frame: the demo runs the released model at 360 x 640
+    video = sorted((synthetic_root / "valid" / "JPEGImages").iterdir())[0]
+    frames.mkdir()
+    shutil.copy(sorted(video.iterdir())[0], frames)
+    demo = run_module("crossvis.demo", f"input={frames}", f"checkpoint={path}", f"output={tmp_path / 'out.mp4'}", "threads=1")
+    assert loaded in demo.stdout
+    assert (tmp_path / "out.mp4").stat().st_size > 0 and json.loads((tmp_path / "out.json").read_text())
