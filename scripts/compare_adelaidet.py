@@ -68,7 +68,9 @@ def compare_detections(
     fork), paired embeddings must agree within ``embedding_tolerance`` too.
     """
     rb, ob = np.asarray(ref["boxes"], np.float64), np.asarray(ours["boxes"], np.float64)
-    distance = np.abs(rb[:, None, :] - ob[None, :, :]).max(axis=2) if len(rb) and len(ob) else np.zeros((len(rb), len(ob)))
+    distance = (
+        np.abs(rb[:, None, :] - ob[None, :, :]).max(axis=2) if len(rb) and len(ob) else np.zeros((len(rb), len(ob)))
+    )
     same_class = np.asarray(ref["classes"])[:, None] == np.asarray(ours["classes"])[None, :]
     candidates = [(distance[i, j], i, j) for i, j in zip(*np.nonzero(same_class & (distance <= pair_gate)))]
     pairs, used_ref, used_ours = [], set(), set()
@@ -169,7 +171,9 @@ def run_reference(args: argparse.Namespace) -> None:
     adelaidet = Path(sys.modules["adet"].__file__).resolve().parents[1]
     cfg = get_cfg()
     cfg.merge_from_file(str(adelaidet / args.config))
-    cfg.merge_from_list(["MODEL.DEVICE", "cpu", "INPUT.MIN_SIZE_TEST", args.short, "INPUT.MAX_SIZE_TEST", args.max_size])
+    cfg.merge_from_list(
+        ["MODEL.DEVICE", "cpu", "INPUT.MIN_SIZE_TEST", args.short, "INPUT.MAX_SIZE_TEST", args.max_size]
+    )
     out = Path(args.workdir)
     torch.manual_seed(args.seed)
     model = build_model(cfg)
@@ -265,8 +269,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--frame", required=True, help="image file, or a video (see --frame-index)")
     parser.add_argument("--frame-index", type=int, default=0, help="frame of a video --frame")
-    parser.add_argument("--reference-path", default=os.environ.get("CROSSVIS_REFERENCE_PATH", ""),
-                        help="PYTHONPATH of the reference process: detectron2, AdelaiDet and their dependencies")
+    parser.add_argument(
+        "--reference-path",
+        default=os.environ.get("CROSSVIS_REFERENCE_PATH", ""),
+        help="PYTHONPATH of the reference process: detectron2, AdelaiDet and their dependencies",
+    )
     parser.add_argument("--short", type=int, default=360, help="test short side (AdelaiDet's COCO test size: 800)")
     parser.add_argument("--max-size", type=int, default=640, help="test long-side limit (AdelaiDet: 1333)")
     parser.add_argument("--config", default=ADELAIDET_CONFIG, help="AdelaiDet CondInst config, relative to AdelaiDet")
@@ -286,15 +293,28 @@ def main(argv: list[str] | None = None) -> int:
         workdir = Path(args.workdir or tmp)
         workdir.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "PYTHONPATH": args.reference_path, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-        command = [sys.executable, __file__, *(argv if argv is not None else sys.argv[1:]),
-                   "--reference-only", "--workdir", str(workdir)]
+        command = [
+            sys.executable,
+            __file__,
+            *(argv if argv is not None else sys.argv[1:]),
+            "--reference-only",
+            "--workdir",
+            str(workdir),
+        ]
         subprocess.run(command, env=env, check=True)
         ours, conversion = run_ours(workdir)
         ref = dict(np.load(workdir / "reference.npz"))
     report = compare_detections(ref, ours["same_input"])
     report["end_to_end"] = compare_detections(ref, ours["end_to_end"])
-    report.update(config=args.config, frame=args.frame, frame_index=args.frame_index, short=args.short,
-                  max_size=args.max_size, seed=args.seed, conversion=conversion)
+    report.update(
+        config=args.config,
+        frame=args.frame,
+        frame_index=args.frame_index,
+        short=args.short,
+        max_size=args.max_size,
+        seed=args.seed,
+        conversion=conversion,
+    )
     print(json.dumps(report))
     return 0 if report["ok"] and report["end_to_end"]["ok"] else 1
 

@@ -141,7 +141,9 @@ def main(cfg: DictConfig) -> None:
         cfg.data.batch_size = int(cfg.frames_per_step) // 2
     datamodule = VISDataModule(cfg.data)
     datamodule.setup("fit")
-    model = build_model(datamodule.num_classes, int(cfg.channels), (cfg.data.transform.short, cfg.data.transform.max_size))
+    model = build_model(
+        datamodule.num_classes, int(cfg.channels), (cfg.data.transform.short, cfg.data.transform.max_size)
+    )
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     schedule = warmup_step_schedule(cfg.steps, cfg.warmup_iters, cfg.warmup_factor, list(cfg.decay_at), cfg.gamma)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
@@ -173,7 +175,9 @@ def main(cfg: DictConfig) -> None:
     (output_dir / "losses.json").write_text(json.dumps(log))
     metrics = evaluate(datamodule.val_ground_truth, results)
     print(format_table(metrics))
-    print(f"Peer Mask R-CNN R-18-FPN: {step} steps x {cfg.frames_per_step} frames, training took {train_minutes:.1f} min")
+    print(
+        f"Peer Mask R-CNN R-18-FPN: {step} steps x {cfg.frames_per_step} frames, training took {train_minutes:.1f} min"
+    )
     print(json.dumps({**metrics, "steps": step, "frames_per_step": int(cfg.frames_per_step)}))
 
 

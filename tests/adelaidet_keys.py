@@ -62,8 +62,12 @@ def condinst_keys(num_classes: int = 80, blocks: dict[int, int] = R50_BLOCKS) ->
     """AdelaiDet CondInst (MS R-50 1x by default) state dict: name → shape."""
     keys = resnet_keys(blocks)
     for level, c in ((3, 512), (4, 1024), (5, 2048)):
-        keys.update({f"backbone.fpn_lateral{level}.weight": (256, c, 1, 1), f"backbone.fpn_lateral{level}.bias": (256,)})
-        keys.update({f"backbone.fpn_output{level}.weight": (256, 256, 3, 3), f"backbone.fpn_output{level}.bias": (256,)})
+        keys.update(
+            {f"backbone.fpn_lateral{level}.weight": (256, c, 1, 1), f"backbone.fpn_lateral{level}.bias": (256,)}
+        )
+        keys.update(
+            {f"backbone.fpn_output{level}.weight": (256, 256, 3, 3), f"backbone.fpn_output{level}.bias": (256,)}
+        )
     for p in ("p6", "p7"):
         keys.update({f"backbone.top_block.{p}.weight": (256, 256, 3, 3), f"backbone.top_block.{p}.bias": (256,)})
     head = "proposal_generator.fcos_head"

@@ -8,6 +8,7 @@ import pytest
 
 from crossvis.data.synthetic import write_synthetic
 from crossvis.data.synthetic_coco import write_synthetic_coco
+
 from helpers import run_module, train_args
 
 
@@ -31,7 +32,12 @@ def trained_run(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) 
     run_module(
         "crossvis.train",
         *train_args(
-            synthetic_root, run_dir, "trainer.max_steps=80", "optim.name=adamw", "optim.base_lr=0.016", "optim.warmup_iters=10"
+            synthetic_root,
+            run_dir,
+            "trainer.max_steps=80",
+            "optim.name=adamw",
+            "optim.base_lr=0.016",
+            "optim.warmup_iters=10",
         ),
     )
     return run_dir

@@ -32,11 +32,11 @@ TINY = [
 
 def run_module(module: str, *args: str, cwd: Path | None = None, check: bool = True) -> subprocess.CompletedProcess:
     """``python -m module args``; on an unexpected exit code the assertion shows the output."""
-    proc = subprocess.run(
-        [sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True, timeout=900
-    )
+    proc = subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True, timeout=900)
     if check:
-        assert proc.returncode == 0, f"{module} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+        assert proc.returncode == 0, (
+            f"{module} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+        )
     return proc
 
 

@@ -41,16 +41,26 @@ def test_json_contract_and_table5_layout_on_generated_frames():
     assert report["memory"] == "peak_rss" and report["peak_memory_mb"] > 0
     assert set(report["compare"]) == {"condinst"} and report["compare"]["condinst"] > 0
     table = proc.stdout
-    for row, paper in [("Mask R-CNN resnet50-FPN", "41.6"), ("CondInst resnet18", "42.8"),
-                       ("MaskTrack R-CNN resnet50", "32.8"), ("CrossVIS resnet18", "39.8")]:
+    for row, paper in [
+        ("Mask R-CNN resnet50-FPN", "41.6"),
+        ("CondInst resnet18", "42.8"),
+        ("MaskTrack R-CNN resnet50", "32.8"),
+        ("CrossVIS resnet18", "39.8"),
+    ]:
         line = next(line for line in table.splitlines() if line.startswith(row))
         assert paper in line.split()
     assert "—" in next(line for line in table.splitlines() if line.startswith("Mask R-CNN"))  # not measured
 
 
 def test_precision_and_layout_options_reach_the_benchmark():
-    report = last_json_line(bench("input.size=[48,80]", "input.frames=2",
-                                  "model.inference.precision=bf16", "model.inference.channels_last=true").stdout)
+    report = last_json_line(
+        bench(
+            "input.size=[48,80]",
+            "input.frames=2",
+            "model.inference.precision=bf16",
+            "model.inference.channels_last=true",
+        ).stdout
+    )
     assert report["dtype"] == "bfloat16" and report["precision"] == "bf16" and report["channels_last"] is True
     assert report["end_to_end_fps"] > 0
 
@@ -91,15 +101,18 @@ def test_maskrcnn_row_and_ratios():
     report = last_json_line(bench("input.size=[48,80]", "input.frames=1", "warmup=0", "compare=[maskrcnn]").stdout)
     assert report["compare"]["maskrcnn"] > 0
     assert report["ratio_to_maskrcnn"]["maskrcnn"] == 1.0
-    assert report["ratio_to_maskrcnn"]["crossvis"] == pytest.approx(report["model_only_fps"] / report["compare"]["maskrcnn"])
+    assert report["ratio_to_maskrcnn"]["crossvis"] == pytest.approx(
+        report["model_only_fps"] / report["compare"]["maskrcnn"]
+    )
 
 
 @pytest.mark.slow
 def test_peak_memory_stays_flat_over_a_long_video():
     """Masks are RLE-encoded as frames arrive: 10× more frames must not grow the peak RSS by more than 10%."""
     peaks = [
-        last_json_line(bench("input.size=[32,48]", "input.short=32", "input.max_size=48", f"input.frames={n}",
-                             "warmup=0").stdout)["peak_memory_mb"]
+        last_json_line(
+            bench("input.size=[32,48]", "input.short=32", "input.max_size=48", f"input.frames={n}", "warmup=0").stdout
+        )["peak_memory_mb"]
         for n in (30, 300)
     ]
     assert peaks[1] <= 1.1 * peaks[0]

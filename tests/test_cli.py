@@ -9,10 +9,10 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from crossvis.training_checkpoints import check_categories, read_training_checkpoint
 from crossvis.cli import configure_threads, require_file, require_writable_dir, user_errors
 from crossvis.data.ytvis import load_vis
 from crossvis.errors import ConfigError, InputFormatError, UserError, user_message
+from crossvis.training_checkpoints import check_categories, read_training_checkpoint
 
 
 class _BadFrames(Dataset):
@@ -121,4 +121,3 @@ def test_category_mismatch_names_both_lists() -> None:
 def test_directory_given_as_annotation_json(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=f"{tmp_path}: is a directory"):
         load_vis(tmp_path, tmp_path)
-

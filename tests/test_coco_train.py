@@ -12,6 +12,7 @@ from hydra import compose, initialize_config_dir
 
 from crossvis.evaluation.coco_eval import evaluate_coco
 from crossvis.modeling.crossvis import CrossVIS
+
 from helpers import TINY, run_module, train_args
 
 pytestmark = pytest.mark.filterwarnings("ignore:model.backbone.frozen_bn=true with random")
@@ -86,8 +87,12 @@ def test_video_stage_from_coco_checkpoint(coco_run: tuple[Path, str], synthetic_
 
 def test_pseudo_pair_run_trains_crossover_and_pairwise_embedding(synthetic_coco_root: Path, tmp_path: Path) -> None:
     run_module(
-        "crossvis.train", "data=coco", "data.pseudo_pairs.enabled=true", "model.embedding.type=pairwise",
-        "trainer.limit_val_batches=0", *_coco_args(synthetic_coco_root, tmp_path, "trainer.max_steps=3"),
+        "crossvis.train",
+        "data=coco",
+        "data.pseudo_pairs.enabled=true",
+        "model.embedding.type=pairwise",
+        "trainer.limit_val_batches=0",
+        *_coco_args(synthetic_coco_root, tmp_path, "trainer.max_steps=3"),
     )
     rows = [r for r in _csv_rows(tmp_path) if r.get("train/loss")]
     assert len(rows) == 3
@@ -98,8 +103,14 @@ def test_pseudo_pair_run_trains_crossover_and_pairwise_embedding(synthetic_coco_
 def test_joint_run_logs_pairs_per_source(synthetic_root: Path, synthetic_coco_root: Path, tmp_path: Path) -> None:
     proc = run_module(
         "crossvis.train",
-        *train_args(synthetic_root, tmp_path, "data=synthetic_coco", f"data.coco.root={synthetic_coco_root}",
-                    "trainer.max_steps=4", "trainer.limit_val_batches=0"),
+        *train_args(
+            synthetic_root,
+            tmp_path,
+            "data=synthetic_coco",
+            f"data.coco.root={synthetic_coco_root}",
+            "trainer.max_steps=4",
+            "trainer.limit_val_batches=0",
+        ),
     )
     assert "Joint training pairs per epoch:" in proc.stdout + proc.stderr
     last = [r for r in _csv_rows(tmp_path) if r.get("train/loss")][-1]

@@ -89,9 +89,7 @@ def test_each_tolerance_fails_the_verdict() -> None:
 
 def test_class_mismatch_and_missing_detections_stay_unpaired() -> None:
     # Same boxes, but the last one has another class; and the class-2 twin is missing.
-    ours = _detections(
-        [[0, 0, 4, 4], [5, 5, 9, 9]], [0.9, 0.7], [1, 3], [_mask(0, 0, 4, 4), _mask(5, 5, 4, 4)]
-    )
+    ours = _detections([[0, 0, 4, 4], [5, 5, 9, 9]], [0.9, 0.7], [1, 3], [_mask(0, 0, 4, 4), _mask(5, 5, 4, 4)])
     report = compare_detections(REF, ours)
     assert not report["ok"]
     assert (report["paired"], report["unpaired_reference"], report["unpaired_ours"]) == (1, 2, 1)

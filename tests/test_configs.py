@@ -59,7 +59,11 @@ def test_every_entry_point_composes(composer, entry_point: str) -> None:
 def test_every_experiment_with_every_data_model_and_backbone_option(composer, experiment: str | None) -> None:
     """Each experiment with each option of each group (the other groups at their defaults)."""
     extra = [f"experiment={experiment}"] if experiment else []
-    options = [*(f"data={d}" for d in DATA), *(f"model={m}" for m in MODELS), *(f"model/backbone={b}" for b in BACKBONES)]
+    options = [
+        *(f"data={d}" for d in DATA),
+        *(f"model={m}" for m in MODELS),
+        *(f"model/backbone={b}" for b in BACKBONES),
+    ]
     for option in options:
         cfg = composer("train", *extra, option)
         assert cfg.table == (experiment if experiment and experiment.startswith("table") else None)

@@ -11,8 +11,9 @@ import pytest
 from pycocotools import mask as mask_utils
 
 from crossvis.data.ytvis import load_vis
-from crossvis.loading import load_checked_module
 from crossvis.evaluation.metric import METRIC_KEYS
+from crossvis.loading import load_checked_module
+
 from helpers import last_json_line, run_module
 
 
@@ -36,7 +37,9 @@ def test_evaluate_writes_results_and_prints_metrics(trained_run, synthetic_root,
     with zipfile.ZipFile(tmp_path / "submission.zip") as archive:
         assert json.loads(archive.read("results.json")) == results
     # The metric of the run equals the standalone metric on the written files.
-    standalone = run_module("crossvis.evaluation.metric", str(synthetic_root / "valid_gt.json"), str(tmp_path / "results.json"))
+    standalone = run_module(
+        "crossvis.evaluation.metric", str(synthetic_root / "valid_gt.json"), str(tmp_path / "results.json")
+    )
     assert last_json_line(standalone.stdout) == metrics
 
 
@@ -66,7 +69,9 @@ def test_demo_turns_an_mp4_into_an_overlay_video(trained_run, synthetic_root, tm
     for entry in results:
         assert len(entry["segmentations"]) == video.length
         for rle in filter(None, entry["segmentations"]):
-            assert mask_utils.decode({"size": rle["size"], "counts": rle["counts"].encode()}).shape == frames[0].shape[:2]
+            assert (
+                mask_utils.decode({"size": rle["size"], "counts": rle["counts"].encode()}).shape == frames[0].shape[:2]
+            )
 
 
 def test_demo_reads_a_folder_of_frames(trained_run, synthetic_root, tmp_path):
@@ -74,7 +79,10 @@ def test_demo_reads_a_folder_of_frames(trained_run, synthetic_root, tmp_path):
     first_video = sorted(p for p in frames_dir.iterdir())[0]
     output = tmp_path / "overlay.mp4"
     run_module(
-        "crossvis.demo", f"input={first_video}", f"checkpoint={trained_run / 'checkpoints' / 'last.ckpt'}", f"output={output}"
+        "crossvis.demo",
+        f"input={first_video}",
+        f"checkpoint={trained_run / 'checkpoints' / 'last.ckpt'}",
+        f"output={output}",
     )
     assert len(imageio.mimread(output, format="FFMPEG")) == len(list(first_video.iterdir()))
 
@@ -111,8 +119,13 @@ def test_evaluate_with_a_checkpoint_of_other_categories_fails_before_inference(t
     other.write_text(json.dumps(raw))
     run_dir = tmp_path / "run"
     proc = run_module(
-        "crossvis.evaluate", f"checkpoint={trained_run / 'checkpoints' / 'last.ckpt'}", "data=synthetic",
-        f"data.root={synthetic_root}", f"data.val.json={other}", f"hydra.run.dir={run_dir}", check=False,
+        "crossvis.evaluate",
+        f"checkpoint={trained_run / 'checkpoints' / 'last.ckpt'}",
+        "data=synthetic",
+        f"data.root={synthetic_root}",
+        f"data.val.json={other}",
+        f"hydra.run.dir={run_dir}",
+        check=False,
     )
     message = _user_error(proc)
     assert str(other) in message and f"checkpoint (id, name) {trained}" in message
@@ -133,18 +146,39 @@ def test_a_file_that_is_not_a_checkpoint_gives_one_clear_error(tmp_path, content
 def test_entry_points_report_user_errors_in_one_line(trained_run, synthetic_root, tmp_path):
     bad = tmp_path / "bad.ckpt"
     bad.write_bytes(np.random.default_rng(0).bytes(4096))
-    message = _user_error(run_module("crossvis.evaluate", f"checkpoint={bad}", f"data.root={synthetic_root}",
-                                     f"hydra.run.dir={tmp_path / 'eval'}", check=False))
+    message = _user_error(
+        run_module(
+            "crossvis.evaluate",
+            f"checkpoint={bad}",
+            f"data.root={synthetic_root}",
+            f"hydra.run.dir={tmp_path / 'eval'}",
+            check=False,
+        )
+    )
     assert message.startswith(f"error: {bad}: cannot read as a checkpoint") and "weights_only" not in message
-    message = _user_error(run_module("crossvis.evaluate", f"checkpoint={trained_run / 'checkpoints' / 'last.ckpt'}",
-                                     f"data.root={synthetic_root}", f"data.val.json={synthetic_root}",
-                                     f"hydra.run.dir={tmp_path / 'eval'}", check=False))
+    message = _user_error(
+        run_module(
+            "crossvis.evaluate",
+            f"checkpoint={trained_run / 'checkpoints' / 'last.ckpt'}",
+            f"data.root={synthetic_root}",
+            f"data.val.json={synthetic_root}",
+            f"hydra.run.dir={tmp_path / 'eval'}",
+            check=False,
+        )
+    )
     assert message == f"error: {synthetic_root}: is a directory (expected a YouTube-VIS/OVIS annotation json file)"
     (tmp_path / "a_file").write_text("")
     frames = synthetic_root / "valid" / "JPEGImages"
     first_video = sorted(frames.iterdir())[0]
     output = tmp_path / "a_file" / "out.mp4"
-    message = _user_error(run_module("crossvis.demo", f"input={first_video}", f"checkpoint={trained_run / 'checkpoints' / 'last.ckpt'}",
-                                     f"output={output}", check=False))
+    message = _user_error(
+        run_module(
+            "crossvis.demo",
+            f"input={first_video}",
+            f"checkpoint={trained_run / 'checkpoints' / 'last.ckpt'}",
+            f"output={output}",
+            check=False,
+        )
+    )
     assert message == f"error: output: cannot create the output folder {output.parent}: {tmp_path / 'a_file'} is a file"
     assert not list((tmp_path / "eval").glob("*.json")) and not (tmp_path / "eval" / "submission.zip").exists()

@@ -31,8 +31,14 @@ FULL_CROSSVIS = {
     "data.holdout_every": 10,
     "seed": 0,
 }
-DATASET = {"table1": "ytvis19", "table2": "ovis", "table3": "ytvis21", "table6": "ytvis19", "table7": "ytvis19",
-           "table8": "ytvis19"}
+DATASET = {
+    "table1": "ytvis19",
+    "table2": "ovis",
+    "table3": "ytvis21",
+    "table6": "ytvis19",
+    "table7": "ytvis19",
+    "table8": "ytvis19",
+}
 GRID_SIZE = {"table1": 6, "table2": 1, "table3": 2, "table6": 14, "table7": 20, "table8": 4}
 
 
@@ -89,8 +95,12 @@ def test_every_cell_composes_to_the_papers_setting(table: str) -> None:
             assert got == value, (table, cell, key)
         # the collector files the run under one row: one T column (Table 6) or every metric column
         run = Run(Path("."), cfg, {})
-        matched = [(row, c.label) for row, match in TABLES[table].rows for c in TABLES[table].columns
-                   if run.matches({**match, **c.match})]
+        matched = [
+            (row, c.label)
+            for row, match in TABLES[table].rows
+            for c in TABLES[table].columns
+            if run.matches({**match, **c.match})
+        ]
         assert len({row for row, _ in matched}) == 1
         assert len(matched) == (1 if table == "table6" else len(TABLES[table].columns))
         for key in matched:

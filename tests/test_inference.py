@@ -49,7 +49,10 @@ def test_training_config_gives_the_test_time_resize_and_tracker() -> None:
     # conf/data/synthetic.yaml: transform.short 192, max_size 320; conf/inference/default.yaml tracker
     assert (inference.short, inference.max_size) == (192, 320)
     assert inference.tracker_cfg == {
-        "match_threshold": 0.4, "scoring": "public", "category_vote": "first", "masktrack_weights": [1.0, 2.0, 10.0]
+        "match_threshold": 0.4,
+        "scoring": "public",
+        "category_vote": "first",
+        "masktrack_weights": [1.0, 2.0, 10.0],
     }
 
 
@@ -59,8 +62,16 @@ def test_table8_baseline_rows_track_with_masktrack_scoring() -> None:
 
 
 def test_evaluate_overrides_replace_only_the_keys_given() -> None:
-    stored = {"short": 192, "max_size": 320, "tracker": {"match_threshold": 0.4, "scoring": "public",
-                                                         "category_vote": "first", "masktrack_weights": [1, 2, 10]}}
+    stored = {
+        "short": 192,
+        "max_size": 320,
+        "tracker": {
+            "match_threshold": 0.4,
+            "scoring": "public",
+            "category_vote": "first",
+            "masktrack_weights": [1, 2, 10],
+        },
+    }
     for entry_point in ("evaluate", "demo", "benchmark"):
         extra = ("checkpoint=x",) if entry_point == "evaluate" else ()
         extra += ("input=x", "checkpoint=x", "output=x") if entry_point == "demo" else ()
@@ -74,8 +85,12 @@ def test_evaluate_overrides_replace_only_the_keys_given() -> None:
 
 def test_bad_tracker_override_names_the_config_key() -> None:
     with pytest.raises(ConfigError, match="inference.tracker.category_vote: expected 'first' or 'majority'"):
-        VideoInference.from_config({"short": 8, "max_size": 8, "tracker": {}}, RecordingModel(), [1],
-                                   overrides={"tracker": {"category_vote": "last"}})
+        VideoInference.from_config(
+            {"short": 8, "max_size": 8, "tracker": {}},
+            RecordingModel(),
+            [1],
+            overrides={"tracker": {"category_vote": "last"}},
+        )
     with pytest.raises(ConfigError, match="inference.tracker: unknown setting"):
         VideoInference.from_config({"short": 8, "max_size": 8, "tracker": {"iou": 0.5}}, RecordingModel(), [1])
 

@@ -58,7 +58,9 @@ def test_read_json_errors_name_the_file_and_what_it_should_be(tmp_path: Path) ->
     bad.write_text('{"a": ')
     with pytest.raises(InputFormatError, match=r"bad\.json: malformed JSON at line 1 column 7"):
         read_json(bad, "results")
-    with pytest.raises(InputFormatError, match=r"good\.json: expected a JSON array at the top level \(results\), got dict"):
+    with pytest.raises(
+        InputFormatError, match=r"good\.json: expected a JSON array at the top level \(results\), got dict"
+    ):
         read_json(good, "results", list)
     with pytest.raises(VISFormatError, match=r"bad\.json: malformed JSON"):  # the readers' own error types
         read_annotation_json(bad)

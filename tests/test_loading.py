@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 
 from crossvis.lightning_module import CrossVISModule
 from crossvis.loading import load_module
+
 from helpers import TINY_MODEL
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -25,10 +26,19 @@ def test_checkpoint_from_before_the_inference_group_gets_its_resize_and_tracker(
     old["data"]["transform"].update(short=100, max_size=180)
     module = CrossVISModule(old, 2, 3, ["a", "b"], [4, 7])
     path = tmp_path / "old.ckpt"
-    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams), "global_step": 0,
-                "pytorch-lightning_version": pl.__version__}, path)
+    torch.save(
+        {
+            "state_dict": module.state_dict(),
+            "hyper_parameters": dict(module.hparams),
+            "global_step": 0,
+            "pytorch-lightning_version": pl.__version__,
+        },
+        path,
+    )
     loaded = load_module(path)
     assert OmegaConf.to_container(loaded.cfg.inference) == {
-        "short": 100, "max_size": 180, "tracker": {"match_threshold": 0.3, "scoring": "masktrack"}
+        "short": 100,
+        "max_size": 180,
+        "tracker": {"match_threshold": 0.3, "scoring": "masktrack"},
     }
     assert loaded.category_ids == [4, 7] and not loaded.training

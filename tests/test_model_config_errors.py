@@ -9,6 +9,7 @@ from hydra import compose, initialize_config_dir
 
 from crossvis.errors import ConfigError
 from crossvis.lightning_module import CrossVISModule, build_model
+
 from helpers import TINY_MODEL
 
 CONF = Path(__file__).resolve().parents[1] / "conf"

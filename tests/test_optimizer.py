@@ -16,7 +16,9 @@ CONF = Path(__file__).resolve().parents[1] / "conf"
 
 def test_norm_layers_have_no_weight_decay_biases_do():
     with initialize_config_dir(config_dir=str(CONF), version_base=None):
-        cfg = compose("train", overrides=["logger=none", "model=cpu", "model.head.num_convs=1", "model.mask_branch.num_convs=1"])
+        cfg = compose(
+            "train", overrides=["logger=none", "model=cpu", "model.head.num_convs=1", "model.mask_branch.num_convs=1"]
+        )
     module = CrossVISModule(cfg, num_classes=3, num_identities=5, category_names=list("abc"), category_ids=[1, 2, 3])
     module.trainer = SimpleNamespace(world_size=1, accumulate_grad_batches=1, estimated_stepping_batches=100)
     optimizer = module.configure_optimizers()["optimizer"]

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from crossvis.evaluation.metric import evaluate
+
 from helpers import last_json_line
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
@@ -51,10 +52,21 @@ def test_mask_iou_tracker_gives_a_track_one_detection_per_frame() -> None:
 @pytest.mark.slow
 def test_peer_runs_end_to_end(synthetic_root: Path, tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, str(SCRIPTS / "peer_baseline.py"), f"data.root={synthetic_root}", "steps=2",
-         "frames_per_step=4", "threads=1", "data.num_workers=0", "data.transform.short=128",
-         "data.transform.max_size=224", f"hydra.run.dir={tmp_path}"],
-        capture_output=True, text=True, timeout=900,
+        [
+            sys.executable,
+            str(SCRIPTS / "peer_baseline.py"),
+            f"data.root={synthetic_root}",
+            "steps=2",
+            "frames_per_step=4",
+            "threads=1",
+            "data.num_workers=0",
+            "data.transform.short=128",
+            "data.transform.max_size=224",
+            f"hydra.run.dir={tmp_path}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = last_json_line(proc.stdout)

@@ -6,7 +6,9 @@ from crossvis.lightning_module import warmup_step_schedule
 
 
 def test_warmup_then_step_decay():
-    f = warmup_step_schedule(total_steps=1200, warmup_iters=100, warmup_factor=0.001, decay_at=[0.75, 11 / 12], gamma=0.1)
+    f = warmup_step_schedule(
+        total_steps=1200, warmup_iters=100, warmup_factor=0.001, decay_at=[0.75, 11 / 12], gamma=0.1
+    )
     assert f(0) == pytest.approx(0.001)
     assert f(50) == pytest.approx(0.001 * 0.5 + 0.5)
     assert f(100) == pytest.approx(1.0)

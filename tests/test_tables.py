@@ -74,7 +74,10 @@ def test_unknown_folder_is_an_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main([str(tmp_path / "nope")])
     assert exit_info.value.code == 1
-    assert capsys.readouterr().err == f"error: sweep folder {tmp_path / 'nope'} does not exist (expected a Hydra multirun folder)\n"
+    assert (
+        capsys.readouterr().err
+        == f"error: sweep folder {tmp_path / 'nope'} does not exist (expected a Hydra multirun folder)\n"
+    )
 
 
 def _table8_sweep(root) -> None:
@@ -84,9 +87,12 @@ def _table8_sweep(root) -> None:
         for emb, loss, tracker in (("pairwise", "ce", "masktrack"), ("global", "focal", "public")):
             _write_run(
                 root / str(job),
-                {"table": "table8", "model": {"crossover": {"enabled": col}, "embedding": {"type": emb, "loss": loss}},
-                 "inference": {"tracker": {"scoring": tracker}},
-                 "data": {"name": "ytvis19", "validate_on": "holdout", "holdout_every": 10}},
+                {
+                    "table": "table8",
+                    "model": {"crossover": {"enabled": col}, "embedding": {"type": emb, "loss": loss}},
+                    "inference": {"tracker": {"scoring": tracker}},
+                    "data": {"name": "ytvis19", "validate_on": "holdout", "holdout_every": 10},
+                },
                 {"AP": 0.20 + 0.01 * job},
             )
             job += 1
@@ -117,11 +123,14 @@ def test_official_scores_stand_beside_the_local_ones(tmp_path, capsys):
     assert rows[0].split(",")[5] == "official_median" and "Baseline,AP,20.0,,1,31.9,1,32.1,masktrack" in rows
 
 
-@pytest.mark.parametrize("content, message", [
-    ("run,AP\nnowhere,30\n", "line 2: field 'run'"),
-    ("folder,AP\n0,30\n", "expected a header with 'run'"),
-    ("run,AP\n0,high\n", "line 2: expected numbers"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("run,AP\nnowhere,30\n", "line 2: field 'run'"),
+        ("folder,AP\n0,30\n", "expected a header with 'run'"),
+        ("run,AP\n0,high\n", "line 2: expected numbers"),
+    ],
+)
 def test_bad_official_csv_is_an_error(tmp_path, capsys, content, message):
     _table8_sweep(tmp_path / "sweep")
     (tmp_path / "official.csv").write_text(content)
@@ -139,9 +148,14 @@ def test_grids_come_from_the_experiment_configs(tmp_path):
     )
     table = build_table("table6", LAYOUTS["table6"], conf_dir=tmp_path)
     assert table.rows == [("crossover", {"model.crossover.enabled": True})]
-    assert [(c.label, c.match) for c in table.columns] == [("T=2", {"data.sampler.T": 2}), ("T=inf", {"data.sampler.T": float("inf")})]
+    assert [(c.label, c.match) for c in table.columns] == [
+        ("T=2", {"data.sampler.T": 2}),
+        ("T=inf", {"data.sampler.T": float("inf")}),
+    ]
     (tmp_path / "experiment" / "table3.yaml").write_text(
         "hydra:\n  sweeper:\n    params:\n      data.transform.multiscale: false\n      model.crossover.enabled: false,true\n"
     )
-    with pytest.raises(ValueError, match=r"sweeps \['model.crossover.enabled'\], which the table3 layout does not place"):
+    with pytest.raises(
+        ValueError, match=r"sweeps \['model.crossover.enabled'\], which the table3 layout does not place"
+    ):
         build_table("table3", LAYOUTS["table3"], conf_dir=tmp_path)

@@ -28,7 +28,7 @@ E0, E1 = [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]
 
 def mask_of(b: list[int]) -> np.ndarray:
     m = np.zeros((H, W), dtype=bool)
-    m[b[1]:b[3], b[0]:b[2]] = True
+    m[b[1] : b[3], b[0] : b[2]] = True
     return m
 
 
@@ -38,8 +38,9 @@ def detections(items: list[tuple[list[int], int, float, list[float]]]) -> dict[s
         "boxes": torch.tensor([it[0] for it in items], dtype=torch.float32).reshape(-1, 4),
         "labels": torch.tensor([it[1] for it in items], dtype=torch.long),
         "scores": torch.tensor([it[2] for it in items]),
-        "masks": torch.from_numpy(np.stack([mask_of(it[0]) for it in items]) if items
-                                  else np.zeros((0, H, W), dtype=bool)),
+        "masks": torch.from_numpy(
+            np.stack([mask_of(it[0]) for it in items]) if items else np.zeros((0, H, W), dtype=bool)
+        ),
         "embeddings": torch.tensor([it[3] for it in items]).reshape(-1, 3),
     }
 
@@ -92,12 +93,15 @@ def test_never_joins_different_classes() -> None:
     assert [r["category_id"] for r in tracker.video_results(0, LABEL_TO_CATEGORY)] == [11, 22]
 
 
-@pytest.mark.parametrize(("cos", "shift", "joins"), [
-    (0.3, 20, False),  # 0.3 + IoU 0 < 0.4
-    (0.5, 20, True),   # 0.5 + IoU 0
-    (0.0, 5, False),   # 0 + IoU 50/150
-    (0.1, 5, True),    # 0.1 + 1/3 = 0.43
-])
+@pytest.mark.parametrize(
+    ("cos", "shift", "joins"),
+    [
+        (0.3, 20, False),  # 0.3 + IoU 0 < 0.4
+        (0.5, 20, True),  # 0.5 + IoU 0
+        (0.0, 5, False),  # 0 + IoU 50/150
+        (0.1, 5, True),  # 0.1 + 1/3 = 0.43
+    ],
+)
 def test_new_track_below_match_threshold(cos: float, shift: int, joins: bool) -> None:
     tracker = OnlineTracker(match_threshold=0.4)
     tracker.update(0, detections([([0, 0, 10, 10], 0, 0.9, E0)]))
@@ -117,14 +121,17 @@ def test_track_takes_one_detection_per_frame_the_best_match() -> None:
     assert track["score"] == pytest.approx((0.8 + 0.4) / 2)
 
 
-@pytest.mark.parametrize(("det", "joins"), [
-    # new: log(1/(1+e)) + 10 = 8.69; track: log(e/(1+e)) + 2/3 + 10 = 10.36
-    (([5, 0, 15, 10], 0, 0.9, E0), True),
-    # new: 8.69; track: -0.31 + 2 * 1 + 0 = 1.69 (the category term decides)
-    (([0, 0, 10, 10], 1, 0.9, E0), False),
-    # dot -0.5: new: log(1/(1+e^-.5)) + 10 = 9.53; track: log(e^-.5/(1+e^-.5)) + 0 + 10 = 9.03
-    (([30, 20, 40, 30], 0, 0.9, emb(-0.5)), False),
-])
+@pytest.mark.parametrize(
+    ("det", "joins"),
+    [
+        # new: log(1/(1+e)) + 10 = 8.69; track: log(e/(1+e)) + 2/3 + 10 = 10.36
+        (([5, 0, 15, 10], 0, 0.9, E0), True),
+        # new: 8.69; track: -0.31 + 2 * 1 + 0 = 1.69 (the category term decides)
+        (([0, 0, 10, 10], 1, 0.9, E0), False),
+        # dot -0.5: new: log(1/(1+e^-.5)) + 10 = 9.53; track: log(e^-.5/(1+e^-.5)) + 0 + 10 = 9.03
+        (([30, 20, 40, 30], 0, 0.9, emb(-0.5)), False),
+    ],
+)
 def test_masktrack_scoring(det: tuple, joins: bool) -> None:
     tracker = OnlineTracker(scoring="masktrack")
     tracker.update(0, detections([([0, 0, 10, 10], 0, 0.9, E0)]))
@@ -137,7 +144,9 @@ def test_masktrack_scoring_uses_raw_dot_products(scale: float, joins: bool) -> N
     Norm 4: dot 16 → track ≈ 0 + 2 + 0 = 2 > new ≈ -16 + 10 = -6, the embedding outweighs the category."""
     tracker = OnlineTracker(scoring="masktrack")
     tracker.update(0, detections([([0, 0, 10, 10], 0, 0.9, [scale * v for v in E0])]))
-    assert list(tracker.update(1, detections([([0, 0, 10, 10], 1, 0.9, [scale * v for v in E0])]))) == ([0] if joins else [1])
+    assert list(tracker.update(1, detections([([0, 0, 10, 10], 1, 0.9, [scale * v for v in E0])]))) == (
+        [0] if joins else [1]
+    )
 
 
 @pytest.mark.parametrize(("vote", "category"), [("first", 11), ("majority", 22)])
@@ -158,11 +167,14 @@ def test_accepts_numpy_detections() -> None:
     assert tracker.num_tracks == 1
 
 
-@pytest.mark.parametrize(("frame", "change", "message"), [
-    (0, {}, r"frame_index: expected an index above the last one \(0\), got 0"),
-    (1, {"masks": torch.ones(1, H, W, dtype=torch.uint8)}, r"detections\['masks'\]: expected bool"),
-    (1, {"embeddings": None}, r"missing \['embeddings'\]"),
-])
+@pytest.mark.parametrize(
+    ("frame", "change", "message"),
+    [
+        (0, {}, r"frame_index: expected an index above the last one \(0\), got 0"),
+        (1, {"masks": torch.ones(1, H, W, dtype=torch.uint8)}, r"detections\['masks'\]: expected bool"),
+        (1, {"embeddings": None}, r"missing \['embeddings'\]"),
+    ],
+)
 def test_bad_updates_raise(frame: int, change: dict, message: str) -> None:
     tracker = OnlineTracker()
     tracker.update(0, detections([([0, 0, 10, 10], 0, 0.9, E0)]))

@@ -23,12 +23,16 @@ def test_short_run_halves_the_loss_and_reports_validation_metrics(trained_run):
 
 def test_checkpoint_resumes_at_the_step_it_stopped(synthetic_root, tmp_path):
     first, second = tmp_path / "first", tmp_path / "second"
-    run_module("crossvis.train", *train_args(synthetic_root, first, "trainer.max_steps=3", "trainer.limit_val_batches=0"))
+    run_module(
+        "crossvis.train", *train_args(synthetic_root, first, "trainer.max_steps=3", "trainer.limit_val_batches=0")
+    )
     checkpoint = first / "checkpoints" / "last.ckpt"
     assert torch.load(checkpoint, weights_only=False)["global_step"] == 3
     run_module(
         "crossvis.train",
-        *train_args(synthetic_root, second, "trainer.max_steps=5", "trainer.limit_val_batches=0", f"resume={checkpoint}"),
+        *train_args(
+            synthetic_root, second, "trainer.max_steps=5", "trainer.limit_val_batches=0", f"resume={checkpoint}"
+        ),
     )
     assert [step for step, _ in logged_losses(second)] == [3, 4]
     assert torch.load(second / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 5
@@ -37,13 +41,19 @@ def test_checkpoint_resumes_at_the_step_it_stopped(synthetic_root, tmp_path):
 def test_init_from_is_strict_unless_relaxed(synthetic_root, tmp_path, trained_run):
     checkpoint = trained_run / "checkpoints" / "last.ckpt"
     args = train_args(
-        synthetic_root, tmp_path, "trainer.max_steps=1", "trainer.limit_val_batches=0",
-        f"model.init_from={checkpoint}", "model.embedding.dim=8",
+        synthetic_root,
+        tmp_path,
+        "trainer.max_steps=1",
+        "trainer.limit_val_batches=0",
+        f"model.init_from={checkpoint}",
+        "model.embedding.dim=8",
     )
     # A different embedding width: those tensors have no same-shape counterpart → a listed failure.
     failed = run_module("crossvis.train", *args, check=False)
     assert failed.returncode != 0
-    assert "error: " in failed.stderr and "embedding.pred.weight (8, 32, 1, 1): file has (16, 32, 1, 1)" in failed.stderr
+    assert (
+        "error: " in failed.stderr and "embedding.pred.weight (8, 32, 1, 1): file has (16, 32, 1, 1)" in failed.stderr
+    )
     proc = run_module("crossvis.train", *args, "model.init_strict=false")
     log = proc.stdout + proc.stderr
     assert f"Initialised from {checkpoint}" in log
@@ -83,13 +93,19 @@ def test_resume_from_a_foreign_or_corrupt_checkpoint_fails_before_training(synth
     corrupt = tmp_path / "corrupt.ckpt"
     corrupt.write_bytes((trained_run / "checkpoints" / "last.ckpt").read_bytes()[:5000])  # a cut-off download
     for checkpoint, overrides, expected in (
-        (trained_run / "checkpoints" / "last.ckpt", [f"data.train.json={other}", "data.val.json=null"],
-         "was trained on other categories than"),
+        (
+            trained_run / "checkpoints" / "last.ckpt",
+            [f"data.train.json={other}", "data.val.json=null"],
+            "was trained on other categories than",
+        ),
         (corrupt, [], f"checkpoint: cannot read {corrupt}"),
     ):
         run_dir = tmp_path / checkpoint.stem
-        proc = run_module("crossvis.train", *train_args(synthetic_root, run_dir, "trainer.max_steps=100",
-                                                        f"resume={checkpoint}", *overrides), check=False)
+        proc = run_module(
+            "crossvis.train",
+            *train_args(synthetic_root, run_dir, "trainer.max_steps=100", f"resume={checkpoint}", *overrides),
+            check=False,
+        )
         assert proc.returncode == 1 and "Traceback" not in proc.stderr
         assert proc.stderr.strip().splitlines()[-1].startswith("error: ") and expected in proc.stderr
         assert not (run_dir / "checkpoints").exists() and not (run_dir / "csv").exists()

@@ -14,6 +14,7 @@ import torch
 from lightning_fabric.plugins.io import torch_io
 
 from crossvis.training_checkpoints import AtomicCheckpointIO
+
 from helpers import run_module, train_args
 
 # Runs crossvis.train with a callback that SIGKILLs the process right after optimiser step K
@@ -44,8 +45,11 @@ def _checkpoint(path: Path) -> dict:
 def _logged(run_dir: Path) -> list[tuple[int, int, float, float]]:
     """(epoch, step, lr, loss) of every training row of the CSV log."""
     with open(run_dir / "csv" / "metrics.csv") as f:
-        return [(int(r["epoch"]), int(r["step"]), float(r["train/lr"]), float(r["train/loss"]))
-                for r in csv.DictReader(f) if r.get("train/loss")]
+        return [
+            (int(r["epoch"]), int(r["step"]), float(r["train/lr"]), float(r["train/loss"]))
+            for r in csv.DictReader(f)
+            if r.get("train/loss")
+        ]
 
 
 def test_finished_run_with_validation_keeps_its_final_step_in_last_ckpt(trained_run):
@@ -74,25 +78,37 @@ def test_checkpoint_written_through_a_temporary_file(tmp_path, monkeypatch):
 def test_killed_run_resumes_within_one_interval_and_ends_like_an_uninterrupted_run(synthetic_root, tmp_path):
     # The synthetic set has 48 annotated frames: 24 steps per epoch at 2 pairs per step.
     # threads=1: the same summation order in every run, so the three runs can be compared exactly.
-    common = ["trainer.max_steps=30", "checkpoint.every_n_steps=8", "trainer.limit_val_batches=0",
-              "optim.warmup_iters=40", "threads=1"]
+    common = [
+        "trainer.max_steps=30",
+        "checkpoint.every_n_steps=8",
+        "trainer.limit_val_batches=0",
+        "optim.warmup_iters=40",
+        "threads=1",
+    ]
     straight, killed, resumed = tmp_path / "straight", tmp_path / "killed", tmp_path / "resumed"
     run_module("crossvis.train", *train_args(synthetic_root, straight, *common))
     proc = subprocess.run(
         [sys.executable, "-c", KILL_AT_STEP, *train_args(synthetic_root, killed, *common)],
-        capture_output=True, text=True, timeout=900, env={**os.environ, "KILL_AT_STEP": "27"},
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "KILL_AT_STEP": "27"},
     )
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
     last = killed / "checkpoints" / "last.ckpt"
     assert _checkpoint(last)["global_step"] == 24  # killed at 27: at most one interval (8) lost
     run_module("crossvis.train", *train_args(synthetic_root, resumed, *common, f"resume={last}"))
 
-    final, reference = _checkpoint(resumed / "checkpoints" / "last.ckpt"), _checkpoint(straight / "checkpoints" / "last.ckpt")
+    final, reference = (
+        _checkpoint(resumed / "checkpoints" / "last.ckpt"),
+        _checkpoint(straight / "checkpoints" / "last.ckpt"),
+    )
     assert final["global_step"] == reference["global_step"] == 30
     assert final["epoch"] == reference["epoch"]
     assert final["lr_schedulers"][0]["last_epoch"] == reference["lr_schedulers"][0]["last_epoch"] == 30
     assert final["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(
-        reference["optimizer_states"][0]["param_groups"][0]["lr"], rel=1e-9)
+        reference["optimizer_states"][0]["param_groups"][0]["lr"], rel=1e-9
+    )
     # Steps 24-29: same logged epoch (the sampler's), step and LR as the uninterrupted run, and the
     # same pairs and random draws (torch's RNG state is in the checkpoint), hence the same losses.
     after = _logged(resumed)
@@ -112,8 +128,14 @@ def test_resumed_run_continues_the_same_wandb_run(synthetic_root, tmp_path, monk
     run_module("crossvis.train", *wandb)
     last = first / "checkpoints" / "last.ckpt"
     run_id = _checkpoint(last)["wandb_run_id"]
-    run_module("crossvis.train", *[a for a in train_args(synthetic_root, second, "trainer.max_steps=3", *args, f"resume={last}")
-                                   if a != "logger=csv"])
+    run_module(
+        "crossvis.train",
+        *[
+            a
+            for a in train_args(synthetic_root, second, "trainer.max_steps=3", *args, f"resume={last}")
+            if a != "logger=csv"
+        ],
+    )
     [run_dir] = (second / "wandb").glob("offline-run-*")
     assert run_dir.name.endswith(f"-{run_id}")
     assert _checkpoint(second / "checkpoints" / "last.ckpt")["wandb_run_id"] == run_id

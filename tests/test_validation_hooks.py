@@ -13,6 +13,7 @@ from hydra import compose, initialize_config_dir
 import crossvis.lightning_module as lightning_module
 from crossvis.data.datamodule import VISDataModule
 from crossvis.lightning_module import CrossVISModule
+
 from helpers import TINY
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -25,7 +26,10 @@ def _setup(synthetic_root: Path, with_ground_truth: bool) -> tuple[CrossVISModul
     datamodule = VISDataModule(cfg.data)
     datamodule.setup("fit")
     module = CrossVISModule(
-        cfg, datamodule.num_classes, datamodule.num_identities, datamodule.category_names,
+        cfg,
+        datamodule.num_classes,
+        datamodule.num_identities,
+        datamodule.category_names,
         [datamodule.label_to_category_id(i) for i in range(datamodule.num_classes)],
         val_ground_truth=datamodule.val_ground_truth if with_ground_truth else None,
     )
@@ -33,16 +37,27 @@ def _setup(synthetic_root: Path, with_ground_truth: bool) -> tuple[CrossVISModul
     def one_square(image: torch.Tensor, orig_size: tuple[int, int]) -> dict[str, torch.Tensor]:
         masks = torch.zeros(1, *orig_size, dtype=torch.bool)
         masks[0, 8:24, 8:40] = True
-        return {"boxes": torch.tensor([[8.0, 8.0, 40.0, 24.0]]), "labels": torch.tensor([0]),
-                "scores": torch.tensor([0.9]), "masks": masks, "embeddings": torch.ones(1, 4)}
+        return {
+            "boxes": torch.tensor([[8.0, 8.0, 40.0, 24.0]]),
+            "labels": torch.tensor([0]),
+            "scores": torch.tensor([0.9]),
+            "masks": masks,
+            "embeddings": torch.ones(1, 4),
+        }
 
     module.model.forward_infer = one_square  # the hooks' plumbing, not what a network learned
     return module, datamodule
 
 
 def _validate(module: CrossVISModule, datamodule: VISDataModule) -> pl.Trainer:
-    trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
-                         enable_model_summary=False, enable_checkpointing=False)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+    )
     trainer.validate(module, datamodule=datamodule, verbose=False)
     return trainer
 
@@ -50,14 +65,18 @@ def _validate(module: CrossVISModule, datamodule: VISDataModule) -> pl.Trainer:
 def test_validation_tracks_every_video_and_logs_the_metric(synthetic_root: Path, monkeypatch) -> None:
     module, datamodule = _setup(synthetic_root, with_ground_truth=True)
     calls = []
-    monkeypatch.setattr(lightning_module, "evaluate_results", lambda gt, results: calls.append((gt, results)) or FAKE_METRICS)
+    monkeypatch.setattr(
+        lightning_module, "evaluate_results", lambda gt, results: calls.append((gt, results)) or FAKE_METRICS
+    )
     trainer = _validate(module, datamodule)
     [(ground_truth, results)] = calls
     assert ground_truth is datamodule.val_ground_truth  # the ground truth the module was given
     videos = {v.id: v.length for v in datamodule.val_dataset.videos}
     assert sorted(r["video_id"] for r in results) == sorted(videos)  # one track per video (the same square)
     assert all(len(r["segmentations"]) == videos[r["video_id"]] for r in results)
-    assert {k: float(v) for k, v in trainer.callback_metrics.items()} == {f"val/{k}": v for k, v in FAKE_METRICS.items()}
+    assert {k: float(v) for k, v in trainer.callback_metrics.items()} == {
+        f"val/{k}": v for k, v in FAKE_METRICS.items()
+    }
     assert module.last_validated_step == 0
 
 

@@ -18,9 +18,9 @@ import torch
 from omegaconf import OmegaConf
 
 import crossvis.video_io as video_io
-from crossvis.video_io import FrameSource
 from crossvis.errors import ConfigError, InputFormatError
 from crossvis.inference import VideoInference, run_on_video
+from crossvis.video_io import FrameSource
 
 H, W = 48, 64
 
@@ -38,7 +38,7 @@ class ScriptedModel(torch.nn.Module):
         x = self.calls % 40
         self.calls += 1
         masks = torch.zeros(1, *orig_size, dtype=torch.bool)
-        masks[0, 10:22, x:x + 12] = True
+        masks[0, 10:22, x : x + 12] = True
         return {
             "boxes": torch.tensor([[x, 10, x + 12, 22]], dtype=torch.float32),
             "labels": torch.tensor([0]),
@@ -100,7 +100,7 @@ class _BrokenReader:
     def __init__(self, good: int) -> None:
         self.frames = _frames(good)
 
-    def __enter__(self) -> "_BrokenReader":
+    def __enter__(self) -> _BrokenReader:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -17,8 +17,13 @@ SMOKE = ["data=synthetic", "logger=none", *TINY, "trainer.max_steps=1"]
 def test_make_table6_smoke_run_fills_all_fourteen_cells(synthetic_root, tmp_path):
     sweep_dir = tmp_path / "table6"
     args = " ".join([*SMOKE, f"data.root={synthetic_root}"])
-    proc = subprocess.run(["make", "-s", "table6", f"SWEEP_DIR={sweep_dir}", f"ARGS={args}"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=1800)
+    proc = subprocess.run(
+        ["make", "-s", "table6", f"SWEEP_DIR={sweep_dir}", f"ARGS={args}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     # make collects the sweep it ran: local AP on the held-out training videos in every cell
     assert "14 finished runs" in proc.stdout and (sweep_dir / "table6.csv").is_file()
@@ -26,15 +31,24 @@ def test_make_table6_smoke_run_fills_all_fourteen_cells(synthetic_root, tmp_path
     cells = [cell.strip() for row in rows for cell in row.split("|")[2:-2]]
     assert len(cells) == 14 and not any(cell.startswith("missing") for cell in cells)
     assert "Local numbers: synthetic held-out training videos" in proc.stdout
-    assert all((run / "holdout_split.json").is_file() and (run / "submission.zip").is_file()
-               for run in sweep_dir.glob("[0-9]*"))
+    assert all(
+        (run / "holdout_split.json").is_file() and (run / "submission.zip").is_file()
+        for run in sweep_dir.glob("[0-9]*")
+    )
 
 
 def test_table7_seeds_are_summarised_by_median_and_std(synthetic_root, tmp_path):
     sweep_dir = tmp_path / "table7"
     run_module(
-        "crossvis.train", "-m", "experiment=table7", *SMOKE, f"data.root={synthetic_root}", f"hydra.sweep.dir={sweep_dir}",
-        "model.embedding.type=global", "model.embedding.loss=focal", "seed=0,1",
+        "crossvis.train",
+        "-m",
+        "experiment=table7",
+        *SMOKE,
+        f"data.root={synthetic_root}",
+        f"hydra.sweep.dir={sweep_dir}",
+        "model.embedding.type=global",
+        "model.embedding.loss=focal",
+        "seed=0,1",
     )
     collected = run_module("crossvis.tables", str(sweep_dir))
     assert "2 finished runs" in collected.stdout
@@ -65,7 +79,14 @@ def test_ddp_on_cpu_validates_like_a_single_process(synthetic_root, tmp_path):
     run_dir = tmp_path / "ddp"
     proc = run_module(
         "crossvis.train",
-        *train_args(synthetic_root, run_dir, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.max_steps=3"),
+        *train_args(
+            synthetic_root,
+            run_dir,
+            "trainer=ddp",
+            "trainer.accelerator=cpu",
+            "trainer.devices=2",
+            "trainer.max_steps=3",
+        ),
     )
     assert "distributed_backend=gloo" in proc.stdout + proc.stderr
     assert "Starting with 2 processes" in proc.stdout + proc.stderr

@@ -26,7 +26,8 @@ import resource
 import statistics
 import sys
 import time
-from typing import Any, Callable, Iterator
+from collections.abc import Iterator
+from typing import Any, Callable
 
 import hydra
 import numpy as np
@@ -264,14 +265,18 @@ class Benchmark:
         from torchvision.models.detection import maskrcnn_resnet50_fpn
 
         threshold = self.model.cfg.inference.score_threshold
-        model = maskrcnn_resnet50_fpn(
-            weights=None,
-            weights_backbone=None,
-            min_size=self.short,
-            max_size=self.max_size,
-            box_score_thresh=float(threshold),
-            box_detections_per_img=int(self.model.cfg.inference.max_detections),
-        ).to(self.device).eval()
+        model = (
+            maskrcnn_resnet50_fpn(
+                weights=None,
+                weights_backbone=None,
+                min_size=self.short,
+                max_size=self.max_size,
+                box_score_thresh=float(threshold),
+                box_detections_per_img=int(self.model.cfg.inference.max_detections),
+            )
+            .to(self.device)
+            .eval()
+        )
         dtype = autocast_dtype(self.model.cfg.inference.precision)
 
         def run(image: Tensor) -> Any:

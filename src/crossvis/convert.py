@@ -35,8 +35,10 @@ def main(argv: list[str] | None = None) -> int:
     except (CheckpointError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    print(f"Wrote {args.dst}: {report['loaded']} tensors load, {len(report['reinitialised'])} re-initialised, "
-          f"{len(report['unused'])} unused")
+    print(
+        f"Wrote {args.dst}: {report['loaded']} tensors load, {len(report['reinitialised'])} re-initialised, "
+        f"{len(report['unused'])} unused"
+    )
     print(json.dumps(report, ensure_ascii=False))
     return 0
 

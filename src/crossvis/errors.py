@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from typing import Iterator, Mapping
+from collections.abc import Iterator, Mapping
 
 
 class UserError(Exception):

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
@@ -51,8 +52,10 @@ def build_tracker(cfg_tracker: DictConfig | dict) -> OnlineTracker:
     try:
         return OnlineTracker(**settings)
     except TypeError as error:  # a key OnlineTracker does not take
-        raise ConfigError(f"inference.tracker: unknown setting ({error}); expected some of "
-                          "match_threshold, scoring, category_vote, masktrack_weights") from None
+        raise ConfigError(
+            f"inference.tracker: unknown setting ({error}); expected some of "
+            "match_threshold, scoring, category_vote, masktrack_weights"
+        ) from None
     except ValueError as error:  # OnlineTracker names its argument: "scoring: expected ..."
         raise ConfigError(f"inference.tracker.{error}") from None
 
@@ -137,7 +140,10 @@ def run_on_video(
     """Online inference over ``source`` (the module's ``inference`` config with ``inference_overrides``);
     writes the overlay video and the results json."""
     inference = VideoInference.from_config(module.cfg.inference, module.model, module.category_ids, inference_overrides)
-    with OverlayVideoWriter(output, source.fps, gif) as writer, tqdm(total=source.estimated_frames, desc="frames") as bar:
+    with (
+        OverlayVideoWriter(output, source.fps, gif) as writer,
+        tqdm(total=source.estimated_frames, desc="frames") as bar,
+    ):
 
         def on_frame(index: int, frame: np.ndarray, detections: dict, track_ids: np.ndarray) -> None:
             writer.append(draw_tracks(frame, detections, track_ids, module.category_names, min_score))

@@ -7,8 +7,9 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from crossvis.errors import InputFormatError, InputNotFoundError
 
@@ -34,11 +35,15 @@ def read_json(
         with open(path, encoding="utf-8") as f:
             value = json.load(f)
     except json.JSONDecodeError as e:
-        raise bad_format(f"{path}: malformed JSON at line {e.lineno} column {e.colno}: {e.msg} (expected a {what})") from None
+        raise bad_format(
+            f"{path}: malformed JSON at line {e.lineno} column {e.colno}: {e.msg} (expected a {what})"
+        ) from None
     except (OSError, UnicodeDecodeError) as e:
         raise bad_format(f"{path}: cannot read the {what} file: {e}") from None
     if top_level is not None and not isinstance(value, top_level):
-        raise bad_format(f"{path}: expected {JSON_TYPES[top_level]} at the top level ({what}), got {type(value).__name__}")
+        raise bad_format(
+            f"{path}: expected {JSON_TYPES[top_level]} at the top level ({what}), got {type(value).__name__}"
+        )
     return value
 
 

@@ -45,8 +45,16 @@ MODEL_CONFIG_KEYS = {
 NUM_PREVIEWS = 3  # frames of the first validation video drawn with their tracks for W&B
 # detectron2's norm_module_types (solver/build.py): no weight decay on them (WEIGHT_DECAY_NORM = 0).
 NORM_TYPES = (
-    nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm, nn.GroupNorm,
-    nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d, nn.LayerNorm, nn.LocalResponseNorm,
+    nn.BatchNorm1d,
+    nn.BatchNorm2d,
+    nn.BatchNorm3d,
+    nn.SyncBatchNorm,
+    nn.GroupNorm,
+    nn.InstanceNorm1d,
+    nn.InstanceNorm2d,
+    nn.InstanceNorm3d,
+    nn.LayerNorm,
+    nn.LocalResponseNorm,
 )
 
 
@@ -137,7 +145,9 @@ class CrossVISModule(pl.LightningModule):
         self._val_results = {}
         self._previews = []
         self._inference = (
-            None if self._still_images() else VideoInference.from_config(self.cfg.inference, self.model, self.category_ids)
+            None
+            if self._still_images()
+            else VideoInference.from_config(self.cfg.inference, self.model, self.category_ids)
         )
 
     def validation_step(self, video: dict[str, Any], batch_idx: int) -> None:
@@ -188,9 +198,7 @@ class CrossVISModule(pl.LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         optim = self.cfg.optim
         trainer = self.trainer
-        global_batch = (
-            self.cfg.data.batch_size * trainer.world_size * trainer.accumulate_grad_batches
-        )
+        global_batch = self.cfg.data.batch_size * trainer.world_size * trainer.accumulate_grad_batches
         lr = optim.base_lr * global_batch / optim.base_batch_size  # linear scaling rule
         params = param_groups(self.model, optim.weight_decay)
         if optim.name == "sgd":  # the paper's optimiser

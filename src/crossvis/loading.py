@@ -3,8 +3,9 @@ converted to this project's key names, ``python -m crossvis.convert``)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from omegaconf import DictConfig
@@ -69,8 +70,11 @@ def load_module(
         module.to(torch.device(device))
     if "inference" not in module.cfg:  # written before conf/inference existed
         transform = module.cfg.data.transform
-        module.cfg.inference = {"short": transform.short, "max_size": transform.max_size,
-                                "tracker": module.cfg.get("tracker") or {}}
+        module.cfg.inference = {
+            "short": transform.short,
+            "max_size": transform.max_size,
+            "tracker": module.cfg.get("tracker") or {},
+        }
     return module.eval()
 
 

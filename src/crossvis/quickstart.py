@@ -81,7 +81,9 @@ def main(cfg: DictConfig) -> None:
     for name in ("checkpoints/last.ckpt", "results.json", "submission.zip", "tracks.mp4", "tracks.gif"):
         print(f"  {output_dir / name}")
     seconds_per_step = 60 * train_minutes / max(trainer.global_step, 1)
-    print(f"Training steps: {trainer.global_step}, training took {train_minutes:.1f} min ({seconds_per_step:.2f} s/step)")
+    print(
+        f"Training steps: {trainer.global_step}, training took {train_minutes:.1f} min ({seconds_per_step:.2f} s/step)"
+    )
     print(f"Synthetic valid AP: {metrics['AP']:.3f}   total time: {minutes:.1f} min")
     print(json.dumps({"AP": metrics["AP"], "minutes": round(minutes, 2)}))
 

@@ -10,7 +10,8 @@ the tracker, the results writer and the metric.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 from pycocotools import mask as mask_utils
@@ -50,7 +51,9 @@ def segmentation_problem(
         return None
     if isinstance(seg, list) and not compressed_only:
         valid = seg and all(
-            isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0
+            isinstance(p, list)
+            and len(p) >= 6
+            and len(p) % 2 == 0
             and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in p)
             for p in seg
         )
@@ -63,7 +66,8 @@ def segmentation_problem(
     if size is not None and list(got) != list(size):
         return ".size", f"[{size[0]}, {size[1]}] (the frame's height, width)", got
     if size is None and not (
-        isinstance(got, (list, tuple)) and len(got) == 2
+        isinstance(got, (list, tuple))
+        and len(got) == 2
         and all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in got)
     ):
         return ".size", "[height, width] positive ints", got

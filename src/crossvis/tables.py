@@ -89,7 +89,9 @@ def build_table(name: str, layout: Layout, conf_dir: Path = CONF_DIR) -> Table:
     grid = sweep_grid(name, conf_dir)
     known = {*layout.row_keys, *([layout.column_key] if layout.column_key else []), *REPEAT_KEYS}
     if set(grid) - known:
-        raise ValueError(f"conf/experiment/{name}.yaml sweeps {sorted(set(grid) - known)}, which the {name} layout does not place")
+        raise ValueError(
+            f"conf/experiment/{name}.yaml sweeps {sorted(set(grid) - known)}, which the {name} layout does not place"
+        )
     rows = [
         (layout.row_label(*values), {GROUP_KEYS.get(k, k): v for k, v in zip(layout.row_keys, values)})
         for values in itertools.product(*(grid[k] for k in layout.row_keys))
@@ -109,8 +111,12 @@ def _paper_rows(rows: dict[str, tuple], metrics: tuple[str, ...] = METRICS) -> d
 
 BACKBONE_NAMES = {"resnet50": "ResNet-50", "resnet101": "ResNet-101", "dla34": "DLA-34"}
 AUG = {False: "", True: " + Aug."}
-TABLE8_ROWS = {("pairwise", False): "Baseline", ("pairwise", True): "+ COL", ("global", False): "+ GBE",
-               ("global", True): "+ COL + GBE"}
+TABLE8_ROWS = {
+    ("pairwise", False): "Baseline",
+    ("pairwise", True): "+ COL",
+    ("global", False): "+ GBE",
+    ("global", True): "+ COL + GBE",
+}
 # Paper Table 6 (AP) per sampling interval T.
 TABLE6_PAPER = {
     "baseline": {1: 33.1, 3: 33.4, 5: 33.5, 10: 33.5, 15: 33.6, 20: 33.4, "inf": 33.5},
@@ -133,7 +139,9 @@ LAYOUTS: dict[str, Layout] = {
         ),
     ),
     "table2": Layout(
-        "Table 2: OVIS val", (), lambda: "CrossVIS ResNet-50",
+        "Table 2: OVIS val",
+        (),
+        lambda: "CrossVIS ResNet-50",
         _paper_rows({"CrossVIS ResNet-50": (14.9, 32.7, 12.1, 10.3, 19.8)}),
     ),
     "table3": Layout(
@@ -154,7 +162,9 @@ LAYOUTS: dict[str, Layout] = {
     "table7": Layout(
         "Table 7: instance association embeddings (median ± std over seeds)",
         ("model.embedding.type", "model.embedding.loss"),
-        lambda kind, loss: f"{ {'pairwise': 'Pair-wise', 'global': 'Global'}[kind]} { {'ce': 'CE', 'focal': 'Focal'}[loss]}",
+        lambda kind, loss: (
+            f"{ {'pairwise': 'Pair-wise', 'global': 'Global'}[kind] } { {'ce': 'CE', 'focal': 'Focal'}[loss] }"
+        ),
         _paper_rows(
             {
                 "Pair-wise CE": (33.1, 51.9, 34.9),
@@ -174,6 +184,8 @@ LAYOUTS: dict[str, Layout] = {
         metrics=("AP",),
     ),
 }
+
+
 def _normalise(value) -> str:
     """Compare config values across YAML spellings: true/True, inf/'inf'/float('inf'), 5/5.0."""
     if isinstance(value, bool):
@@ -195,9 +207,7 @@ class Run:
     metrics: dict
 
     def matches(self, match: dict) -> bool:
-        return all(
-            _normalise(OmegaConf.select(self.config, key)) == _normalise(value) for key, value in match.items()
-        )
+        return all(_normalise(OmegaConf.select(self.config, key)) == _normalise(value) for key, value in match.items())
 
 
 def load_runs(sweep_dir: Path) -> list[Run]:
@@ -227,8 +237,9 @@ def read_official(path: Path, sweep_dir: Path, runs: list[Run]) -> dict[Path, di
             candidates = [run] if run.is_absolute() else [sweep_dir / run, run]
             found = next((c.resolve() for c in candidates if c.resolve() in by_path), None)
             if found is None:
-                raise ValueError(f"{path}: line {line}: field 'run': expected a finished run of {sweep_dir}, "
-                                 f"got {row['run']!r}")
+                raise ValueError(
+                    f"{path}: line {line}: field 'run': expected a finished run of {sweep_dir}, got {row['run']!r}"
+                )
             try:
                 scores[found] = {m: float(row[m]) for m in metrics if row[m] not in (None, "")}
             except ValueError as e:
@@ -295,8 +306,11 @@ def collect(table: Table, runs: list[Run], official: dict[Path, dict[str, float]
             matching = [r for r in runs if r.matches({**row_match, **column.match})]
             row_runs += matching
             values = [100.0 * r.metrics[column.metric] for r in matching if column.metric in r.metrics]
-            served = [official[p][column.metric] for p in (r.path.resolve() for r in matching)
-                      if column.metric in official.get(p, {})]
+            served = [
+                official[p][column.metric]
+                for p in (r.path.resolve() for r in matching)
+                if column.metric in official.get(p, {})
+            ]
             cells[(row_label, column.label)] = Cell(values, table.paper.get((row_label, column.label)), served)
         used = sorted({_scoring_of(r) for r in row_runs})
         trackers[row_label] = ", ".join(used) or "–"
@@ -324,8 +338,19 @@ def to_csv(table: Table, collected: Collected) -> str:
     writer = csv.writer(out)
     writer.writerow(["row", "column", "median", "std", "runs", "official_median", "official_runs", "paper", "tracker"])
     for (row, column), cell in collected.cells.items():
-        writer.writerow([row, column, cell.median, cell.std, len(cell.values), cell.official_median,
-                         len(cell.official), cell.paper, collected.trackers[row]])
+        writer.writerow(
+            [
+                row,
+                column,
+                cell.median,
+                cell.std,
+                len(cell.values),
+                cell.official_median,
+                len(cell.official),
+                cell.paper,
+                collected.trackers[row],
+            ]
+        )
     return out.getvalue()
 
 

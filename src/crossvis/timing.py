@@ -13,8 +13,8 @@ from __future__ import annotations
 import contextlib
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from contextvars import ContextVar
-from typing import Iterator
 
 import torch
 from torch import nn

@@ -21,8 +21,9 @@ are consumed as they come and the results cover the frames actually seen.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal, Mapping, Sequence
+from typing import Any, Callable, Literal
 
 import numpy as np
 import torch
@@ -60,8 +61,9 @@ class OnlineTracker:
         if category_vote not in ("first", "majority"):
             raise ValueError(f"category_vote: expected 'first' or 'majority', got {category_vote!r}")
         if len(masktrack_weights) != 3:
-            raise ValueError(f"masktrack_weights: expected 3 weights (log score, IoU, category), "
-                              f"got {masktrack_weights!r}")
+            raise ValueError(
+                f"masktrack_weights: expected 3 weights (log score, IoU, category), got {masktrack_weights!r}"
+            )
         self.match_threshold = match_threshold
         self.scoring = scoring
         self.category_vote = category_vote
@@ -88,20 +90,25 @@ class OnlineTracker:
         detection won the same track (useful for drawing the tracks).
         """
         if frame_index <= self._last_frame:
-            raise ValueError(f"frame_index: expected an index above the last one ({self._last_frame}), got {frame_index}")
+            raise ValueError(
+                f"frame_index: expected an index above the last one ({self._last_frame}), got {frame_index}"
+            )
         missing = [k for k in DETECTION_KEYS if k not in detections]
         if missing:
             raise ValueError(f"detections: missing {missing} (expected keys {list(DETECTION_KEYS)})")
-        boxes, scores, embeddings = (torch.as_tensor(detections[k]).detach().cpu().float()
-                                     for k in ("boxes", "scores", "embeddings"))
+        boxes, scores, embeddings = (
+            torch.as_tensor(detections[k]).detach().cpu().float() for k in ("boxes", "scores", "embeddings")
+        )
         labels = torch.as_tensor(detections["labels"]).detach().cpu().long()
         masks = torch.as_tensor(detections["masks"]).detach().cpu().numpy()
         num_dets = len(scores)
         if masks.dtype != np.bool_ or masks.ndim != 3:
             raise ValueError(f"detections['masks']: expected bool [K, H, W], got {masks.dtype} {list(masks.shape)}")
         if not len(boxes) == len(labels) == len(embeddings) == len(masks) == num_dets:
-            raise ValueError("detections: boxes, labels, scores, masks and embeddings must have the same length K, got "
-                             f"{[len(boxes), len(labels), len(scores), len(masks), len(embeddings)]}")
+            raise ValueError(
+                "detections: boxes, labels, scores, masks and embeddings must have the same length K, got "
+                f"{[len(boxes), len(labels), len(scores), len(masks), len(embeddings)]}"
+            )
         self._last_frame = frame_index
         track_ids = torch.full((num_dets,), -1, dtype=torch.long)
         if num_dets == 0:
@@ -137,8 +144,9 @@ class OnlineTracker:
             track.label_votes[int(labels[det])] += 1
         return track_ids.numpy()
 
-    def _match(self, boxes: torch.Tensor, labels: torch.Tensor, scores: torch.Tensor,
-               embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _match(
+        self, boxes: torch.Tensor, labels: torch.Tensor, scores: torch.Tensor, embeddings: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Score detections × tracks; return each detection's best score, best track and new-track flag."""
         ious = box_iou(boxes, self._boxes).nan_to_num(0.0)  # degenerate boxes: 0/0
         same_class = labels[:, None] == self._labels[None, :]
@@ -151,26 +159,32 @@ class OnlineTracker:
         # Eq. 9: softmax over [new identity (logit 0), tracks] of raw dot products of the unnormalised
         # embeddings (the model returns them unnormalised), as MaskTrack R-CNN's inference does.
         log_prob = torch.log_softmax(F.pad(embeddings @ self._embeddings.T, (1, 0)), dim=1)
-        comprehensive = (log_prob
-                         + w_score * scores.clamp_min(1e-12).log()[:, None]
-                         + w_iou * F.pad(ious, (1, 0))
-                         + w_category * F.pad(same_class.float(), (1, 0), value=1.0))
+        comprehensive = (
+            log_prob
+            + w_score * scores.clamp_min(1e-12).log()[:, None]
+            + w_iou * F.pad(ious, (1, 0))
+            + w_category * F.pad(same_class.float(), (1, 0), value=1.0)
+        )
         best, slot = comprehensive.max(dim=1)
         return best, (slot - 1).clamp_min(0), slot == 0
 
-    def video_results(self, video_id: int,
-                      label_to_category_id: Callable[[int], int] | Mapping[int, int]) -> list[dict]:
+    def video_results(
+        self, video_id: int, label_to_category_id: Callable[[int], int] | Mapping[int, int]
+    ) -> list[dict]:
         """Official result entries, one per track: mean detection score, voted category, RLE or None per frame seen."""
-        to_category = (label_to_category_id.__getitem__ if isinstance(label_to_category_id, Mapping)
-                       else label_to_category_id)
+        to_category = (
+            label_to_category_id.__getitem__ if isinstance(label_to_category_id, Mapping) else label_to_category_id
+        )
         results = []
         for track in self._tracks:
             votes = track.label_votes
             label = next(iter(votes)) if self.category_vote == "first" else votes.most_common(1)[0][0]
-            results.append({
-                "video_id": int(video_id),
-                "category_id": int(to_category(label)),
-                "score": track.score_sum / len(track.rles),
-                "segmentations": [track.rles.get(f) for f in range(self.num_frames)],
-            })
+            results.append(
+                {
+                    "video_id": int(video_id),
+                    "category_id": int(to_category(label)),
+                    "score": track.score_sum / len(track.rles),
+                    "segmentations": [track.rles.get(f) for f in range(self.num_frames)],
+                }
+            )
         return results

@@ -1,6 +1,6 @@
 """Train CrossVIS (Hydra entry point).
 
-    python -m crossvis.train data=synthetic data.root=DIR model/backbone=resnet18 trainer.max_steps=50
+python -m crossvis.train data=synthetic data.root=DIR model/backbone=resnet18 trainer.max_steps=50
 """
 
 from __future__ import annotations

@@ -12,14 +12,20 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities import rank_zero_info
 
-from crossvis.training_checkpoints import AtomicCheckpointIO, LastCheckpoint, TorchRNGState, check_categories, read_training_checkpoint
 from crossvis.cli import require_writable_dir
 from crossvis.data.coco_datamodule import build_datamodule
 from crossvis.data.datamodule import VISDataModule, official_split
-from crossvis.evaluation.splits import evaluate_split
 from crossvis.errors import config_keys
+from crossvis.evaluation.splits import evaluate_split
 from crossvis.io import write_json_atomic
 from crossvis.lightning_module import MODEL_CONFIG_KEYS, CrossVISModule
+from crossvis.training_checkpoints import (
+    AtomicCheckpointIO,
+    LastCheckpoint,
+    TorchRNGState,
+    check_categories,
+    read_training_checkpoint,
+)
 
 WANDB_RUN_ID_KEY = "wandb_run_id"
 
@@ -94,10 +100,16 @@ def train(cfg: DictConfig) -> tuple[pl.Trainer, CrossVISModule, Path]:
     validates = trainer_kwargs["limit_val_batches"] != 0
     has_ground_truth = validates and datamodule.val_ground_truth is not None
     checkpoint_dir = output_dir / "checkpoints"
-    callbacks: list[pl.Callback] = [LastCheckpoint(checkpoint_dir, cfg.checkpoint.every_n_steps), WandbRunId(), TorchRNGState()]
+    callbacks: list[pl.Callback] = [
+        LastCheckpoint(checkpoint_dir, cfg.checkpoint.every_n_steps),
+        WandbRunId(),
+        TorchRNGState(),
+    ]
     if has_ground_truth:
         callbacks.append(
-            ModelCheckpoint(dirpath=checkpoint_dir, filename="best", monitor=cfg.checkpoint.monitor, mode=cfg.checkpoint.mode)
+            ModelCheckpoint(
+                dirpath=checkpoint_dir, filename="best", monitor=cfg.checkpoint.monitor, mode=cfg.checkpoint.mode
+            )
         )
     trainer = pl.Trainer(
         **trainer_kwargs,

@@ -15,8 +15,8 @@ mapped by :mod:`crossvis.modeling.released_weights`.)
 from __future__ import annotations
 
 import os
-from pathlib import Path
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
@@ -85,7 +85,9 @@ def _is_final_batch(trainer: pl.Trainer) -> bool:
     """True in ``on_train_batch_end`` of the batch after which ``max_steps`` or ``max_epochs`` stops training."""
     if 0 < trainer.max_steps <= trainer.global_step:
         return True
-    last_epoch = trainer.max_epochs is not None and trainer.max_epochs > 0 and trainer.current_epoch + 1 >= trainer.max_epochs
+    last_epoch = (
+        trainer.max_epochs is not None and trainer.max_epochs > 0 and trainer.current_epoch + 1 >= trainer.max_epochs
+    )
     return last_epoch and trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
 
 
@@ -99,7 +101,11 @@ def read_training_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         raise InputFormatError(
             f"checkpoint: cannot read {path} ({type(error).__name__}); expected {CHECKPOINT_EXPECTED}"
         ) from None
-    missing = [k for k in ("state_dict", "hyper_parameters", "global_step") if not isinstance(checkpoint, dict) or k not in checkpoint]
+    missing = [
+        k
+        for k in ("state_dict", "hyper_parameters", "global_step")
+        if not isinstance(checkpoint, dict) or k not in checkpoint
+    ]
     if missing:
         raise InputFormatError(f"checkpoint: {path} has no {missing}; expected {CHECKPOINT_EXPECTED}")
     return checkpoint

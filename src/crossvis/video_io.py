@@ -8,8 +8,9 @@ stops there and ``read_error`` names the frame.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable
 
 import imageio.v2 as imageio
 import numpy as np
@@ -38,7 +39,9 @@ class FrameSource:
         if self.path.is_dir():
             self.frame_paths = sorted(p for p in self.path.iterdir() if p.suffix.lower() in FRAME_SUFFIXES)
             if not self.frame_paths:
-                raise InputFormatError(f"input: folder {self.path} holds no frames ({', '.join(sorted(FRAME_SUFFIXES))})")
+                raise InputFormatError(
+                    f"input: folder {self.path} holds no frames ({', '.join(sorted(FRAME_SUFFIXES))})"
+                )
             self.estimated_frames, self.fps = len(self.frame_paths), folder_fps
             load_frame_rgb(self.frame_paths[0])  # readable before any work starts
             return

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import colorsys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import cv2
 import imageio.v2 as imageio
@@ -44,7 +44,13 @@ def draw_tracks(
         canvas[mask] = canvas[mask] * (1 - alpha) + color * alpha
         x0, y0, x1, y1 = (int(round(float(v))) for v in detections["boxes"][index])
         name = class_names[int(detections["labels"][index])]
-        labels.append(((x0, y0, x1, y1), tuple(int(c) for c in color), f"#{track_id} {name} {float(detections['scores'][index]):.2f}"))
+        labels.append(
+            (
+                (x0, y0, x1, y1),
+                tuple(int(c) for c in color),
+                f"#{track_id} {name} {float(detections['scores'][index]):.2f}",
+            )
+        )
     out = canvas.clip(0, 255).astype(np.uint8)
     for (x0, y0, x1, y1), color, text in labels:
         cv2.rectangle(out, (x0, y0), (x1, y1), color, 1)
@@ -73,7 +79,7 @@ class OverlayVideoWriter:
         if self._gif_path is not None:
             self._gif_frames.append(Image.fromarray(frame))
 
-    def __enter__(self) -> "OverlayVideoWriter":
+    def __enter__(self) -> OverlayVideoWriter:
         return self
 
     def __exit__(self, *exc_info) -> None:

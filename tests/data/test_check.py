@@ -15,6 +15,7 @@ from PIL import Image
 
 from crossvis.data.ytvis import load_vis
 from crossvis.errors import InputFormatError
+
 from helpers import run_module, train_args
 
 
@@ -41,7 +42,7 @@ def broken_copy(synthetic_root: Path, tmp_path: Path, request) -> tuple[Path, Pa
         "truncated": "image file is truncated",
         "garbage": "cannot identify image file",
         "resized": f"video {video['id']}: field 'height'/'width': expected the frame size "
-                   f"{video['height']}x{video['width']}, but {frame} is 60x100",
+        f"{video['height']}x{video['width']}, but {frame} is 60x100",
     }[request.param]
     return root, frame, expected
 
@@ -133,7 +134,9 @@ def test_training_on_a_truncated_frame_stops_with_one_message_from_the_worker(br
     root, frame, expected = broken_copy
     proc = run_module(
         "crossvis.train",
-        *train_args(root, tmp_path / "run", "trainer.max_steps=200", "trainer.limit_val_batches=0", "data.num_workers=1"),
+        *train_args(
+            root, tmp_path / "run", "trainer.max_steps=200", "trainer.limit_val_batches=0", "data.num_workers=1"
+        ),
         check=False,
     )
     assert proc.returncode == 1

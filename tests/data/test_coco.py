@@ -26,8 +26,8 @@ def test_synthetic_coco_layout_and_encodings(synthetic_coco_root: Path) -> None:
     raw = _raw(synthetic_coco_root)
     assert is_coco_json(raw)
     kinds = Counter(
-        ("crowd-" if a["iscrowd"] else "") + ("polygon" if isinstance(a["segmentation"], list) else
-        "rle-" + type(a["segmentation"]["counts"]).__name__)
+        ("crowd-" if a["iscrowd"] else "")
+        + ("polygon" if isinstance(a["segmentation"], list) else "rle-" + type(a["segmentation"]["counts"]).__name__)
         for a in raw["annotations"]
     )
     assert kinds["polygon"] > 0 and kinds["rle-str"] > 0 and kinds["crowd-rle-list"] > 0  # COCO's three encodings

@@ -16,6 +16,7 @@ from crossvis.data.transforms import FrameSample
 from crossvis.inference import VideoInference
 from crossvis.lightning_module import CrossVISModule, warmup_step_schedule
 from crossvis.modeling.crossvis import CrossVIS
+
 from helpers import TINY
 
 pytestmark = pytest.mark.filterwarnings("ignore:model.backbone.frozen_bn=true with random")
@@ -62,8 +63,12 @@ def test_embedding_switch_removes_the_branch() -> None:
     images = torch.rand(2, 1, 3, 64, 96) * 255
     mask = torch.zeros(1, 64, 96, dtype=torch.bool)
     mask[0, 10:40, 20:60] = True
-    target = {"masks": mask, "boxes": torch.tensor([[20.0, 10.0, 59.0, 39.0]]), "labels": torch.tensor([1]),
-              "identities": torch.tensor([0])}
+    target = {
+        "masks": mask,
+        "boxes": torch.tensor([[20.0, 10.0, 59.0, 39.0]]),
+        "labels": torch.tensor([1]),
+        "identities": torch.tensor([0]),
+    }
     losses = coco.forward_train(images, torch.tensor([[[64, 96]], [[64, 96]]]), [[target], [target]])
     assert "loss_id" not in losses and losses["loss_cross"] == 0 and losses["loss_mask"] > 0
     coco.eval()

@@ -11,7 +11,6 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from crossvis.data.datamodule import VISDataModule, holdout_video_ids
-from crossvis.data.ytvis import VISFormatError
 from crossvis.errors import ConfigError
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "data"
@@ -22,8 +21,14 @@ def _run_cfg(root: Path, *overrides: str):
     with initialize_config_dir(config_dir=str(CONF.parent), version_base=None):
         return compose(
             "train",
-            overrides=["data=synthetic", f"data.root={root}", "data.num_workers=0", "data.batch_size=3",
-                       "data.transform.short=100", *overrides],
+            overrides=[
+                "data=synthetic",
+                f"data.root={root}",
+                "data.num_workers=0",
+                "data.batch_size=3",
+                "data.transform.short=100",
+                *overrides,
+            ],
         )
 
 
@@ -51,8 +56,17 @@ def test_configs_have_the_contract_keys(name: str) -> None:
     assert cfg.name == name
     assert cfg.train.json.startswith("/data/x/") and cfg.train.images.startswith("/data/x/")
     assert cfg.val.json.startswith("/data/x/") and cfg.val.images.startswith("/data/x/")
-    for key in ("sampler.T", "transform.short", "transform.max_size", "transform.flip_prob",
-                "transform.multiscale", "batch_size", "num_workers", "validate_on", "holdout_every"):
+    for key in (
+        "sampler.T",
+        "transform.short",
+        "transform.max_size",
+        "transform.flip_prob",
+        "transform.multiscale",
+        "batch_size",
+        "num_workers",
+        "validate_on",
+        "holdout_every",
+    ):
         assert OmegaConf.select(cfg, key, throw_on_missing=True) is not None, key
     assert "seed" not in cfg  # the run's top-level seed drives the data (VISDataModule.from_run_config)
 
@@ -123,8 +137,9 @@ def test_holdout_split_is_fixed_disjoint_and_recorded(synthetic_root: Path, tmp_
     assert dm.holdout_ids == held
     gt = dm.val_ground_truth
     assert [v["id"] for v in gt["videos"]] == held and gt["categories"] == raw["categories"]
-    assert sorted(a["id"] for a in gt["annotations"]) == sorted(a["id"] for a in raw["annotations"]
-                                                                if a["video_id"] in held)
+    assert sorted(a["id"] for a in gt["annotations"]) == sorted(
+        a["id"] for a in raw["annotations"] if a["video_id"] in held
+    )
     train_ids = [v.id for v in dm.train_vis.videos]
     assert train_ids == [i for i in ids if i not in held] and not set(train_ids) & set(held)
     assert {dm.train_dataset.vis.videos[vi].id for vi, _ in dm.train_dataset.keys} <= set(train_ids)

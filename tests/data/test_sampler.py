@@ -143,8 +143,11 @@ def test_frame_boxes_come_from_json_bboxes_else_masks(synthetic_root: Path, tmp_
     raw = json.loads((synthetic_root / "train.json").read_text())
     video_id = raw["videos"][0]["id"]
     anns = [a for a in raw["annotations"] if a["video_id"] == video_id]
-    t = next(t for t in range(len(anns[0]["segmentations"]))
-             if anns[0]["segmentations"][t] is not None and anns[1]["segmentations"][t] is not None)
+    t = next(
+        t
+        for t in range(len(anns[0]["segmentations"]))
+        if anns[0]["segmentations"][t] is not None and anns[1]["segmentations"][t] is not None
+    )
     anns[0]["bboxes"][t] = [10, 20, 30, 40]  # differs from its mask on purpose
     del anns[1]["bboxes"]
     path = tmp_path / "train.json"

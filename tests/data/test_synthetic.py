@@ -160,7 +160,9 @@ def test_clutter_style_content(tmp_path: Path) -> None:
     assert np.mean(backgrounds) > 30  # colourful noise with distractors, not a muted backdrop
     # colours are drawn per instance, not per category
     assert _light_colour_spread("clutter") > 2 * _light_colour_spread("classic")
-    out = write_synthetic(tmp_path / "c", videos=2, frames=3, seed=0, height=64, width=96, val_videos=1, style="clutter")
+    out = write_synthetic(
+        tmp_path / "c", videos=2, frames=3, seed=0, height=64, width=96, val_videos=1, style="clutter"
+    )
     raw = json.loads((out / "train.json").read_text())
     assert [(c["id"], c["name"]) for c in raw["categories"]] == [c[:2] for c in STYLES["clutter"].categories]
     assert {a["category_id"] for a in raw["annotations"]} <= {c[0] for c in STYLES["clutter"].categories}

@@ -110,8 +110,9 @@ def test_mask_boxes_stay_with_their_masks_on_random_shapes() -> None:
 def test_multiscale_draws_the_whole_sipmask_range(h: int, w: int, side: str) -> None:
     """mmdet v1 random_scale mode='range': long uniform over 649..960, short over 360..480."""
     transform = PairTransform(multiscale=True, scales=[(649, 360), (960, 480)], flip_prob=0.5)
-    frame = FrameSample(np.zeros((h, w, 3), np.uint8), np.zeros((0, h, w), bool), np.zeros(0, np.int64),
-                        np.zeros(0, np.int64))
+    frame = FrameSample(
+        np.zeros((h, w, 3), np.uint8), np.zeros((0, h, w), bool), np.zeros(0, np.int64), np.zeros(0, np.int64)
+    )
     rng = np.random.default_rng(0)
     sizes = []
     for _ in range(300):

@@ -66,13 +66,29 @@ def _dataset_dict() -> dict:
         ],
         "categories": [{"id": 30, "name": "cat"}, {"id": 4, "name": "dog"}],
         "annotations": [
-            {"id": 500, "video_id": 40, "category_id": 30, "iscrowd": 0,
-             "segmentations": [{"size": [3, 4], "counts": MASK_COUNTS}, None, [[0, 0, 2, 0, 2, 2, 0, 2]]]},
-            {"id": 12, "video_id": 7, "category_id": 4, "iscrowd": 0, "areas": [1, None],
-             "segmentations": [None, {"size": [3, 4], "counts": "01;"}],  # pixel (0, 0)
-             "bboxes": [None, [0.5, 0, 1.5, 1]]},
-            {"id": 77, "video_id": 40, "category_id": 4, "iscrowd": 1,
-             "segmentations": [None, {"size": [3, 4], "counts": [12]}, None]},
+            {
+                "id": 500,
+                "video_id": 40,
+                "category_id": 30,
+                "iscrowd": 0,
+                "segmentations": [{"size": [3, 4], "counts": MASK_COUNTS}, None, [[0, 0, 2, 0, 2, 2, 0, 2]]],
+            },
+            {
+                "id": 12,
+                "video_id": 7,
+                "category_id": 4,
+                "iscrowd": 0,
+                "areas": [1, None],
+                "segmentations": [None, {"size": [3, 4], "counts": "01;"}],  # pixel (0, 0)
+                "bboxes": [None, [0.5, 0, 1.5, 1]],
+            },
+            {
+                "id": 77,
+                "video_id": 40,
+                "category_id": 4,
+                "iscrowd": 1,
+                "segmentations": [None, {"size": [3, 4], "counts": [12]}, None],
+            },
         ],
     }
 
@@ -151,22 +167,34 @@ def _mutated(mutate) -> dict:
     "mutate, pattern",
     [
         (lambda r: r["annotations"][0].update(video_id=41), r"annotation 500 \(video 41\): field 'video_id'.*41"),
-        (lambda r: r["annotations"][1].update(category_id=5),
-         r"annotation 12 \(video 7\): field 'category_id'.*\[4, 30\].*5"),
-        (lambda r: r["annotations"][1]["segmentations"].append(None),
-         r"annotation 12 \(video 7\): field 'segmentations': expected 2 entries \(the video's length\), "
-         r"got '3 entries'"),
-        (lambda r: r["annotations"][0]["segmentations"].__setitem__(0, {"size": [4, 3], "counts": MASK_COUNTS}),
-         r"annotation 500 \(video 40\): field 'segmentations\[0\]\.size': expected \[3, 4\].*\[4, 3\]"),
-        (lambda r: r["annotations"][0]["segmentations"].__setitem__(2, [[0, 0, 2]]),
-         r"annotation 500 \(video 40\): field 'segmentations\[2\]'"),
+        (
+            lambda r: r["annotations"][1].update(category_id=5),
+            r"annotation 12 \(video 7\): field 'category_id'.*\[4, 30\].*5",
+        ),
+        (
+            lambda r: r["annotations"][1]["segmentations"].append(None),
+            r"annotation 12 \(video 7\): field 'segmentations': expected 2 entries \(the video's length\), "
+            r"got '3 entries'",
+        ),
+        (
+            lambda r: r["annotations"][0]["segmentations"].__setitem__(0, {"size": [4, 3], "counts": MASK_COUNTS}),
+            r"annotation 500 \(video 40\): field 'segmentations\[0\]\.size': expected \[3, 4\].*\[4, 3\]",
+        ),
+        (
+            lambda r: r["annotations"][0]["segmentations"].__setitem__(2, [[0, 0, 2]]),
+            r"annotation 500 \(video 40\): field 'segmentations\[2\]'",
+        ),
         (lambda r: r["videos"][0].update(length=5), r"video 40: field 'length': expected len\(file_names\) = 3, got 5"),
         (lambda r: r["videos"][1].pop("height"), r"video 7: field 'height'"),
         (lambda r: r["annotations"][1].update(id=500), r"field 'id': expected unique annotation ids"),
-        (lambda r: r["annotations"][1].update(bboxes=[None]),
-         r"annotation 12 \(video 7\): field 'bboxes': expected a list of 2 entries"),
-        (lambda r: r["annotations"][1].update(bboxes=[None, [0, 0, -1, 1]]),
-         r"annotation 12 \(video 7\): field 'bboxes\[1\]': expected null or \[x, y, w, h\]"),
+        (
+            lambda r: r["annotations"][1].update(bboxes=[None]),
+            r"annotation 12 \(video 7\): field 'bboxes': expected a list of 2 entries",
+        ),
+        (
+            lambda r: r["annotations"][1].update(bboxes=[None, [0, 0, -1, 1]]),
+            r"annotation 12 \(video 7\): field 'bboxes\[1\]': expected null or \[x, y, w, h\]",
+        ),
         (lambda r: r["annotations"][1].update(bboxes=[None, [0, 0, 1]]), r"field 'bboxes\[1\]'"),
     ],
 )
@@ -186,7 +214,9 @@ def test_missing_frame_when_loading_names_video_and_field(tmp_path: Path) -> Non
             cv2.imwrite(str(images / name), np.full((3, 4, 3), 128, np.uint8))
     (images / "a/5.jpg").unlink()
     path = _write(tmp_path, raw)
-    pairs = FramePairDataset(load_vis(path, images), T=5, transform=PairTransform(short=3, max_size=4, flip_prob=0.0), seed=0)
+    pairs = FramePairDataset(
+        load_vis(path, images), T=5, transform=PairTransform(short=3, max_size=4, flip_prob=0.0), seed=0
+    )
     assert len(pairs) == 3  # video 7 frame 1, video 40 frames 0 and 2
     with pytest.raises(VISFileNotFoundError) as info:
         pairs[0]  # key frame: video 7, frame 1 (the deleted one)

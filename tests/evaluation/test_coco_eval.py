@@ -23,10 +23,24 @@ def _ground_truth() -> dict:
         "images": [{"id": 7, "width": 100, "height": 100, "file_name": "a.jpg"}],
         "categories": [{"id": 3, "name": "thing"}, {"id": 9, "name": "other"}],
         "annotations": [
-            {"id": 1, "image_id": 7, "category_id": 3, "iscrowd": 0, "area": 1600, "bbox": [10, 10, 40, 40],
-             "segmentation": [[10, 10, 50, 10, 50, 50, 10, 50]]},
-            {"id": 2, "image_id": 7, "category_id": 3, "iscrowd": 1, "area": 900, "bbox": [60, 60, 30, 30],
-             "segmentation": {"size": [100, 100], "counts": crowd["counts"].decode()}},
+            {
+                "id": 1,
+                "image_id": 7,
+                "category_id": 3,
+                "iscrowd": 0,
+                "area": 1600,
+                "bbox": [10, 10, 40, 40],
+                "segmentation": [[10, 10, 50, 10, 50, 50, 10, 50]],
+            },
+            {
+                "id": 2,
+                "image_id": 7,
+                "category_id": 3,
+                "iscrowd": 1,
+                "area": 900,
+                "bbox": [60, 60, 30, 30],
+                "segmentation": {"size": [100, 100], "counts": crowd["counts"].decode()},
+            },
         ],
     }
 

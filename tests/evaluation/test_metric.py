@@ -24,7 +24,7 @@ def rle(mask: np.ndarray) -> dict:
 
 def box(y: int, x: int, h: int, w: int, size: tuple[int, int] = (H, W)) -> np.ndarray:
     mask = np.zeros(size, dtype=bool)
-    mask[y:y + h, x:x + w] = True
+    mask[y : y + h, x : x + w] = True
     return mask
 
 
@@ -34,18 +34,38 @@ SQUARE = box(5, 5, 10, 10)  # area 100
 def ground_truth(tracks: list[tuple[int, list]], length: int = 3, size: tuple[int, int] = (H, W)) -> dict:
     """One video (id 7) holding the given (category_id, per-frame segmentations) tracks."""
     return {
-        "videos": [{"id": 7, "height": size[0], "width": size[1], "length": length,
-                    "file_names": [f"v/{i:05d}.jpg" for i in range(length)]}],
+        "videos": [
+            {
+                "id": 7,
+                "height": size[0],
+                "width": size[1],
+                "length": length,
+                "file_names": [f"v/{i:05d}.jpg" for i in range(length)],
+            }
+        ],
         "categories": [{"id": 1, "name": "cat"}, {"id": 2, "name": "dog"}],
-        "annotations": [{"id": 10 + i, "video_id": 7, "category_id": c, "iscrowd": 0, "segmentations": segs,
-                         "areas": [None] * length, "bboxes": [None] * length}
-                        for i, (c, segs) in enumerate(tracks)],
+        "annotations": [
+            {
+                "id": 10 + i,
+                "video_id": 7,
+                "category_id": c,
+                "iscrowd": 0,
+                "segmentations": segs,
+                "areas": [None] * length,
+                "bboxes": [None] * length,
+            }
+            for i, (c, segs) in enumerate(tracks)
+        ],
     }
 
 
 def result(masks: list, score: float = 0.9, category_id: int = 1) -> dict:
-    return {"video_id": 7, "category_id": category_id, "score": score,
-            "segmentations": [None if m is None else rle(m) for m in masks]}
+    return {
+        "video_id": 7,
+        "category_id": category_id,
+        "score": score,
+        "segmentations": [None if m is None else rle(m) for m in masks],
+    }
 
 
 GT_ONE = ground_truth([(1, [rle(SQUARE)] * 3)])
@@ -181,9 +201,12 @@ def random_case(seed: int) -> tuple[dict, list[dict], dict[int, list], list]:
 
     def jitter(y: int, x: int, shift: int) -> list:
         """A 10x10 box track moved by up to ``shift`` pixels per frame, absent in ~15% of frames."""
-        return [None if rng.random() < 0.15 else
-                rle(box(y + rng.integers(-shift, shift + 1), x + rng.integers(-shift, shift + 1), 10, 10, size))
-                for _ in range(length)]
+        return [
+            None
+            if rng.random() < 0.15
+            else rle(box(y + rng.integers(-shift, shift + 1), x + rng.integers(-shift, shift + 1), 10, 10, size))
+            for _ in range(length)
+        ]
 
     videos, annotations, results = [], [], []
     gts: dict[int, list] = {}
@@ -196,8 +219,9 @@ def random_case(seed: int) -> tuple[dict, list[dict], dict[int, list], list]:
             track = jitter(y, x, 0)
             track[0] = rle(box(y, x, 10, 10, size))  # at least one present frame
             gts[vid].append(track)
-            annotations.append({"id": len(annotations) + 1, "video_id": vid, "category_id": 1, "iscrowd": 0,
-                                "segmentations": track})
+            annotations.append(
+                {"id": len(annotations) + 1, "video_id": vid, "category_id": 1, "iscrowd": 0, "segmentations": track}
+            )
             for _ in range(2):
                 pred = jitter(y, x, int(rng.integers(0, 3)))
                 score = float(rng.random())
@@ -230,14 +254,22 @@ def test_matches_independent_reference(seed: int) -> None:
 # Input errors and CLI.
 
 
-@pytest.mark.parametrize(("entry", "message"), [
-    ({"video_id": 99}, "video_id 99 is not a ground-truth video id"),
-    ({"category_id": 5}, r"\(video 7\): category_id 5 is not a ground-truth category, expected one of \[1, 2\]"),
-    ({"segmentations": [rle(SQUARE)] * 2}, r"\(video 7\): segmentations has 2 entries, expected the video length 3"),
-    ({"segmentations": [rle(box(0, 0, 2, 2, (20, 40)))] * 3},
-     r"\(video 7\): segmentations\[0\].size is \[20, 40\], expected \[height, width\] = \[40, 40\]"),
-    ({"score": "high"}, r"results\[0\].score: expected a finite float"),
-])
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ({"video_id": 99}, "video_id 99 is not a ground-truth video id"),
+        ({"category_id": 5}, r"\(video 7\): category_id 5 is not a ground-truth category, expected one of \[1, 2\]"),
+        (
+            {"segmentations": [rle(SQUARE)] * 2},
+            r"\(video 7\): segmentations has 2 entries, expected the video length 3",
+        ),
+        (
+            {"segmentations": [rle(box(0, 0, 2, 2, (20, 40)))] * 3},
+            r"\(video 7\): segmentations\[0\].size is \[20, 40\], expected \[height, width\] = \[40, 40\]",
+        ),
+        ({"score": "high"}, r"results\[0\].score: expected a finite float"),
+    ],
+)
 def test_bad_results_raise_naming_video_field_and_expected_value(entry: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         evaluate(GT_ONE, [{**result([SQUARE] * 3), **entry}])
@@ -255,8 +287,13 @@ def test_cli_prints_table_then_json(tmp_path: Path) -> None:
     res_path.write_text(json.dumps([result(SHIFTED)]))
     src = str(Path(__file__).resolve().parents[2] / "src")
     env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    proc = subprocess.run([sys.executable, "-m", "crossvis.evaluation.metric", str(gt_path), str(res_path)],
-                          capture_output=True, text=True, env=env, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "crossvis.evaluation.metric", str(gt_path), str(res_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.strip().splitlines()
     metrics = json.loads(lines[-1])
@@ -269,8 +306,11 @@ def test_cli_prints_table_then_json(tmp_path: Path) -> None:
 def test_cli_exits_1_on_bad_input(case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     gt_path, res_path = tmp_path / "gt.json", tmp_path / "res.json"
     gt_path.write_text(json.dumps(GT_ONE))
-    expected = {"missing": "results file not found", "malformed": "res.json: malformed JSON at line 1",
-                "unknown_video": "video_id 8 is not a ground-truth video id"}[case]
+    expected = {
+        "missing": "results file not found",
+        "malformed": "res.json: malformed JSON at line 1",
+        "unknown_video": "video_id 8 is not a ground-truth video id",
+    }[case]
     if case == "malformed":
         res_path.write_text("[{")
     elif case == "unknown_video":

@@ -48,16 +48,23 @@ def test_submission_zip_holds_results_json(tmp_path: Path) -> None:
         assert json.loads(zf.read("results.json")) == results
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    ({"score": float("nan")}, r"results\[0\].score: expected a finite float"),
-    ({"video_id": "4"}, r"results\[0\].video_id: expected an int"),
-    ({"segmentations": None}, r"results\[0\].segmentations: expected a list"),
-    ({"segmentations": [{"size": [6, 9], "counts": b"abc"}]},
-     r"results\[0\] \(video 4\).segmentations\[0\].counts: expected a compressed RLE string"),
-    ({"segmentations": [{"size": [6], "counts": "abc"}]},
-     r"results\[0\] \(video 4\).segmentations\[0\].size: expected \[height, width\]"),
-    ({"track": 1}, r"results\[0\]: expected exactly the keys"),
-])
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"score": float("nan")}, r"results\[0\].score: expected a finite float"),
+        ({"video_id": "4"}, r"results\[0\].video_id: expected an int"),
+        ({"segmentations": None}, r"results\[0\].segmentations: expected a list"),
+        (
+            {"segmentations": [{"size": [6, 9], "counts": b"abc"}]},
+            r"results\[0\] \(video 4\).segmentations\[0\].counts: expected a compressed RLE string",
+        ),
+        (
+            {"segmentations": [{"size": [6], "counts": "abc"}]},
+            r"results\[0\] \(video 4\).segmentations\[0\].size: expected \[height, width\]",
+        ),
+        ({"track": 1}, r"results\[0\]: expected exactly the keys"),
+    ],
+)
 def test_invalid_entries_raise_and_write_nothing(change: dict, message: str, tmp_path: Path) -> None:
     _, results = masks_and_results()
     path = tmp_path / "results.json"

@@ -167,7 +167,9 @@ def test_detectron2_resnet_input_is_bgr_minus_mean_with_std_one():
         bb(rgb, torch.tensor([[48, 64]]))
     x = seen["x"][0]
     # channel 0 = B − 103.530, 1 = G − 116.280, 2 = R − 123.675; padding rows 48.. are zero
-    assert torch.allclose(x[:, :48], torch.tensor([30 - 103.530, 20 - 116.280, 10 - 123.675]).view(3, 1, 1).expand(3, 48, 64))
+    assert torch.allclose(
+        x[:, :48], torch.tensor([30 - 103.530, 20 - 116.280, 10 - 123.675]).view(3, 1, 1).expand(3, 48, 64)
+    )
     assert x[:, 48:].eq(0).all()
 
 
@@ -177,7 +179,12 @@ def test_converted_block_computes_detectron2_bottleneck():
 
     torch.manual_seed(0)
     bb = Backbone(backbone_cfg("resnet50_d2")).eval()
-    shapes = {"conv1": (128, 256, 1, 1), "conv2": (128, 128, 3, 3), "conv3": (512, 128, 1, 1), "shortcut": (512, 256, 1, 1)}
+    shapes = {
+        "conv1": (128, 256, 1, 1),
+        "conv2": (128, 128, 3, 3),
+        "conv3": (512, 128, 1, 1),
+        "shortcut": (512, 256, 1, 1),
+    }
     d2 = {}
     for conv, shape in shapes.items():
         d2[f"backbone.bottom_up.res3.0.{conv}.weight"] = torch.randn(shape) * 0.1
@@ -187,7 +194,7 @@ def test_converted_block_computes_detectron2_bottleneck():
         d2[f"backbone.bottom_up.res3.0.{conv}.norm.running_mean"] = torch.randn(c) * 0.1
         d2[f"backbone.bottom_up.res3.0.{conv}.norm.running_var"] = torch.rand(c) + 0.5
     prefix = "features.backbone.body."
-    own = {map_detectron2_key(k)[len(prefix):]: v for k, v in d2.items()}
+    own = {map_detectron2_key(k)[len(prefix) :]: v for k, v in d2.items()}
     missing, unexpected = bb.body.load_state_dict(own, strict=False)
     assert unexpected == [] and not any(k.startswith("layer2.0.") for k in missing)
 

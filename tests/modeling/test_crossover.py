@@ -124,18 +124,31 @@ def test_model_with_identical_frames_has_cross_equal_to_mask_loss():
     """δ = 0 through the whole model: 6×6 boxes get exactly one positive each (P3 point 12 or 36)."""
     conf = Path(__file__).resolve().parents[2] / "conf" / "model"
     with initialize_config_dir(config_dir=str(conf), version_base=None):
-        cfg = compose("default", overrides=[
-            "backbone=resnet18", "backbone.pretrained=false", "fpn_channels=32", "head.channels=32",
-            "head.num_convs=1", "mask_branch.channels=16", "mask_branch.num_convs=1", "embedding.dim=16",
-        ])
+        cfg = compose(
+            "default",
+            overrides=[
+                "backbone=resnet18",
+                "backbone.pretrained=false",
+                "fpn_channels=32",
+                "head.channels=32",
+                "head.num_convs=1",
+                "mask_branch.channels=16",
+                "mask_branch.num_convs=1",
+                "embedding.dim=16",
+            ],
+        )
     torch.manual_seed(0)
     model = CrossVIS(cfg, num_classes=2, num_identities=4)
     image = torch.rand(1, 1, 3, 64, 64) * 255
     masks = torch.zeros(2, 64, 64, dtype=torch.bool)
     masks[0, 10:16, 10:16] = True
     masks[1, 34:40, 34:40] = True
-    frame = dict(masks=masks, boxes=torch.tensor([[10.0, 10, 16, 16], [34, 34, 40, 40]]),
-                 labels=torch.tensor([0, 1]), identities=torch.tensor([2, 3]))
+    frame = dict(
+        masks=masks,
+        boxes=torch.tensor([[10.0, 10, 16, 16], [34, 34, 40, 40]]),
+        labels=torch.tensor([0, 1]),
+        identities=torch.tensor([2, 3]),
+    )
     losses = model.forward_train(image.expand(1, 2, 3, 64, 64), torch.tensor([[[64, 64], [64, 64]]]), [[frame, frame]])
     assert losses["loss_cross"].item() == pytest.approx(losses["loss_mask"].item(), rel=1e-5)
     assert losses["loss_mask"].item() > 0

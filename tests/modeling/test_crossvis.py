@@ -15,8 +15,14 @@ pytestmark = pytest.mark.filterwarnings("ignore:model.backbone.frozen_bn=true wi
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "model"
 TINY = [
-    "backbone=resnet18", "backbone.pretrained=false", "fpn_channels=32", "head.channels=32", "head.num_convs=1",
-    "mask_branch.channels=16", "mask_branch.num_convs=1", "embedding.dim=16",
+    "backbone=resnet18",
+    "backbone.pretrained=false",
+    "fpn_channels=32",
+    "head.channels=32",
+    "head.num_convs=1",
+    "mask_branch.channels=16",
+    "mask_branch.num_convs=1",
+    "embedding.dim=16",
 ]
 H, W = 64, 96
 
@@ -57,7 +63,12 @@ def test_default_config_keys():
     assert (cfg.embedding.type, cfg.embedding.loss, cfg.embedding.dim) == ("global", "focal", 256)
     inf = cfg.inference
     assert (inf.score_threshold, inf.pre_nms_topk, inf.nms_threshold, inf.max_detections, inf.mask_threshold) == (
-        0.05, 1000, 0.6, 100, 0.5)
+        0.05,
+        1000,
+        0.6,
+        100,
+        0.5,
+    )
     assert cfg.init_from is None and cfg.init_strict
     assert cfg.upsample == "aligned_bilinear" and cfg.fcos.box_loss == "iou_plus1"  # AdelaiDet semantics
 
@@ -172,7 +183,10 @@ def test_load_init_from_lightning_checkpoint(tmp_path):
     target = CrossVIS(model_cfg(), num_classes=3, num_identities=4)
     missing, unexpected = target.load_init(path)
     assert set(missing) == {
-        "head.cls_logits.weight", "head.cls_logits.bias", "identity_loss.proxies.weight", "identity_loss.proxies.bias"
+        "head.cls_logits.weight",
+        "head.cls_logits.bias",
+        "identity_loss.proxies.weight",
+        "identity_loss.proxies.bias",
     }
     assert unexpected == []
     assert torch.equal(target.head.controller.weight, source.head.controller.weight)

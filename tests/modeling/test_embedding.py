@@ -65,17 +65,22 @@ def test_pairwise_loss_by_hand(kind):
     loss_fn = IdentityLoss("pairwise", kind, dim=2, num_identities=0, alpha=ALPHA, gamma=GAMMA)
     assert not list(loss_fn.parameters())
     # pair 0: key ids 1, 2; reference id 1 (two positives), id 5. pair 1: key id 7, reference id 7.
-    emb = torch.tensor([
-        [1.0, 0.0], [0.0, 1.0],            # frame 0 (key of pair 0)
-        [2.0, 0.0], [0.0, 2.0], [-1.0, 0.0],  # frame 1: id 1 at (2,0) and (0,2) → mean (1,1); id 5 at (-1,0)
-        [0.0, 3.0],                        # frame 2 (key of pair 1)
-        [0.0, -1.0],                       # frame 3
-    ])
+    emb = torch.tensor(
+        [
+            [1.0, 0.0],
+            [0.0, 1.0],  # frame 0 (key of pair 0)
+            [2.0, 0.0],
+            [0.0, 2.0],
+            [-1.0, 0.0],  # frame 1: id 1 at (2,0) and (0,2) → mean (1,1); id 5 at (-1,0)
+            [0.0, 3.0],  # frame 2 (key of pair 1)
+            [0.0, -1.0],  # frame 3
+        ]
+    )
     pos = positives([0, 0, 1, 1, 1, 2, 3], [1, 2, 1, 1, 5, 7, 7])
     rows = [  # logits over [new, refs of the same pair], target index
         ([0.0, 1.0, -1.0], 1),  # key id 1 (1,0): ·(1,1) = 1, ·(-1,0) = -1 → reference id 1
-        ([0.0, 1.0, 0.0], 0),   # key id 2 (0,1): ·(1,1) = 1, ·(-1,0) = 0 → new identity
-        ([0.0, -3.0], 1),       # key id 7 (0,3): ·(0,-1) = -3 → reference id 7
+        ([0.0, 1.0, 0.0], 0),  # key id 2 (0,1): ·(1,1) = 1, ·(-1,0) = 0 → new identity
+        ([0.0, -3.0], 1),  # key id 7 (0,3): ·(0,-1) = -3 → reference id 7
     ]
 
     def by_hand(factor: float) -> float:

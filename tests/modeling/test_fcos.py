@@ -37,7 +37,7 @@ def box_and_mask(x1: int, y1: int, x2: int, y2: int, size: int):
 
 def positives_of(locs, matched, gt: int = 0):
     sel = matched == gt
-    return {(int(x), int(y), int(l)) for (x, y), l in zip(locs.points[sel].tolist(), locs.levels[sel].tolist())}
+    return {(int(x), int(y), int(level)) for (x, y), level in zip(locs.points[sel].tolist(), locs.levels[sel].tolist())}
 
 
 def test_locations_are_half_stride_plus_k_strides():
@@ -113,13 +113,21 @@ def test_build_targets_labels_and_global_gt_index():
     locs = locations_for(384)
     b0, m0 = box_and_mask(100, 100, 124, 124, size=384)
     b1, m1 = box_and_mask(0, 0, 160, 160, size=384)
-    empty = dict(boxes=torch.zeros(0, 4), masks=torch.zeros(0, 384, 384, dtype=torch.bool),
-                 labels=torch.zeros(0, dtype=torch.long), identities=torch.zeros(0, dtype=torch.long))
+    empty = dict(
+        boxes=torch.zeros(0, 4),
+        masks=torch.zeros(0, 384, 384, dtype=torch.bool),
+        labels=torch.zeros(0, dtype=torch.long),
+        identities=torch.zeros(0, dtype=torch.long),
+    )
     frames = [
         dict(boxes=b0, masks=m0, labels=torch.tensor([2]), identities=torch.tensor([7])),
         empty,
-        dict(boxes=torch.cat([b0, b1]), masks=torch.cat([m0, m1]), labels=torch.tensor([1, 0]),
-             identities=torch.tensor([7, 4])),
+        dict(
+            boxes=torch.cat([b0, b1]),
+            masks=torch.cat([m0, m1]),
+            labels=torch.tensor([1, 0]),
+            identities=torch.tensor([7, 4]),
+        ),
     ]
     labels, reg, pos = build_targets(locs, frames, num_classes=3, sizes_of_interest=SOI, radius=1.5)
     assert labels.shape == (3, locs.points.shape[0]) and reg.shape == (3, locs.points.shape[0], 4)

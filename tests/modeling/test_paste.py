@@ -72,7 +72,9 @@ def test_paste_output_is_column_major_and_empty_input():
 
 def test_paste_accepts_low_precision_input():
     masks = blob_masks(4, 36, 64)
-    assert torch.equal(paste_masks(masks.bfloat16(), (72, 128), 0.5), paste_masks(masks.bfloat16().float(), (72, 128), 0.5))
+    assert torch.equal(
+        paste_masks(masks.bfloat16(), (72, 128), 0.5), paste_masks(masks.bfloat16().float(), (72, 128), 0.5)
+    )
 
 
 def straightforward_rles(masks: np.ndarray, indices: list[int]) -> list[dict]:
@@ -117,11 +119,21 @@ def test_online_path_gives_the_same_rles_and_tracks_as_the_straightforward_path(
 
     conf = Path(__file__).resolve().parents[2] / "conf" / "model"
     with initialize_config_dir(config_dir=str(conf), version_base=None):
-        cfg = compose("default", overrides=[
-            "backbone=resnet18", "backbone.pretrained=false", "backbone.frozen_bn=false", "fpn_channels=32",
-            "head.channels=32", "head.num_convs=1", "mask_branch.channels=16", "mask_branch.num_convs=1",
-            "embedding.dim=16", "inference.score_threshold=0",
-        ])
+        cfg = compose(
+            "default",
+            overrides=[
+                "backbone=resnet18",
+                "backbone.pretrained=false",
+                "backbone.frozen_bn=false",
+                "fpn_channels=32",
+                "head.channels=32",
+                "head.num_convs=1",
+                "mask_branch.channels=16",
+                "mask_branch.num_convs=1",
+                "embedding.dim=16",
+                "inference.score_threshold=0",
+            ],
+        )
     torch.manual_seed(0)
     model = CrossVIS(cfg, num_classes=3, num_identities=10).eval()
     model.head.controller.weight.data.mul_(10)  # random dynamic filters then give masks with boundaries
@@ -132,9 +144,15 @@ def test_online_path_gives_the_same_rles_and_tracks_as_the_straightforward_path(
         return VideoInference(model, 64, 112, {}, [1, 2, 3]).run_frames(7, frames)
 
     fast = run()
-    partial = [s for entry in fast for s in entry["segmentations"] if s is not None and 0 < mask_utils.area(
-        {"size": s["size"], "counts": s["counts"].encode()}) < 90 * 150]
+    partial = [
+        s
+        for entry in fast
+        for s in entry["segmentations"]
+        if s is not None and 0 < mask_utils.area({"size": s["size"], "counts": s["counts"].encode()}) < 90 * 150
+    ]
     assert len(partial) > 20  # the comparison covers real mask boundaries, not only empty or full masks
-    monkeypatch.setattr(crossvis_module, "paste_masks", lambda m, size, t: reference_paste(m.float(), size, t).contiguous())
+    monkeypatch.setattr(
+        crossvis_module, "paste_masks", lambda m, size, t: reference_paste(m.float(), size, t).contiguous()
+    )
     monkeypatch.setattr(tracking_module, "encode_masks", straightforward_rles)
     assert run() == fast

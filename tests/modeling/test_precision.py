@@ -17,8 +17,15 @@ pytestmark = pytest.mark.filterwarnings("ignore:model.backbone.frozen_bn=true wi
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "model"
 TINY = [
-    "backbone=resnet18", "backbone.pretrained=false", "fpn_channels=32", "head.channels=32", "head.num_convs=1",
-    "mask_branch.channels=16", "mask_branch.num_convs=1", "embedding.dim=16", "inference.score_threshold=0",
+    "backbone=resnet18",
+    "backbone.pretrained=false",
+    "fpn_channels=32",
+    "head.channels=32",
+    "head.num_convs=1",
+    "mask_branch.channels=16",
+    "mask_branch.num_convs=1",
+    "embedding.dim=16",
+    "inference.score_threshold=0",
 ]
 
 
@@ -41,7 +48,9 @@ def fpn_output_dtype(model: CrossVIS) -> torch.dtype:
     return seen[0]
 
 
-@pytest.mark.parametrize(("precision", "dtype"), [("32", torch.float32), ("bf16", torch.bfloat16), ("16", torch.float16)])
+@pytest.mark.parametrize(
+    ("precision", "dtype"), [("32", torch.float32), ("bf16", torch.bfloat16), ("16", torch.float16)]
+)
 def test_precision_from_the_composed_config_sets_the_compute_dtype(precision, dtype):
     model = tiny_model(f"inference.precision={precision}")
     assert fpn_output_dtype(model) == dtype

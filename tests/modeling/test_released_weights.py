@@ -12,10 +12,10 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from adelaidet_keys import R101_BLOCKS, condinst_keys, crossvis_extras
 from crossvis.convert import main as convert_main
 from crossvis.data.ytvis import load_vis
 from crossvis.loading import load_module
+from crossvis.modeling.crossvis import CrossVIS
 from crossvis.modeling.released_weights import (
     CONDINST,
     CROSSVIS_FORK,
@@ -25,7 +25,8 @@ from crossvis.modeling.released_weights import (
     plan_init,
     read_weights,
 )
-from crossvis.modeling.crossvis import CrossVIS
+
+from adelaidet_keys import R101_BLOCKS, condinst_keys, crossvis_extras
 from helpers import last_json_line, run_module
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
@@ -97,7 +98,10 @@ def test_every_adelaidet_key_has_a_model_counterpart_of_the_same_shape(condinst_
     assert map_detectron2_key("backbone.bottom_up.res2.0.shortcut.norm.running_var") == (
         "features.backbone.body.layer1.0.downsample.1.running_var"
     )
-    assert map_detectron2_key("backbone.bottom_up.res5.2.conv3.norm.weight") == "features.backbone.body.layer4.2.bn3.weight"
+    assert (
+        map_detectron2_key("backbone.bottom_up.res5.2.conv3.norm.weight")
+        == "features.backbone.body.layer4.2.bn3.weight"
+    )
     assert map_detectron2_key("proposal_generator.fcos_head.scales.4.scale") == "head.scales.4"
     assert map_detectron2_key("mask_branch.tower.4.bias") == "mask_branch.tower.4.bias"
     assert map_detectron2_key("backbone.fpn_output5.weight") == "features.fpn.output.2.weight"
@@ -115,12 +119,17 @@ def test_crossvis_fork_checkpoint_loads_completely_and_reports_reinits(crossvis_
     for key, value in source.tensors.items():
         assert torch.equal(state[key], value), key
     assert torch.equal(model.identity_loss.proxies.weight, crossvis_state["cls.weight"])
-    assert torch.equal(model.embedding.pred_bn.running_var, crossvis_state["proposal_generator.fcos_head.reid_pred_bn.running_var"])
+    assert torch.equal(
+        model.embedding.pred_bn.running_var, crossvis_state["proposal_generator.fcos_head.reid_pred_bn.running_var"]
+    )
 
     other = CrossVIS(d2_model_cfg(), num_classes=3, num_identities=10)
     reinit, _ = other.load_init(path)
     assert sorted(reinit) == [
-        "head.cls_logits.bias", "head.cls_logits.weight", "identity_loss.proxies.bias", "identity_loss.proxies.weight"
+        "head.cls_logits.bias",
+        "head.cls_logits.weight",
+        "identity_loss.proxies.bias",
+        "identity_loss.proxies.weight",
     ]
     plan = plan_init(source, other.state_dict())
     assert plan.reinitialised["head.cls_logits.weight"] == "class count 40→3"
@@ -149,9 +158,14 @@ def test_strict_init_fails_listing_unmatched_keys_and_can_be_relaxed(condinst_st
         model.load_init(path)
     message = str(error.value)
     assert str(path) in message and "2 model tensors have no same-shape counterpart and 1 file tensors" in message
-    assert "proposal_generator.fcos_head.cls_tower.12.weight (256, 256, 3, 3): in file, no place in the model" in message
+    assert (
+        "proposal_generator.fcos_head.cls_tower.12.weight (256, 256, 3, 3): in file, no place in the model" in message
+    )
     assert "features.backbone.body.layer3.5.conv2.weight (256, 256, 3, 3): not in file" in message
-    assert "features.fpn.lateral.0.weight (256, 512, 1, 1): file has (256, 256, 1, 1) (backbone.fpn_lateral3.weight)" in message
+    assert (
+        "features.fpn.lateral.0.weight (256, 512, 1, 1): file has (256, 256, 1, 1) (backbone.fpn_lateral3.weight)"
+        in message
+    )
     assert isinstance(error.value, ValueError) and len(error.value.keys) == 3
 
     relaxed = CrossVIS(d2_model_cfg("init_strict=false"), num_classes=80, num_identities=5)
@@ -211,7 +225,9 @@ def test_converter_round_trip_loads_every_tensor(condinst_state, tmp_path, capsy
     assert "head.controller.bias (169,): not in file" in capsys.readouterr().err and not (tmp_path / "out.pth").exists()
 
 
-def test_evaluate_builds_released_crossvis_checkpoints_from_the_data_split(crossvis_state, synthetic_root, tmp_path, capsys):
+def test_evaluate_builds_released_crossvis_checkpoints_from_the_data_split(
+    crossvis_state, synthetic_root, tmp_path, capsys
+):
     with initialize_config_dir(config_dir=str(CONF), version_base=None):
         data = compose("evaluate", overrides=["checkpoint=x", f"data.root={synthetic_root}"]).data
     split = load_vis(data.val.json, data.val.images)  # the evaluated split names the categories
@@ -228,7 +244,10 @@ def test_evaluate_builds_released_crossvis_checkpoints_from_the_data_split(cross
     assert module.model.num_classes == n and module.model.identity_loss.proxies.out_features == 50
     assert module.cfg.model.backbone.stride_in_1x1
     # the test-time resize is the evaluated data's (conf/inference/default.yaml follows data.transform)
-    assert (module.cfg.inference.short, module.cfg.inference.max_size) == (data.transform.short, data.transform.max_size)
+    assert (module.cfg.inference.short, module.cfg.inference.max_size) == (
+        data.transform.short,
+        data.transform.max_size,
+    )
     assert module.category_ids == sorted(c["id"] for c in categories)
     assert module.category_names == [c["name"] for c in sorted(categories, key=lambda c: c["id"])]
     assert not module.training
@@ -280,8 +299,13 @@ def test_released_crossvis_checkpoint_runs_through_evaluate_and_demo(synthetic_r
     )
     run_dir = tmp_path / "eval"
     evaluate = run_module(
-        "crossvis.evaluate", f"checkpoint={path}", f"data.root={synthetic_root}", "data.transform.short=64",
-        "data.transform.max_size=112", "threads=1", f"hydra.run.dir={run_dir}",
+        "crossvis.evaluate",
+        f"checkpoint={path}",
+        f"data.root={synthetic_root}",
+        "data.transform.short=64",
+        "data.transform.max_size=112",
+        "threads=1",
+        f"hydra.run.dir={run_dir}",
     )
     assert loaded in evaluate.stdout
     assert set(last_json_line(evaluate.stdout)) >= {"AP", "AR10"}
@@ -291,6 +315,8 @@ def test_released_crossvis_checkpoint_runs_through_evaluate_and_demo(synthetic_r
     video = sorted((synthetic_root / "valid" / "JPEGImages").iterdir())[0]
     frames.mkdir()
     shutil.copy(sorted(video.iterdir())[0], frames)
-    demo = run_module("crossvis.demo", f"input={frames}", f"checkpoint={path}", f"output={tmp_path / 'out.mp4'}", "threads=1")
+    demo = run_module(
+        "crossvis.demo", f"input={frames}", f"checkpoint={path}", f"output={tmp_path / 'out.mp4'}", "threads=1"
+    )
     assert loaded in demo.stdout
     assert (tmp_path / "out.mp4").stat().st_size > 0 and json.loads((tmp_path / "out.json").read_text())

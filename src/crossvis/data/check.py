@@ -82,7 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("annotation_json", type=Path)
     parser.add_argument("image_root", type=Path)
-    parser.add_argument("--no-decode", action="store_true", help="do not decode the frames (quick pass: existence only)")
+    parser.add_argument(
+        "--no-decode", action="store_true", help="do not decode the frames (quick pass: existence only)"
+    )
     args = parser.parse_args(argv)
     raw = read_annotation_json(args.annotation_json)
     if is_coco_json(raw):  # COCO instances json (still images)

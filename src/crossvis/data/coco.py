@@ -27,15 +27,15 @@ from PIL import Image
 
 from crossvis.data.transforms import FrameSample, load_frame_rgb
 from crossvis.data.ytvis import (
-    CategoryTable,
     Category,
+    CategoryTable,
     VISFileNotFoundError,
     VISFormatError,
     _format_error,
     _parse_categories,
-    read_annotation_json,
     _require,
     annotation_identities,
+    read_annotation_json,
 )
 from crossvis.rle import decode_segmentation, segmentation_problem
 
@@ -148,7 +148,9 @@ def _valid_segmentation(seg: object, image: CocoImage, path: Path, where: str) -
             raise _format_error(path, where, "segmentation", "polygons: lists of x, y coordinates", seg)
         polygons = [p for p in seg if len(p) >= 6 and len(p) % 2 == 0]
         return polygons or None
-    problem = segmentation_problem(seg, (image.height, image.width)) if seg is not None else ("", "polygons or an RLE", seg)
+    problem = (
+        segmentation_problem(seg, (image.height, image.width)) if seg is not None else ("", "polygons or an RLE", seg)
+    )
     if problem is not None:
         suffix, expected, got = problem
         raise _format_error(path, where, f"segmentation{suffix}", expected, got)

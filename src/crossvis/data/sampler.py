@@ -23,7 +23,7 @@ import torch
 from torch.utils.data import Dataset, DistributedSampler
 
 from crossvis.data.transforms import FrameSample, PairTransform, mask_boxes
-from crossvis.data.ytvis import VISDataset, Video
+from crossvis.data.ytvis import Video, VISDataset
 from crossvis.errors import ArgumentError
 
 

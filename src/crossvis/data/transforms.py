@@ -49,7 +49,9 @@ def resized_shape(h: int, w: int, short: int, max_size: int) -> tuple[int, int]:
     return max(1, int(new_h + 0.5)), max(1, int(new_w + 0.5))
 
 
-def load_frame_rgb(path: str | os.PathLike, expected_size: tuple[int, int] | None = None, where: str = "") -> np.ndarray:
+def load_frame_rgb(
+    path: str | os.PathLike, expected_size: tuple[int, int] | None = None, where: str = ""
+) -> np.ndarray:
     """Read an image file as uint8 RGB (H, W, 3), strictly.
 
     A truncated or corrupt file raises (OpenCV would decode a truncated JPEG partially, with only
@@ -63,8 +65,14 @@ def load_frame_rgb(path: str | os.PathLike, expected_size: tuple[int, int] | Non
             rgb = np.asarray(image.convert("RGB"))
     except FileNotFoundError:
         raise InputNotFoundError(f"{path}: frame file does not exist") from None
-    except (OSError, SyntaxError, ValueError) as error:  # Pillow's decoding errors (UnidentifiedImageError is an OSError)
-        raise InputFormatError(f"{path}: cannot decode the frame ({error}); expected a complete JPEG/PNG image") from None
+    except (
+        OSError,
+        SyntaxError,
+        ValueError,
+    ) as error:  # Pillow's decoding errors (UnidentifiedImageError is an OSError)
+        raise InputFormatError(
+            f"{path}: cannot decode the frame ({error}); expected a complete JPEG/PNG image"
+        ) from None
     if expected_size is not None and rgb.shape[:2] != tuple(expected_size):
         raise InputFormatError(
             f"{where}: expected the frame size {expected_size[0]}x{expected_size[1]}, "

@@ -143,7 +143,6 @@ class VISDataset(CategoryTable):
         self.video_by_id: dict[int, Video] = {v.id: v for v in self.videos}
 
 
-
 def read_annotation_json(path: str | Path) -> dict:
     """A YouTube-VIS / OVIS / COCO annotation json (a JSON object), with the dataset readers' error types."""
     return read_json(path, "YouTube-VIS/OVIS annotation json", dict, VISFileNotFoundError, VISFormatError)

@@ -17,8 +17,9 @@ import contextlib
 import io
 import json
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Optional
 
 import numpy as np
 from pycocotools import mask as mask_utils
@@ -116,13 +117,15 @@ def _field(obj: Any, key: str, where: str) -> Any:
 def _check_track(where: str, track: Track, video: Mapping[str, int]) -> None:
     """A track has one entry per frame of its video, each mask of the video's size."""
     if len(track) != video["length"]:
-        raise ValueError(f"{where}: segmentations has {len(track)} entries, "
-                         f"expected the video length {video['length']}")
+        raise ValueError(
+            f"{where}: segmentations has {len(track)} entries, expected the video length {video['length']}"
+        )
     expected = [video["height"], video["width"]]
     for f, rle in enumerate(track):
         if rle is not None and list(rle["size"]) != expected:
-            raise ValueError(f"{where}: segmentations[{f}].size is {list(rle['size'])}, "
-                             f"expected [height, width] = {expected}")
+            raise ValueError(
+                f"{where}: segmentations[{f}].size is {list(rle['size'])}, expected [height, width] = {expected}"
+            )
 
 
 def _ground_truth_dataset(ground_truth: Mapping[str, Any]) -> dict:
@@ -133,8 +136,9 @@ def _ground_truth_dataset(ground_truth: Mapping[str, Any]) -> dict:
         where = "ground truth video"
         vid = _field(v, "id", where)
         videos[vid] = {key: _field(v, key, f"{where} {vid}") for key in ("id", "height", "width", "length")}
-    categories = [{"id": _field(c, "id", "ground truth category")}
-                  for c in _field(ground_truth, "categories", "ground truth")]
+    categories = [
+        {"id": _field(c, "id", "ground truth category")} for c in _field(ground_truth, "categories", "ground truth")
+    ]
     annotations = []
     for ann in _field(ground_truth, "annotations", "ground truth" + hint):
         ann_id = _field(ann, "id", "ground truth annotation")
@@ -150,8 +154,16 @@ def _ground_truth_dataset(ground_truth: Mapping[str, Any]) -> dict:
             except (KeyError, TypeError, IndexError) as e:
                 raise ValueError(f"{where}: segmentations[{f}] is not null, polygons or RLE ({e!r})") from None
         _check_track(where, track, video)
-        annotations.append({"id": ann_id, "image_id": vid, "category_id": _field(ann, "category_id", where),
-                            "iscrowd": int(ann.get("iscrowd", 0)), "area": track_area(track), "segmentation": track})
+        annotations.append(
+            {
+                "id": ann_id,
+                "image_id": vid,
+                "category_id": _field(ann, "category_id", where),
+                "iscrowd": int(ann.get("iscrowd", 0)),
+                "area": track_area(track),
+                "segmentation": track,
+            }
+        )
     return {"images": list(videos.values()), "categories": categories, "annotations": annotations}
 
 
@@ -164,16 +176,29 @@ def _results_dataset(results: list[dict], gt: dict) -> dict:
         vid = res["video_id"]
         video = videos.get(vid)
         if video is None:
-            raise ValueError(f"results[{i}]: video_id {vid} is not a ground-truth video id "
-                             f"(expected one of {len(videos)} ids, e.g. {sorted(videos)[:5]})")
+            raise ValueError(
+                f"results[{i}]: video_id {vid} is not a ground-truth video id "
+                f"(expected one of {len(videos)} ids, e.g. {sorted(videos)[:5]})"
+            )
         where = f"results[{i}] (video {vid})"
         if res["category_id"] not in category_ids:
-            raise ValueError(f"{where}: category_id {res['category_id']} is not a ground-truth category, "
-                             f"expected one of {category_ids}")
+            raise ValueError(
+                f"{where}: category_id {res['category_id']} is not a ground-truth category, "
+                f"expected one of {category_ids}"
+            )
         segs = res["segmentations"]
         _check_track(where, segs, video)
-        annotations.append({"id": i + 1, "image_id": vid, "category_id": res["category_id"], "score": res["score"],
-                            "iscrowd": 0, "area": track_area(segs), "segmentation": segs})
+        annotations.append(
+            {
+                "id": i + 1,
+                "image_id": vid,
+                "category_id": res["category_id"],
+                "score": res["score"],
+                "iscrowd": 0,
+                "area": track_area(segs),
+                "segmentation": segs,
+            }
+        )
     return {"images": gt["images"], "categories": gt["categories"], "annotations": annotations}
 
 
@@ -205,8 +230,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="YouTube-VIS video AP/AR of a results json against a ground-truth json.",
     )
     parser.add_argument("ground_truth", type=Path, help="YouTube-VIS ground-truth json (with annotations)")
-    parser.add_argument("results", type=Path,
-                        help="results json: list of {video_id, category_id, score, segmentations}")
+    parser.add_argument(
+        "results", type=Path, help="results json: list of {video_id, category_id, score, segmentations}"
+    )
     args = parser.parse_args(argv)
     try:
         ground_truth = read_json(args.ground_truth, "ground truth", dict)

@@ -12,7 +12,8 @@ import json
 import math
 import os
 import zipfile
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from crossvis.io import atomic_path, write_json_atomic
 from crossvis.rle import segmentation_problem

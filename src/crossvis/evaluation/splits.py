@@ -28,8 +28,10 @@ def load_split(cfg_data: DictConfig) -> tuple[VISDataset, dict | None]:
         return held_out, held_out.raw
     val = cfg_data.get("val") or {}
     if not val.get("json"):
-        raise ConfigError("data.val.json: expected the annotation json of the split to evaluate "
-                          "(or data.validate_on=holdout to evaluate held-out training videos)")
+        raise ConfigError(
+            "data.val.json: expected the annotation json of the split to evaluate "
+            "(or data.validate_on=holdout to evaluate held-out training videos)"
+        )
     dataset = load_vis(val.json, val.images)
     return dataset, dataset.raw if dataset.has_annotations else None
 
@@ -56,8 +58,13 @@ def evaluate_dataset(
     The module's categories (ids and names) must be the split's, checked before any frame is
     read, so results and ``submission.zip`` can only hold the dataset's category ids.
     """
-    check_categories(checkpoint, module.category_names, module.category_ids, dataset.json_path,
-                     [(c.id, c.name) for c in dataset.categories])
+    check_categories(
+        checkpoint,
+        module.category_names,
+        module.category_ids,
+        dataset.json_path,
+        [(c.id, c.name) for c in dataset.categories],
+    )
     inference = VideoInference.from_config(module.cfg.inference, module.model, module.category_ids, inference_overrides)
     results: list[dict] = []
     for video in tqdm(dataset.videos, desc="videos", unit="video"):

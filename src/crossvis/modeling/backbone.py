@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
-
-import warnings
 
 import timm
 import torch
@@ -52,8 +51,9 @@ def _create_timm(cfg: DictConfig) -> nn.Module:
         ) from error
     if tuple(model.feature_info.reduction()) != BACKBONE_STRIDES:
         raise ArgumentError(
-            "name", f"={cfg.name!r}: last three feature strides are {model.feature_info.reduction()}, "
-            f"expected {list(BACKBONE_STRIDES)}"
+            "name",
+            f"={cfg.name!r}: last three feature strides are {model.feature_info.reduction()}, "
+            f"expected {list(BACKBONE_STRIDES)}",
         )
     return model
 
@@ -71,8 +71,8 @@ def _freeze_stages(model: nn.Module, freeze_at: int, name: str) -> None:
     children = [n for n, _ in model.named_children()]
     if boundary is None or boundary.replace(".", "_") not in children:
         raise ArgumentError(
-            "freeze_at", f"={freeze_at}: {name!r} has no stage with stride {2**freeze_at} "
-            f"(available strides {sorted(by_stride)})"
+            "freeze_at",
+            f"={freeze_at}: {name!r} has no stage with stride {2**freeze_at} (available strides {sorted(by_stride)})",
         )
     last = children.index(boundary.replace(".", "_"))
     for child_name in children[: last + 1]:

@@ -26,7 +26,12 @@ class MaskBranch(nn.Module):
     """
 
     def __init__(
-        self, in_channels: int, channels: int, num_convs: int, out_channels: int, upsample_mode: str = "aligned_bilinear"
+        self,
+        in_channels: int,
+        channels: int,
+        num_convs: int,
+        out_channels: int,
+        upsample_mode: str = "aligned_bilinear",
     ) -> None:
         super().__init__()
         self.refine = nn.ModuleList(_conv_bn_relu(in_channels, channels) for _ in range(3))

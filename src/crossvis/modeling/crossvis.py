@@ -12,7 +12,6 @@ from torch import Tensor, nn
 
 from crossvis.errors import ArgumentError
 from crossvis.modeling.backbone import FPN_STRIDES, BackboneFPN, pad_to_multiple
-from crossvis.modeling.released_weights import CheckpointError, backbone_for, mismatch_error, plan_init, read_weights
 from crossvis.modeling.condinst import (
     DynamicMaskHead,
     MaskBranch,
@@ -22,8 +21,6 @@ from crossvis.modeling.condinst import (
 )
 from crossvis.modeling.crossover import crossover_loss
 from crossvis.modeling.embedding import EmbeddingHead, IdentityLoss
-from crossvis.modeling.paste import paste_masks
-from crossvis.modeling.precision import autocast_dtype, with_inference_precision
 from crossvis.modeling.fcos import (
     BOX_LOSSES,
     FCOSHead,
@@ -33,6 +30,9 @@ from crossvis.modeling.fcos import (
     select_detections,
 )
 from crossvis.modeling.layers import UPSAMPLE_MODES, upsample
+from crossvis.modeling.paste import paste_masks
+from crossvis.modeling.precision import autocast_dtype, with_inference_precision
+from crossvis.modeling.released_weights import CheckpointError, backbone_for, mismatch_error, plan_init, read_weights
 from crossvis.modeling.types import HeadOutputs, PyramidLocations, pyramid_locations
 
 SIZE_DIVISOR = 32
@@ -57,7 +57,9 @@ class CrossVIS(nn.Module):
         self.loss_normalizer = cfg.get("loss_normalizer", "per_frame")
         # Settings used only later (training / inference) are checked here, so a bad one fails at once.
         if self.loss_normalizer not in LOSS_NORMALIZERS:
-            raise ArgumentError("loss_normalizer", f": expected one of {LOSS_NORMALIZERS}, got {self.loss_normalizer!r}")
+            raise ArgumentError(
+                "loss_normalizer", f": expected one of {LOSS_NORMALIZERS}, got {self.loss_normalizer!r}"
+            )
         self.upsample_mode = str(cfg.get("upsample", "aligned_bilinear"))
         if self.upsample_mode not in UPSAMPLE_MODES:
             raise ArgumentError("upsample", f"={self.upsample_mode!r}: expected one of {UPSAMPLE_MODES}")
@@ -65,8 +67,11 @@ class CrossVIS(nn.Module):
         if self.box_loss not in BOX_LOSSES:
             raise ArgumentError("box_loss", f"={self.box_loss!r}: expected one of {BOX_LOSSES}")
         if len(cfg.fcos.sizes_of_interest) != len(FPN_STRIDES) - 1:
-            raise ArgumentError("sizes_of_interest", f" has {len(cfg.fcos.sizes_of_interest)} entries, expected "
-                                f"{len(FPN_STRIDES) - 1} (one boundary between each pair of pyramid levels)")
+            raise ArgumentError(
+                "sizes_of_interest",
+                f" has {len(cfg.fcos.sizes_of_interest)} entries, expected "
+                f"{len(FPN_STRIDES) - 1} (one boundary between each pair of pyramid levels)",
+            )
         autocast_dtype((cfg.get("inference") or {}).get("precision", 32))
         self.features = BackboneFPN(cfg.backbone, cfg.fpn_channels, cfg.feature_grad_scale)
         self.mask_head = DynamicMaskHead(
@@ -166,8 +171,13 @@ class CrossVIS(nn.Module):
         losses: dict[str, Tensor] = {}
         for group in groups:
             part = detection_losses(
-                _frames(out, group), locations, labels[group], reg_targets[group],
-                cfg.fcos.focal_alpha, cfg.fcos.focal_gamma, self.box_loss,
+                _frames(out, group),
+                locations,
+                labels[group],
+                reg_targets[group],
+                cfg.fcos.focal_alpha,
+                cfg.fcos.focal_gamma,
+                self.box_loss,
             )
             chosen = torch.isin(sampled.frame, frame_ids[group])
             part["loss_mask"] = mean_dice(masks[chosen], gt_masks[sampled.gt_index[chosen]])

@@ -107,7 +107,9 @@ class IdentityLoss(nn.Module):
         ref_keys = torch.stack([pair[~is_key], identity[~is_key]], 1)
         instances, inverse = torch.unique(ref_keys, dim=0, return_inverse=True)
         counts = torch.bincount(inverse, minlength=instances.shape[0]).clamp(min=1)
-        ref_sum = embeddings.new_zeros(instances.shape[0], embeddings.shape[1]).index_add(0, inverse, embeddings[~is_key])
+        ref_sum = embeddings.new_zeros(instances.shape[0], embeddings.shape[1]).index_add(
+            0, inverse, embeddings[~is_key]
+        )
         ref = ref_sum / counts[:, None].to(embeddings.dtype)
         same_pair = pair[is_key][:, None] == instances[None, :, 0]  # [Q, R]
         dots = embeddings[is_key] @ ref.T  # e_iᵀe_n

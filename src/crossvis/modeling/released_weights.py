@@ -163,7 +163,9 @@ def read_weights(path: str | Path) -> SourceCheckpoint:
             source_keys[own] = key
         return SourceCheckpoint(path, origin, tensors, source_keys, unmapped, hyper_parameters)
     if origin not in (OWN, *DETECTRON2_ORIGINS):
-        raise CheckpointError(path, f"field 'converted_from': expected one of {(OWN, *DETECTRON2_ORIGINS)}, got {origin!r}")
+        raise CheckpointError(
+            path, f"field 'converted_from': expected one of {(OWN, *DETECTRON2_ORIGINS)}, got {origin!r}"
+        )
     unknown = [k for k in keys if not k.startswith(OWN_PREFIXES)]
     if len(unknown) == len(keys):
         raise CheckpointError(
@@ -183,7 +185,8 @@ def backbone_for(source: SourceCheckpoint) -> str:
     depth = {6: "resnet50_d2", 23: "resnet101_d2"}.get(len(blocks))
     if depth is None:
         raise CheckpointError(
-            source.path, f"res4 has {len(blocks)} blocks: expected 6 (ResNet-50) or 23 (ResNet-101) for a detectron2 ResNet"
+            source.path,
+            f"res4 has {len(blocks)} blocks: expected 6 (ResNet-50) or 23 (ResNet-101) for a detectron2 ResNet",
         )
     return depth
 
@@ -250,7 +253,8 @@ def plan_init(source: SourceCheckpoint, target: Mapping[str, Tensor]) -> InitPla
         else:
             unmatched.append(key)
     surplus = [
-        k for k in source.tensors
+        k
+        for k in source.tensors
         if k not in target and not k.endswith("num_batches_tracked") and not k.startswith("identity_loss.proxies.")
     ]
     used = set(loaded) | set(reinitialised)
@@ -270,7 +274,9 @@ def describe_mismatch(plan: InitPlan, source: SourceCheckpoint, target: Mapping[
     return lines
 
 
-def mismatch_error(plan: InitPlan, source: SourceCheckpoint, target: Mapping[str, Tensor], hint: str = "") -> CheckpointError:
+def mismatch_error(
+    plan: InitPlan, source: SourceCheckpoint, target: Mapping[str, Tensor], hint: str = ""
+) -> CheckpointError:
     """The one error (or warning text) for an incomplete match: counts, then every key."""
     counts = []
     if plan.unmatched:
@@ -278,6 +284,7 @@ def mismatch_error(plan: InitPlan, source: SourceCheckpoint, target: Mapping[str
     if plan.surplus:
         counts.append(f"{len(plan.surplus)} file tensors have no place in the model")
     return CheckpointError(source.path, " and ".join(counts) + f"{hint}:", describe_mismatch(plan, source, target))
+
 
 CONF_DIR = Path(__file__).resolve().parents[3] / "conf"
 # Test-time resize of the public CrossVIS configs (INPUT.MIN_SIZE_TEST, INPUT.MAX_SIZE_TEST): released
@@ -316,12 +323,14 @@ def released_model_config(source: SourceCheckpoint, overrides: list[str] | None 
     if "head.cls_logits.weight" not in source.tensors:
         raise CheckpointError(source.path, "has no class logits (proposal_generator.fcos_head.cls_logits.weight)")
     short, max_size = RELEASED_TEST_SIZE
-    cfg = compose_train_config([
-        f"model/backbone={backbone_for(source)}",
-        f"data.transform.short={short}",
-        f"data.transform.max_size={max_size}",
-        *(overrides or []),
-    ])
+    cfg = compose_train_config(
+        [
+            f"model/backbone={backbone_for(source)}",
+            f"data.transform.short={short}",
+            f"data.transform.max_size={max_size}",
+            *(overrides or []),
+        ]
+    )
     num_classes = int(source.tensors["head.cls_logits.weight"].shape[0])
     proxies = source.tensors.get("identity_loss.proxies.weight")
     return cfg, num_classes, int(proxies.shape[0]) if proxies is not None else 1
