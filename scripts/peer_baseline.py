@@ -4,7 +4,7 @@ Trained on the same frame-pair data module as CrossVIS, each frame used as a sin
 same budget in frames (``steps`` x ``frames_per_step``), AdamW and the CPU recipe's schedule; the
 valid split is then tracked online and scored with crossvis's YouTube-VIS metric.
 
-    python scripts/peer_baseline.py data.root=DIR [steps=600 frames_per_step=8 ...]   # or make peer ARGS=...
+    python scripts/peer_baseline.py data.root=DIR [steps=700 frames_per_step=8 ...]   # or make peer ARGS=...
 """
 
 from __future__ import annotations

@@ -85,7 +85,7 @@ def test_peer_defaults_match_the_cpu_recipe_budget() -> None:
         recipe = compose("quickstart")
         peer = compose("peer")
     assert peer.steps == recipe.trainer.max_steps
-    assert peer.frames_per_step == 2 * recipe.data.batch_size  # pairs of frames
+    assert peer.frames_per_step == 2 * recipe.data.batch_size * recipe.trainer.devices  # pairs per process
     assert (peer.data.transform.short, peer.data.transform.max_size) == (
         recipe.data.transform.short,
         recipe.data.transform.max_size,
