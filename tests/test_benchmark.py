@@ -43,9 +43,9 @@ def test_json_contract_and_table5_layout_on_generated_frames():
     table = proc.stdout
     for row, paper in [
         ("Mask R-CNN resnet50-FPN", "41.6"),
-        ("CondInst resnet18", "42.8"),
+        ("CondInst regnetx_002", "42.8"),
         ("MaskTrack R-CNN resnet50", "32.8"),
-        ("CrossVIS resnet18", "39.8"),
+        ("CrossVIS regnetx_002", "39.8"),
     ]:
         line = next(line for line in table.splitlines() if line.startswith(row))
         assert paper in line.split()

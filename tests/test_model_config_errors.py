@@ -31,7 +31,7 @@ def _model_cfg(*overrides: str):
         ("model.loss_normalizer=frame", "model.loss_normalizer: expected one of"),
         ("model.inference.precision=8", "model.inference.precision: expected one of 32, bf16, 16, got 8"),
         ("model.backbone.input_format=YUV", "model.backbone.input_format='YUV': expected RGB or BGR"),
-        ("model.backbone.freeze_at=9", "model.backbone.freeze_at=9: 'resnet18' has no stage with stride 512"),
+        ("model.backbone.freeze_at=9", "model.backbone.freeze_at=9: 'regnetx_002' has no stage with stride 512"),
         ("model.backbone.checkpoint=/nonexistent.pth", "model.backbone.checkpoint: no such file /nonexistent.pth"),
     ],
 )
