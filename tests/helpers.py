@@ -8,6 +8,30 @@ import subprocess
 import sys
 from pathlib import Path
 
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+MODEL_CONF = Path(__file__).resolve().parents[1] / "conf" / "model"
+
+# conf/model/default.yaml shrunk (ResNet-18 from scratch), for tests that build a CrossVIS directly.
+TINY_DEFAULT_MODEL = [
+    "backbone=resnet18",
+    "backbone.pretrained=false",
+    "fpn_channels=32",
+    "head.channels=32",
+    "head.num_convs=1",
+    "mask_branch.channels=16",
+    "mask_branch.num_convs=1",
+    "embedding.dim=16",
+]
+
+
+def compose_tiny_model(*overrides: str) -> DictConfig:
+    """The model group's default config at :data:`TINY_DEFAULT_MODEL` size, plus ``overrides``."""
+    with initialize_config_dir(config_dir=str(MODEL_CONF), version_base=None):
+        return compose("default", overrides=[*TINY_DEFAULT_MODEL, *overrides])
+
+
 # The CPU model shrunk further (used by every entry point that builds a model).
 TINY_MODEL = [
     "model=cpu",

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
 from crossvis.modeling.condinst import DynamicMaskHead, dice_loss, mean_dice
 from crossvis.modeling.crossover import crossover_loss
 from crossvis.modeling.crossvis import CrossVIS
 from crossvis.modeling.types import Positives
+
+from helpers import compose_tiny_model
 
 pytestmark = pytest.mark.filterwarnings("ignore:model.backbone.frozen_bn=true with random")
 
@@ -122,21 +121,7 @@ def test_identity_missing_in_partner_frame_gives_zero():
 
 def test_model_with_identical_frames_has_cross_equal_to_mask_loss():
     """δ = 0 through the whole model: 6×6 boxes get exactly one positive each (P3 point 12 or 36)."""
-    conf = Path(__file__).resolve().parents[2] / "conf" / "model"
-    with initialize_config_dir(config_dir=str(conf), version_base=None):
-        cfg = compose(
-            "default",
-            overrides=[
-                "backbone=resnet18",
-                "backbone.pretrained=false",
-                "fpn_channels=32",
-                "head.channels=32",
-                "head.num_convs=1",
-                "mask_branch.channels=16",
-                "mask_branch.num_convs=1",
-                "embedding.dim=16",
-            ],
-        )
+    cfg = compose_tiny_model()
     torch.manual_seed(0)
     model = CrossVIS(cfg, num_classes=2, num_identities=4)
     image = torch.rand(1, 1, 3, 64, 64) * 255

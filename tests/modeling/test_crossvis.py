@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
@@ -11,25 +9,11 @@ from hydra import compose, initialize_config_dir
 import crossvis.modeling.crossvis as crossvis_module
 from crossvis.modeling.crossvis import CrossVIS
 
+from helpers import MODEL_CONF, compose_tiny_model
+
 pytestmark = pytest.mark.filterwarnings("ignore:model.backbone.frozen_bn=true with random")
 
-CONF = Path(__file__).resolve().parents[2] / "conf" / "model"
-TINY = [
-    "backbone=resnet18",
-    "backbone.pretrained=false",
-    "fpn_channels=32",
-    "head.channels=32",
-    "head.num_convs=1",
-    "mask_branch.channels=16",
-    "mask_branch.num_convs=1",
-    "embedding.dim=16",
-]
 H, W = 64, 96
-
-
-def model_cfg(*overrides: str):
-    with initialize_config_dir(config_dir=str(CONF), version_base=None):
-        return compose("default", overrides=[*TINY, *overrides])
 
 
 def make_batch(batch: int = 2):
@@ -50,7 +34,7 @@ def make_batch(batch: int = 2):
 
 
 def test_default_config_keys():
-    with initialize_config_dir(config_dir=str(CONF), version_base=None):
+    with initialize_config_dir(config_dir=str(MODEL_CONF), version_base=None):
         cfg = compose("default")
     assert cfg.backbone.name == "resnet50" and cfg.backbone.freeze_at == 2 and cfg.backbone.frozen_bn
     assert cfg.feature_grad_scale == 0.1 and cfg.fpn_channels == 256
@@ -77,7 +61,9 @@ def test_default_config_keys():
 @pytest.mark.parametrize("loss", ["focal", "ce"])
 def test_forward_train_losses_and_gradients(kind, loss):
     torch.manual_seed(0)
-    model = CrossVIS(model_cfg(f"embedding.type={kind}", f"embedding.loss={loss}"), num_classes=3, num_identities=4)
+    model = CrossVIS(
+        compose_tiny_model(f"embedding.type={kind}", f"embedding.loss={loss}"), num_classes=3, num_identities=4
+    )
     losses = model.forward_train(*make_batch())
     assert set(losses) == {"loss_cls", "loss_box", "loss_ctr", "loss_mask", "loss_cross", "loss_id"}
     assert all(v.dim() == 0 and torch.isfinite(v) and v.item() > 0 for v in losses.values())
@@ -92,7 +78,7 @@ def test_forward_train_losses_and_gradients(kind, loss):
 
 def test_crossover_disabled_gives_zero():
     torch.manual_seed(0)
-    model = CrossVIS(model_cfg("crossover.enabled=false"), num_classes=3, num_identities=4)
+    model = CrossVIS(compose_tiny_model("crossover.enabled=false"), num_classes=3, num_identities=4)
     assert model.forward_train(*make_batch(1))["loss_cross"].item() == 0.0
 
 
@@ -100,7 +86,7 @@ def test_crossover_weight_scales_the_loss():
     losses = {}
     for weight in (1.0, 0.5):
         torch.manual_seed(0)
-        model = CrossVIS(model_cfg(f"crossover.weight={weight}"), num_classes=3, num_identities=4)
+        model = CrossVIS(compose_tiny_model(f"crossover.weight={weight}"), num_classes=3, num_identities=4)
         torch.manual_seed(1)
         batch = make_batch(1)
         torch.manual_seed(2)
@@ -109,7 +95,7 @@ def test_crossover_weight_scales_the_loss():
 
 
 def test_forward_train_rejects_bad_shapes():
-    model = CrossVIS(model_cfg(), num_classes=3, num_identities=4)
+    model = CrossVIS(compose_tiny_model(), num_classes=3, num_identities=4)
     images, sizes, targets = make_batch(1)
     with pytest.raises(ValueError, match="multiples of 32"):
         model.forward_train(images[..., :60, :], sizes, targets)
@@ -126,7 +112,7 @@ def test_forward_infer_outputs(size, monkeypatch):
 
     monkeypatch.setattr(crossvis_module, "crossover_loss", no_crossover)
     torch.manual_seed(0)
-    model = CrossVIS(model_cfg(), num_classes=3, num_identities=4).eval()
+    model = CrossVIS(compose_tiny_model(), num_classes=3, num_identities=4).eval()
     with torch.no_grad():
         model.head.cls_logits.bias.fill_(4.0)  # make every location a confident detection
     orig = (2 * size[0] + 1, 2 * size[1] - 3)
@@ -157,7 +143,7 @@ def test_forward_infer_outputs(size, monkeypatch):
 def test_reference_semantics_options_change_what_they_claim(override, changed, unchanged):
     def losses(*overrides):
         torch.manual_seed(0)
-        model = CrossVIS(model_cfg(*overrides), num_classes=3, num_identities=4)
+        model = CrossVIS(compose_tiny_model(*overrides), num_classes=3, num_identities=4)
         torch.manual_seed(1)
         return model.forward_train(*make_batch())
 
@@ -165,22 +151,22 @@ def test_reference_semantics_options_change_what_they_claim(override, changed, u
     assert torch.allclose(reference[unchanged], option[unchanged])
     assert not torch.allclose(reference[changed], option[changed])
     with pytest.raises(ValueError, match=override.split("=")[0].split(".")[-1] + "='bogus'"):  # its own argument
-        CrossVIS(model_cfg(override.split("=")[0] + "=bogus"), num_classes=3, num_identities=4)
+        CrossVIS(compose_tiny_model(override.split("=")[0] + "=bogus"), num_classes=3, num_identities=4)
 
 
 def test_forward_infer_without_detections():
-    model = CrossVIS(model_cfg("inference.score_threshold=1.0"), num_classes=3, num_identities=4).eval()
+    model = CrossVIS(compose_tiny_model("inference.score_threshold=1.0"), num_classes=3, num_identities=4).eval()
     out = model.forward_infer(torch.rand(3, 64, 96) * 255, (120, 200))
     assert out["boxes"].shape == (0, 4) and out["masks"].shape == (0, 120, 200) and out["embeddings"].shape == (0, 16)
 
 
 def test_load_init_from_lightning_checkpoint(tmp_path):
     torch.manual_seed(0)
-    source = CrossVIS(model_cfg(), num_classes=5, num_identities=7)
+    source = CrossVIS(compose_tiny_model(), num_classes=5, num_identities=7)
     path = tmp_path / "last.ckpt"
     torch.save({"state_dict": {f"model.{k}": v for k, v in source.state_dict().items()}, "epoch": 3}, path)
     torch.manual_seed(1)
-    target = CrossVIS(model_cfg(), num_classes=3, num_identities=4)
+    target = CrossVIS(compose_tiny_model(), num_classes=3, num_identities=4)
     missing, unexpected = target.load_init(path)
     assert set(missing) == {
         "head.cls_logits.weight",
@@ -194,7 +180,7 @@ def test_load_init_from_lightning_checkpoint(tmp_path):
 
     plain = tmp_path / "plain.pth"
     torch.save(source.state_dict(), plain)
-    assert CrossVIS(model_cfg(), num_classes=5, num_identities=7).load_init(plain) == ([], [])
+    assert CrossVIS(compose_tiny_model(), num_classes=5, num_identities=7).load_init(plain) == ([], [])
     with pytest.raises(ValueError, match="^init_from: no such file"):
         target.load_init(tmp_path / "nope.pth")
 
@@ -210,10 +196,12 @@ def test_per_frame_loss_normalisers_average_the_pair():
     images, sizes, targets = make_batch(1)
     a, b = targets[0]
     b = {k: v[:1] for k, v in b.items()}  # frame B has one instance, A two: different normalisers
-    per_frame = CrossVIS(model_cfg("mask.max_proposals=100000"), num_classes=3, num_identities=4).eval()
+    per_frame = CrossVIS(compose_tiny_model("mask.max_proposals=100000"), num_classes=3, num_identities=4).eval()
     with torch.no_grad():
         per_frame.head.cls_logits.bias.fill_(2.0)  # negatives dominate: the normaliser decides the value
-    pair = CrossVIS(model_cfg("mask.max_proposals=100000", "loss_normalizer=pair"), num_classes=3, num_identities=4)
+    pair = CrossVIS(
+        compose_tiny_model("mask.max_proposals=100000", "loss_normalizer=pair"), num_classes=3, num_identities=4
+    )
     pair.load_state_dict(per_frame.state_dict())
     pair.eval()
     with torch.no_grad():
@@ -226,4 +214,4 @@ def test_per_frame_loss_normalisers_average_the_pair():
     # 18 and 9 positives, similar sums S: per frame (S/18 + S/9)/2 = S/12, one normaliser 2S/27 = S/13.5
     assert pooled["loss_cls"].item() < 0.95 * mixed["loss_cls"].item()
     with pytest.raises(ValueError, match="^loss_normalizer: expected one of"):
-        CrossVIS(model_cfg("loss_normalizer=frame"), num_classes=3, num_identities=4)
+        CrossVIS(compose_tiny_model("loss_normalizer=frame"), num_classes=3, num_identities=4)

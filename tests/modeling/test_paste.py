@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -12,6 +10,8 @@ from pycocotools import mask as mask_utils
 
 from crossvis.modeling.paste import AxisSampling, paste_masks, resize_window
 from crossvis.rle import encode_masks
+
+from helpers import compose_tiny_model
 
 # (input h, w) → (output H, W): integer ×2 as at 360p → 720p, non-integer up, and down.
 SIZES = [((36, 64), (72, 128)), ((36, 64), (50, 91)), ((40, 60), (17, 23))]
@@ -110,30 +110,13 @@ def test_online_path_gives_the_same_rles_and_tracks_as_the_straightforward_path(
     Against the same arithmetic the equality is guaranteed; against F.interpolate (other rounding)
     it holds on this input, where no probability falls within rounding error of the threshold.
     """
-    from hydra import compose, initialize_config_dir
 
     import crossvis.modeling.crossvis as crossvis_module
     import crossvis.tracking as tracking_module
     from crossvis.inference import VideoInference
     from crossvis.modeling.crossvis import CrossVIS
 
-    conf = Path(__file__).resolve().parents[2] / "conf" / "model"
-    with initialize_config_dir(config_dir=str(conf), version_base=None):
-        cfg = compose(
-            "default",
-            overrides=[
-                "backbone=resnet18",
-                "backbone.pretrained=false",
-                "backbone.frozen_bn=false",
-                "fpn_channels=32",
-                "head.channels=32",
-                "head.num_convs=1",
-                "mask_branch.channels=16",
-                "mask_branch.num_convs=1",
-                "embedding.dim=16",
-                "inference.score_threshold=0",
-            ],
-        )
+    cfg = compose_tiny_model("backbone.frozen_bn=false", "inference.score_threshold=0")
     torch.manual_seed(0)
     model = CrossVIS(cfg, num_classes=3, num_identities=10).eval()
     model.head.controller.weight.data.mul_(10)  # random dynamic filters then give masks with boundaries

@@ -2,36 +2,21 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from torchvision.ops import box_iou
 
 from crossvis.data.transforms import load_frame_rgb, preprocess_for_inference
 from crossvis.loading import load_module
 from crossvis.modeling.crossvis import CrossVIS
 
-pytestmark = pytest.mark.filterwarnings("ignore:model.backbone.frozen_bn=true with random")
+from helpers import compose_tiny_model
 
-CONF = Path(__file__).resolve().parents[2] / "conf" / "model"
-TINY = [
-    "backbone=resnet18",
-    "backbone.pretrained=false",
-    "fpn_channels=32",
-    "head.channels=32",
-    "head.num_convs=1",
-    "mask_branch.channels=16",
-    "mask_branch.num_convs=1",
-    "embedding.dim=16",
-    "inference.score_threshold=0",
-]
+pytestmark = pytest.mark.filterwarnings("ignore:model.backbone.frozen_bn=true with random")
 
 
 def tiny_model(*overrides: str) -> CrossVIS:
-    with initialize_config_dir(config_dir=str(CONF), version_base=None):
-        cfg = compose("default", overrides=[*TINY, *overrides])
+    cfg = compose_tiny_model("inference.score_threshold=0", *overrides)
     torch.manual_seed(0)
     return CrossVIS(cfg, num_classes=3, num_identities=10).eval()
 
