@@ -29,6 +29,8 @@ class RecordingModel(torch.nn.Module):
         self.weight = torch.nn.Parameter(torch.zeros(1))
         self.embedding = torch.nn.Identity()
         self.sizes: list[tuple[int, int]] = []
+        with initialize_config_dir(config_dir=str(CONF / "model"), version_base="1.3"):
+            self.cfg = compose("default")  # its inference.* post-processing settings
 
     def forward_infer(self, image: torch.Tensor, orig_size: tuple[int, int]) -> dict[str, torch.Tensor]:
         self.sizes.append(tuple(image.shape[-2:]))
@@ -107,3 +109,31 @@ def test_run_frames_resizes_tracks_and_restores_the_mode() -> None:
     assert track["video_id"] == 4 and track["category_id"] == 9  # label 1 -> category_ids[1]
     assert len(track["segmentations"]) == 3 and all(s["size"] == [48, 64] for s in track["segmentations"])
     assert model.training  # run_frames evaluates, then puts the model back as it was
+
+
+def test_detection_settings_are_overridable_at_evaluate_time_and_reach_the_model() -> None:
+    """inference.detection.* (default: the model's model.inference.*) set the model's post-processing."""
+    from crossvis.modeling.crossvis import CrossVIS
+
+    from helpers import TINY_MODEL
+
+    stored = _compose("train", "data=synthetic", *TINY_MODEL)
+    torch.manual_seed(0)
+    model = CrossVIS(stored.model, num_classes=2, num_identities=4).eval()
+    image = torch.rand(3, 64, 96, generator=torch.Generator().manual_seed(0)) * 255
+
+    VideoInference.from_config(stored.inference, model, [1, 2])  # the training config: the model's own values
+    assert model.cfg.inference.score_threshold == 0.05 and model.cfg.inference.max_detections == 100
+    model.cfg.inference.score_threshold = 0.0  # random weights: every location scores above 0
+    every = model.forward_infer(image, (64, 96))["scores"]
+    assert len(every) > 7
+
+    evaluate = _compose("evaluate", "checkpoint=x", "inference.detection.max_detections=7")
+    VideoInference.from_config(stored.inference, model, [1, 2], overrides=evaluate.inference)
+    assert model.cfg.inference.max_detections == 7 and model.cfg.inference.nms_threshold == 0.6
+    kept = model.forward_infer(image, (64, 96))["scores"]
+    # the 7 best after NMS, then the boxes left empty by clipping are dropped (CondInst's order)
+    assert 0 < len(kept) <= 7 and torch.equal(kept, every[: len(kept)])
+
+    with pytest.raises(ConfigError, match="inference.detection: unknown setting 'iou'"):
+        VideoInference.from_config(stored.inference, model, [1], overrides={"detection": {"iou": 0.5}})

@@ -37,13 +37,28 @@ def with_overrides(stored: DictConfig | dict, overrides: DictConfig | dict | Non
     return merged
 
 
+def apply_detection_settings(model: CrossVIS, detection: DictConfig | dict) -> None:
+    """Set the model's per-frame post-processing (``model.inference.*``) from ``inference.detection``.
+
+    Checkpoints from before the ``detection`` node have none: the model keeps its own values.
+    """
+    for key, value in dict(detection).items():
+        if key not in model.cfg.inference:
+            raise ConfigError(
+                f"inference.detection: unknown setting {key!r}; expected one of {sorted(model.cfg.inference)}"
+            )
+        model.cfg.inference[key] = value
+
+
 def _plain(cfg: DictConfig | dict) -> dict:
     """A resolved plain dict (a node of a run config resolves against its root: ``${data.transform.short}``)."""
     return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
 
 
 def _without_nulls(tree: dict) -> dict:
-    return {k: _without_nulls(v) if isinstance(v, dict) else v for k, v in tree.items() if v is not None}
+    """``tree`` without its null leaves and without the nodes left empty."""
+    pruned = {k: _without_nulls(v) if isinstance(v, dict) else v for k, v in tree.items() if v is not None}
+    return {k: v for k, v in pruned.items() if v != {}}
 
 
 def build_tracker(cfg_tracker: DictConfig | dict) -> OnlineTracker:
@@ -93,6 +108,7 @@ class VideoInference:
                 "video inference tracks with embeddings: model.embedding.enabled=false suits data=coco only"
             )
         cfg = with_overrides(cfg_inference, overrides)
+        apply_detection_settings(model, cfg.get("detection", {}))
         return cls(model, cfg.short, cfg.max_size, cfg.tracker, category_ids)
 
     @torch.inference_mode()
