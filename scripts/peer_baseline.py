@@ -33,6 +33,7 @@ from crossvis.data.transforms import load_frame_rgb, preprocess_for_inference
 from crossvis.evaluation.metric import evaluate, format_table
 from crossvis.evaluation.results import write_results_json
 from crossvis.lightning_module import warmup_step_schedule
+from crossvis.rle import encode_masks
 
 
 def build_model(num_classes: int, channels: int, size: tuple[int, int]) -> MaskRCNN:
@@ -77,7 +78,7 @@ class MaskIoUTracker:
         self.tracks: list[dict] = []  # per track: {frame: rle}, scores, labels
 
     def update(self, frame: int, masks: np.ndarray, scores: np.ndarray, labels: np.ndarray) -> None:
-        rles = mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8)))
+        rles = encode_masks(masks.astype(bool), range(len(masks)))
         matched: dict[int, int] = {}
         if self.last and len(rles):
             iou = mask_utils.iou(rles, self.last, [0] * len(self.last))
@@ -92,7 +93,7 @@ class MaskIoUTracker:
                 self.tracks.append({"rles": {}, "scores": [], "labels": []})
                 self.last.append(rle)
             track = self.tracks[matched[det]]
-            track["rles"][frame] = {"size": list(rle["size"]), "counts": rle["counts"].decode("ascii")}
+            track["rles"][frame] = rle
             track["scores"].append(float(scores[det]))
             track["labels"].append(int(labels[det]))
             self.last[matched[det]] = rle

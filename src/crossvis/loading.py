@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
 from crossvis.cli import require_file
@@ -17,13 +19,62 @@ from crossvis.io import atomic_path
 from crossvis.lightning_module import CrossVISModule, build_model
 from crossvis.modeling.released_weights import (
     CheckpointError,
+    SourceCheckpoint,
     backbone_for,
     mismatch_error,
     plan_init,
     read_weights,
-    released_model_config,
 )
 from crossvis.training_checkpoints import CHECKPOINT_EXPECTED
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+# Test-time resize of the public CrossVIS configs (INPUT.MIN_SIZE_TEST, INPUT.MAX_SIZE_TEST): released
+# files carry no config, and conf/train.yaml's default data (synthetic) would resize to 192 / 320.
+RELEASED_TEST_SIZE = (360, 640)
+
+
+def compose_train_config(overrides: list[str]) -> DictConfig:
+    """``conf/train.yaml`` composed with ``overrides``, from inside a running Hydra app or outside one.
+
+    No experiment logger: its settings refer to a training run's folder and mean nothing here.
+    """
+    overrides = ["logger=none", *overrides]
+    if GlobalHydra.instance().is_initialized():
+        return compose("train", overrides=overrides)
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose("train", overrides=overrides)
+
+
+def released_model_config(source: SourceCheckpoint, overrides: list[str] | None = None) -> tuple[DictConfig, int, int]:
+    """Config, class count and identity count of the model a detectron2-origin checkpoint fills.
+
+    Released CondInst / CrossVIS files carry no hyper-parameters: the model is the paper's default
+    with the detectron2 backbone of the file's depth and the authors' test resize
+    (:data:`RELEASED_TEST_SIZE`; ``crossvis.evaluate`` replaces the data section with the split's);
+    the class count comes from ``cls_logits``,
+    the identity count from the proxies ``cls.weight`` (1 for a CondInst file, whose proxies are
+    re-initialised anyway).
+    """
+    if not source.is_detectron2:
+        raise CheckpointError(
+            source.path,
+            "has no saved hyper-parameters and is not a detectron2/AdelaiDet/CrossVIS checkpoint: "
+            "expected a Lightning checkpoint of this project (checkpoints/*.ckpt)",
+        )
+    if "head.cls_logits.weight" not in source.tensors:
+        raise CheckpointError(source.path, "has no class logits (proposal_generator.fcos_head.cls_logits.weight)")
+    short, max_size = RELEASED_TEST_SIZE
+    cfg = compose_train_config(
+        [
+            f"model/backbone={backbone_for(source)}",
+            f"data.transform.short={short}",
+            f"data.transform.max_size={max_size}",
+            *(overrides or []),
+        ]
+    )
+    num_classes = int(source.tensors["head.cls_logits.weight"].shape[0])
+    proxies = source.tensors.get("identity_loss.proxies.weight")
+    return cfg, num_classes, int(proxies.shape[0]) if proxies is not None else 1
 
 
 def load_module(
