@@ -19,6 +19,20 @@
 The last line printed is a JSON report; the exit code is 1 when the issue's tolerances fail (boxes
 within 0.01 px, scores within 1e-4, every mask IoU >= 0.999, nothing unpaired; embeddings within
 1e-4) for either run.
+
+    python scripts/compare_adelaidet.py --losses --reference-path D2:ADET:SITE
+
+Issue 15's training-loss parity: the same seeded random weights, and a batch of two images of
+different sizes with ground truth (:func:`synthetic_loss_batch`: ellipses on noise, sizes that give
+positives on four FPN levels, few enough that neither side samples positives). The reference
+process runs AdelaiDet's CondInst in training mode on it (detectron2-style inputs: BGR uint8 images,
+``Instances`` with boxes, classes and ``BitMasks``; CondInst normalises, pads to 32 and makes the
+stride-4 ``gt_bitmasks`` itself) and saves its loss dict. This process converts the weights, builds
+our CondInst stage for released weights (:data:`LOSS_OVERRIDES`) and runs ``forward_train`` on the
+same images (RGB, zero-padded to the same size) and targets. Both models are in training mode
+except their BatchNorm2d layers (the mask branch's; the R-50 uses frozen BN anyway), which use
+their running statistics, so both sides normalise identically. The losses must agree within a
+relative 1e-4 (:func:`compare_losses`).
 Reference imports: ``adet._C`` (BezierAlign / DefROIAlign, text spotting only) and ``skimage``
 (BoxInst's training colour similarity) are stubbed; CondInst inference uses neither.
 """
@@ -41,6 +55,22 @@ EMBEDDING_TOLERANCE = 1e-4  # CrossVIS fork: max |difference| of a paired detect
 MIN_MASK_IOU = 0.999
 PAIR_GATE = 4.0  # px: candidates farther apart (L-inf over the 4 coordinates) are not paired at all
 ADELAIDET_CONFIG = "configs/CondInst/MS_R_50_1x.yaml"
+LOSS_TOLERANCE = 1e-4  # relative, per loss
+# our loss name -> AdelaiDet CondInst's
+LOSS_NAMES = {
+    "loss_cls": "loss_fcos_cls",
+    "loss_box": "loss_fcos_loc",
+    "loss_ctr": "loss_fcos_ctr",
+    "loss_mask": "loss_mask",
+}
+# Our CondInst stage for released weights (single images, no crossover, no embedding branch).
+LOSS_OVERRIDES = ["model.embedding.enabled=false", "model.crossover.enabled=false"]
+# Per image: (height, width) and ellipses (centre x, centre y, semi-axis x, semi-axis y, class).
+# Semi-axes from 9 to 200 px put positives on P3..P6 (FCOS sizes of interest 64/128/256/512).
+LOSS_BATCH_LAYOUT = (
+    ((300, 420), ((205, 150, 200, 140, 3), (95, 85, 60, 45, 0), (340, 235, 14, 10, 1))),
+    ((260, 390), ((190, 130, 120, 90, 2), (60, 200, 30, 22, 0), (330, 50, 9, 12, 1))),
+)
 
 
 def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -110,6 +140,53 @@ def compare_detections(
     return report
 
 
+def synthetic_loss_batch(seed: int) -> list[dict[str, np.ndarray]]:
+    """The loss check's images with ground truth, from :data:`LOSS_BATCH_LAYOUT` on seeded noise.
+
+    Each image: ``image [H, W, 3]`` RGB uint8 (noise, each ellipse painted in its own colour, later
+    ones on top), ``masks [N, H, W]`` bool (each full ellipse: ground-truth masks may overlap, as
+    COCO's do), ``boxes [N, 4]`` xyxy float32, the tight box of the mask in detectron2's convention
+    (``BitMasks.get_bounding_boxes``: last pixel + 1), ``classes [N]`` int64 (0-based).
+    """
+    rng = np.random.default_rng(seed)
+    batch = []
+    for (h, w), ellipses in LOSS_BATCH_LAYOUT:
+        image = rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)
+        ys, xs = np.mgrid[0:h, 0:w]
+        masks, boxes = [], []
+        for cx, cy, ax, ay, _ in ellipses:
+            mask = ((xs - cx) / ax) ** 2 + ((ys - cy) / ay) ** 2 <= 1.0
+            image[mask] = rng.integers(0, 256, size=3, dtype=np.uint8)
+            rows, cols = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
+            boxes.append([cols[0], rows[0], cols[-1] + 1, rows[-1] + 1])
+            masks.append(mask)
+        batch.append(
+            {
+                "image": image,
+                "masks": np.stack(masks),
+                "boxes": np.array(boxes, np.float32),
+                "classes": np.array([e[4] for e in ellipses], np.int64),
+            }
+        )
+    return batch
+
+
+def compare_losses(ref: dict[str, float], ours: dict[str, float], tolerance: float = LOSS_TOLERANCE) -> dict:
+    """Each of our losses next to AdelaiDet's (:data:`LOSS_NAMES`) with |ours − ref| / |ref|.
+
+    ``ok`` needs every relative difference within ``tolerance``; a loss missing on either side is an error.
+    """
+    missing = [f"ours:{o}" for o in LOSS_NAMES if o not in ours] + [f"ref:{r}" for r in LOSS_NAMES.values() if r not in ref]
+    if missing:
+        raise KeyError(f"loss dicts lack {', '.join(missing)}")
+    losses = {}
+    for name, ref_name in LOSS_NAMES.items():
+        r, o = float(ref[ref_name]), float(ours[name])
+        losses[name] = {"ours": o, "reference": r, "rel_diff": abs(o - r) / abs(r) if r else abs(o - r)}
+    worst = max(v["rel_diff"] for v in losses.values())
+    return {"losses": losses, "max_rel_diff": worst, "ok": bool(worst <= tolerance)}
+
+
 # ---------------------------------------------------------------- reference process (AdelaiDet) ----
 
 
@@ -158,14 +235,16 @@ def randomise_weights(model, seed: int, cls_bias: float) -> None:
         model.proposal_generator.fcos_head.cls_logits.bias.fill_(cls_bias)
 
 
-def run_reference(args: argparse.Namespace) -> None:
-    """Build, save and run AdelaiDet's CondInst (call with the reference on ``PYTHONPATH``)."""
+def build_reference(args: argparse.Namespace):
+    """AdelaiDet's CondInst with seeded random weights, saved as ``condinst_random.pth`` in AdelaiDet's format.
+
+    Call with the reference on ``PYTHONPATH``. Returns the detectron2 config and the model.
+    """
     import torch
 
     torch.set_num_threads(1)
     _stub_unused_extensions()
     from adet.config import get_cfg
-    from detectron2.engine import DefaultPredictor
     from detectron2.modeling import build_model
 
     adelaidet = Path(sys.modules["adet"].__file__).resolve().parents[1]
@@ -174,14 +253,22 @@ def run_reference(args: argparse.Namespace) -> None:
     cfg.merge_from_list(
         ["MODEL.DEVICE", "cpu", "INPUT.MIN_SIZE_TEST", args.short, "INPUT.MAX_SIZE_TEST", args.max_size]
     )
-    out = Path(args.workdir)
     torch.manual_seed(args.seed)
     model = build_model(cfg)
     randomise_weights(model, args.seed, args.cls_bias)
-    checkpoint = out / "condinst_random.pth"
-    torch.save({"model": model.state_dict()}, checkpoint)
+    cfg.MODEL.WEIGHTS = str(Path(args.workdir) / "condinst_random.pth")
+    torch.save({"model": model.state_dict()}, cfg.MODEL.WEIGHTS)
+    return cfg, model
 
-    cfg.MODEL.WEIGHTS = str(checkpoint)
+
+def run_reference(args: argparse.Namespace) -> None:
+    """Build, save and run AdelaiDet's CondInst inference (call with the reference on ``PYTHONPATH``)."""
+    import torch
+
+    cfg, model = build_reference(args)
+    from detectron2.engine import DefaultPredictor
+
+    out, checkpoint = Path(args.workdir), cfg.MODEL.WEIGHTS
     predictor = DefaultPredictor(cfg)  # builds anew and loads the file: AdelaiDet's own loading path
     loaded = predictor.model.state_dict()
     for key, value in model.state_dict().items():
@@ -202,6 +289,42 @@ def run_reference(args: argparse.Namespace) -> None:
         masks=instances.pred_masks.numpy().astype(bool),
         **({"embeddings": instances.reid_feat.numpy()} if instances.has("reid_feat") else {}),  # CrossVIS fork
     )
+
+
+def batchnorm_to_eval(model) -> None:
+    """Training mode except ``nn.BatchNorm2d`` layers, which then normalise with their running statistics.
+
+    Both sides call it, so batch statistics (and their update) play no part in the loss comparison.
+    """
+    from torch import nn
+
+    model.train()
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.eval()
+
+
+def run_reference_losses(args: argparse.Namespace) -> None:
+    """AdelaiDet CondInst's training losses on :func:`synthetic_loss_batch`, saved as ``reference_losses.json``."""
+    cfg, model = build_reference(args)
+    import torch
+    from detectron2.structures import BitMasks, Boxes, Instances
+
+    batchnorm_to_eval(model)
+    inputs = []
+    for item in synthetic_loss_batch(args.seed):
+        h, w = item["image"].shape[:2]
+        instances = Instances(
+            (h, w),
+            gt_boxes=Boxes(torch.from_numpy(item["boxes"])),
+            gt_classes=torch.from_numpy(item["classes"]),
+            gt_masks=BitMasks(torch.from_numpy(item["masks"])),
+        )
+        bgr = np.ascontiguousarray(item["image"][..., ::-1].transpose(2, 0, 1))  # DatasetMapper: BGR uint8 CHW
+        inputs.append({"image": torch.from_numpy(bgr), "instances": instances, "height": h, "width": w})
+    losses = model(inputs)
+    result = {name: float(value) for name, value in losses.items()}
+    (Path(args.workdir) / "reference_losses.json").write_text(json.dumps(result))
 
 
 def read_frame_bgr(path: str, index: int) -> np.ndarray:
@@ -265,9 +388,86 @@ def run_ours(workdir: Path) -> tuple[dict[str, dict[str, np.ndarray]], dict]:
     return outputs, conversion
 
 
+def padded_loss_inputs(batch: list[dict[str, np.ndarray]]):
+    """:func:`synthetic_loss_batch` as ``CrossVIS.forward_train`` inputs of single images.
+
+    Returns ``images [B, 1, 3, H, W]`` RGB 0..255 zero-padded to the largest image rounded up to 32
+    (detectron2's ``ImageList.from_tensors``), ``image_sizes [B, 1, 2]`` and the targets (masks
+    zero-padded the same way, as AdelaiDet's ``add_bitmasks`` pads them).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from crossvis.modeling.backbone import pad_to_multiple
+
+    height = max(item["image"].shape[0] for item in batch)
+    width = max(item["image"].shape[1] for item in batch)
+    images, targets = [], []
+    for item in batch:
+        h, w = item["image"].shape[:2]
+        image = torch.from_numpy(np.ascontiguousarray(item["image"].transpose(2, 0, 1))).float()
+        masks = torch.from_numpy(item["masks"])
+        images.append(pad_to_multiple(F.pad(image, (0, width - w, 0, height - h))))
+        frame = {
+            "boxes": torch.from_numpy(item["boxes"]),
+            "labels": torch.from_numpy(item["classes"]),
+            "masks": pad_to_multiple(F.pad(masks, (0, width - w, 0, height - h))),
+            "identities": torch.arange(len(item["classes"])),
+        }
+        targets.append([frame])
+    sizes = torch.tensor([[item["image"].shape[:2]] for item in batch])
+    return torch.stack(images)[:, None], sizes, targets
+
+
+def run_ours_losses(workdir: Path, seed: int) -> tuple[dict[str, float], dict[str, int]]:
+    """Convert the reference checkpoint, build our CondInst stage for it, return its losses on the same batch.
+
+    Also returns the number of positives per pyramid level (P3..P7), so the report shows which
+    levels the check covered.
+    """
+    import torch
+
+    from crossvis.lightning_module import build_model
+    from crossvis.loading import convert, released_model_config
+    from crossvis.modeling.fcos import build_targets
+    from crossvis.modeling.released_weights import read_weights
+    from crossvis.modeling.types import pyramid_locations
+
+    torch.set_num_threads(1)
+    converted = workdir / "condinst_converted.pth"
+    convert(str(workdir / "condinst_random.pth"), str(converted), None, None, LOSS_OVERRIDES)
+    cfg, num_classes, num_identities = released_model_config(read_weights(converted), LOSS_OVERRIDES)
+    model = build_model(cfg.model, num_classes, num_identities)
+    model.load_init(converted, strict=True)
+    batchnorm_to_eval(model)
+    images, sizes, targets = padded_loss_inputs(synthetic_loss_batch(seed))
+    losses = model.forward_train(images, sizes, targets)
+    strides = [8, 16, 32, 64, 128]
+    height, width = images.shape[-2:]
+    shapes = [(-(-height // s), -(-width // s)) for s in strides]
+    locations = pyramid_locations(shapes, strides, images.device)
+    frames = [pair[0] for pair in targets]
+    fcos = cfg.model.fcos
+    _, _, positives = build_targets(
+        locations, frames, num_classes, list(fcos.sizes_of_interest), fcos.center_sampling_radius
+    )
+    per_level = {f"P{level + 3}": int((positives.levels == level).sum()) for level in range(len(strides))}
+    return {name: float(value) for name, value in losses.items()}, per_level
+
+
+def run_reference_process(argv: list[str], reference_path: str, workdir: Path) -> None:
+    """This script once more with ``--reference-only``, the reference on ``PYTHONPATH``."""
+    env = {**os.environ, "PYTHONPATH": reference_path, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    command = [sys.executable, __file__, *argv, "--reference-only", "--workdir", str(workdir)]
+    subprocess.run(command, env=env, check=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--frame", required=True, help="image file, or a video (see --frame-index)")
+    parser.add_argument("--frame", help="image file, or a video (see --frame-index); required without --losses")
+    parser.add_argument(
+        "--losses", action="store_true", help="compare training losses on a synthetic batch instead (issue 15)"
+    )
     parser.add_argument("--frame-index", type=int, default=0, help="frame of a video --frame")
     parser.add_argument(
         "--reference-path",
@@ -283,25 +483,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reference-only", action="store_true", help=argparse.SUPPRESS)  # the reference process
     args = parser.parse_args(argv)
     if args.reference_only:
-        run_reference(args)
+        (run_reference_losses if args.losses else run_reference)(args)
         return 0
     if not args.reference_path:
         parser.error("--reference-path (or CROSSVIS_REFERENCE_PATH) is required")
-    if not Path(args.frame).is_file():
+    if args.losses:
+        return main_losses(args, argv if argv is not None else sys.argv[1:])
+    if not args.frame or not Path(args.frame).is_file():
         parser.error(f"--frame {args.frame}: no such file (expected an image or a video)")
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(args.workdir or tmp)
         workdir.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "PYTHONPATH": args.reference_path, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-        command = [
-            sys.executable,
-            __file__,
-            *(argv if argv is not None else sys.argv[1:]),
-            "--reference-only",
-            "--workdir",
-            str(workdir),
-        ]
-        subprocess.run(command, env=env, check=True)
+        run_reference_process(argv if argv is not None else sys.argv[1:], args.reference_path, workdir)
         ours, conversion = run_ours(workdir)
         ref = dict(np.load(workdir / "reference.npz"))
     report = compare_detections(ref, ours["same_input"])
@@ -317,6 +510,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(json.dumps(report))
     return 0 if report["ok"] and report["end_to_end"]["ok"] else 1
+
+
+def main_losses(args: argparse.Namespace, argv: list[str]) -> int:
+    """``--losses``: both processes' training losses on the synthetic batch; JSON report, exit 1 beyond tolerance."""
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(args.workdir or tmp)
+        workdir.mkdir(parents=True, exist_ok=True)
+        run_reference_process(argv, args.reference_path, workdir)
+        ref = json.loads((workdir / "reference_losses.json").read_text())
+        ours, positives = run_ours_losses(workdir, args.seed)
+    report = compare_losses(ref, ours)
+    report.update(config=args.config, seed=args.seed, positives_per_level=positives, reference_losses=ref)
+    print(json.dumps(report))
+    return 0 if report["ok"] else 1
 
 
 if __name__ == "__main__":
