@@ -185,6 +185,29 @@ def test_load_init_from_lightning_checkpoint(tmp_path):
         target.load_init(tmp_path / "nope.pth")
 
 
+def test_single_images_share_one_normaliser_over_the_batch():
+    """CondInst stage (AdelaiDet's ``fcos_losses`` / dice mean): one normaliser over all images of the batch.
+
+    Per-frame normalisers separate frame t from t+δ of pairs; single images have one frame each, so
+    the default per_frame must not split a batch [A, B] into image groups. Image A has 18 positives,
+    B 9: the focal and centerness losses of [A, B] are (18·L_A + 9·L_B) / 27 of each image's own
+    loss, and the dice mean weighs each image by its positives the same way (not (L_A + L_B) / 2).
+    """
+    torch.manual_seed(0)
+    images, sizes, targets = make_batch(1)
+    a, b = targets[0][0], {k: v[:1] for k, v in targets[0][1].items()}
+    overrides = ("mask.max_proposals=100000", "crossover.enabled=false", "embedding.enabled=false")
+    model = CrossVIS(compose_tiny_model(*overrides), num_classes=3, num_identities=4).eval()
+    with torch.no_grad():
+        model.head.cls_logits.bias.fill_(2.0)  # negatives dominate: the normaliser decides the value
+        both = model.forward_train(images[0][:, None], sizes[0][:, None], [[a], [b]])
+        only_a = model.forward_train(images[0][:1, None], sizes[0][:1, None], [[a]])
+        only_b = model.forward_train(images[0][1:, None], sizes[0][1:, None], [[b]])
+    for name in ("loss_cls", "loss_ctr", "loss_mask"):
+        expected = (18 * only_a[name].item() + 9 * only_b[name].item()) / 27
+        assert both[name].item() == pytest.approx(expected, rel=1e-4), name
+
+
 def test_per_frame_loss_normalisers_average_the_pair():
     """Public code: each loss over frame t (own normaliser) and over t+δ (own normaliser), averaged.
 

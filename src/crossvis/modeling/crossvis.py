@@ -37,7 +37,8 @@ from crossvis.modeling.types import HeadOutputs, PyramidLocations, pyramid_locat
 
 SIZE_DIVISOR = 32
 # model.loss_normalizer: per_frame = public code (L_det, L_seg of frame t and of t+δ, each over its
-# own positives, averaged); pair = one normaliser over both frames (frames weigh by their positives).
+# own positives, averaged; single images: one normaliser over the batch, as AdelaiDet's CondInst);
+# pair = one normaliser over both frames (frames weigh by their positives).
 LOSS_NORMALIZERS = ("per_frame", "pair")
 
 
@@ -132,7 +133,8 @@ class CrossVIS(nn.Module):
 
         Both frames go through the network as one batch of 2B. L_det and L_seg are computed for the
         key frames and for the reference frames, each with its own normaliser, and averaged (public
-        code; ``model.loss_normalizer=pair``: one normaliser over all 2B frames). Padding is
+        code; ``model.loss_normalizer=pair``: one normaliser over all 2B frames). Single images have
+        one frame each, so either way one normaliser covers the batch (AdelaiDet's CondInst). Padding is
         background for the losses, so ``image_sizes`` (valid sizes) is not needed here.
         Single images (``[B, 1, 3, H, W]``, the CondInst COCO stage) train without crossover and
         without L_id. A frame dict with ``identity_loss: False`` (COCO pseudo-pairs in joint
@@ -166,7 +168,8 @@ class CrossVIS(nn.Module):
         # Eq. 4 (frame t) and Eq. 5 (frame t+δ): each instance's filters on its own frame
         masks = self.mask_head.predict(params, mask_feats, sampled.frame, sampled.points, sampled.levels)
 
-        groups = (slice(0, None, 2), slice(1, None, 2)) if self.loss_normalizer == "per_frame" else (slice(None),)
+        # per_frame: one group per position in the pair (frames b·k + i); single images (k = 1): one group
+        groups = tuple(slice(i, None, k) for i in range(k)) if self.loss_normalizer == "per_frame" else (slice(None),)
         frame_ids = torch.arange(len(frames), device=images.device)
         losses: dict[str, Tensor] = {}
         for group in groups:
