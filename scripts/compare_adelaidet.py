@@ -32,7 +32,16 @@ our CondInst stage for released weights (:data:`LOSS_OVERRIDES`) and runs ``forw
 same images (RGB, zero-padded to the same size) and targets. Both models are in training mode
 except their BatchNorm2d layers (the mask branch's; the R-50 uses frozen BN anyway), which use
 their running statistics, so both sides normalise identically. The losses must agree within a
-relative 1e-4 (:func:`compare_losses`).
+relative 1e-4 (:func:`compare_losses`). Then both models and inputs are cast to float64, run again
+and back-propagate the summed losses, and every parameter's gradient is compared
+(:func:`compare_gradients`: relative norm of the difference; the same parameters must receive
+gradients), again within a relative 1e-4. Why float64: the random weights saturate most mask
+pixels, and the mask loss's small gradient is then mostly float32 rounding (the two sides' float32
+gradients differ by up to 100% through the mask branch, their float64 ones by 1e-8). Some float32
+remains in float64 mode: fvcore's focal loss casts to float32 and both sides compute targets and
+normalisers in float32, so the float64 figures agree to about 1e-7..1e-5, not 1e-15.
+``--override KEY=VALUE`` adds Hydra overrides to our model (sanity checks of the comparison, e.g.
+``model.feature_grad_scale=0.1``).
 Reference imports: ``adet._C`` (BezierAlign / DefROIAlign, text spotting only) and ``skimage``
 (BoxInst's training colour similarity) are stubbed; CondInst inference uses neither.
 """
@@ -56,6 +65,7 @@ MIN_MASK_IOU = 0.999
 PAIR_GATE = 4.0  # px: candidates farther apart (L-inf over the 4 coordinates) are not paired at all
 ADELAIDET_CONFIG = "configs/CondInst/MS_R_50_1x.yaml"
 LOSS_TOLERANCE = 1e-4  # relative, per loss
+GRADIENT_TOLERANCE = 1e-4  # float64 ||g_ours − g_ref|| / ||g_ref|| per parameter
 # our loss name -> AdelaiDet CondInst's
 LOSS_NAMES = {
     "loss_cls": "loss_fcos_cls",
@@ -63,8 +73,10 @@ LOSS_NAMES = {
     "loss_ctr": "loss_fcos_ctr",
     "loss_mask": "loss_mask",
 }
-# Our CondInst stage for released weights (single images, no crossover, no embedding branch).
-LOSS_OVERRIDES = ["model.embedding.enabled=false", "model.crossover.enabled=false"]
+# Our CondInst stage for released weights (single images, no crossover, no embedding branch), with
+# the backbone+FPN gradient unscaled: the 0.1x of model/default.yaml is the CrossVIS fork's rule,
+# AdelaiDet's CondInst has none.
+LOSS_OVERRIDES = ["model.embedding.enabled=false", "model.crossover.enabled=false", "model.feature_grad_scale=1.0"]
 # Per image: (height, width) and ellipses (centre x, centre y, semi-axis x, semi-axis y, class).
 # Semi-axes from 9 to 200 px put positives on P3..P6 (FCOS sizes of interest 64/128/256/512).
 LOSS_BATCH_LAYOUT = (
@@ -176,7 +188,8 @@ def compare_losses(ref: dict[str, float], ours: dict[str, float], tolerance: flo
 
     ``ok`` needs every relative difference within ``tolerance``; a loss missing on either side is an error.
     """
-    missing = [f"ours:{o}" for o in LOSS_NAMES if o not in ours] + [f"ref:{r}" for r in LOSS_NAMES.values() if r not in ref]
+    missing = [f"ours:{o}" for o in LOSS_NAMES if o not in ours]
+    missing += [f"ref:{r}" for r in LOSS_NAMES.values() if r not in ref]
     if missing:
         raise KeyError(f"loss dicts lack {', '.join(missing)}")
     losses = {}
@@ -185,6 +198,38 @@ def compare_losses(ref: dict[str, float], ours: dict[str, float], tolerance: flo
         losses[name] = {"ours": o, "reference": r, "rel_diff": abs(o - r) / abs(r) if r else abs(o - r)}
     worst = max(v["rel_diff"] for v in losses.values())
     return {"losses": losses, "max_rel_diff": worst, "ok": bool(worst <= tolerance)}
+
+
+def compare_gradients(
+    ref: dict[str, np.ndarray], ours: dict[str, np.ndarray], tolerance: float = GRADIENT_TOLERANCE
+) -> dict:
+    """Per-parameter gradients (same key names on both sides): relative norm of the difference.
+
+    ``rel_diff = ||ours − ref|| / ||ref||`` (the absolute norm when ``ref`` is all zero). ``ok``
+    needs the same set of parameters with gradients on both sides, equal shapes, and every
+    ``rel_diff`` within ``tolerance``; ``worst`` names the parameter with the largest one.
+    """
+    only_ref, only_ours = sorted(set(ref) - set(ours)), sorted(set(ours) - set(ref))
+    shared = sorted(set(ref) & set(ours))
+    misshapen = [k for k in shared if np.shape(ref[k]) != np.shape(ours[k])]
+    diffs = {}
+    for key in shared:
+        if key in misshapen:
+            continue
+        r, o = np.asarray(ref[key], np.float64), np.asarray(ours[key], np.float64)
+        norm = np.linalg.norm(r)
+        diffs[key] = float(np.linalg.norm(o - r) / norm if norm else np.linalg.norm(o - r))
+    worst = max(diffs, key=diffs.get, default=None)
+    report = {
+        "compared": len(diffs),
+        "only_reference": only_ref,
+        "only_ours": only_ours,
+        "misshapen": misshapen,
+        "max_rel_diff": diffs[worst] if worst else 0.0,
+        "worst": worst,
+    }
+    report["ok"] = bool(not (only_ref or only_ours or misshapen) and report["max_rel_diff"] <= tolerance)
+    return report
 
 
 # ---------------------------------------------------------------- reference process (AdelaiDet) ----
@@ -304,27 +349,51 @@ def batchnorm_to_eval(model) -> None:
             module.eval()
 
 
+def training_step(model, step, inputs, dtype) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """Losses of ``step(*inputs(dtype))`` with ``model`` cast to ``dtype`` and, for float64, the
+    gradients of their sum by parameter name (none for float32: there they are mostly rounding)."""
+    import torch
+
+    model.to(dtype).zero_grad()
+    losses = step(*inputs(dtype))
+    grads = {}
+    if dtype == torch.float64:
+        sum(losses.values()).backward()
+        grads = {name: p.grad.numpy() for name, p in model.named_parameters() if p.grad is not None}
+    return {name: value.item() for name, value in losses.items()}, grads
+
+
 def run_reference_losses(args: argparse.Namespace) -> None:
-    """AdelaiDet CondInst's training losses on :func:`synthetic_loss_batch`, saved as ``reference_losses.json``."""
+    """AdelaiDet CondInst's losses on :func:`synthetic_loss_batch` in float32 and float64, and the float64 gradients.
+
+    Saved as ``reference_losses.json`` and ``reference_grads.npz`` (AdelaiDet's parameter names).
+    """
     cfg, model = build_reference(args)
     import torch
     from detectron2.structures import BitMasks, Boxes, Instances
 
     batchnorm_to_eval(model)
-    inputs = []
-    for item in synthetic_loss_batch(args.seed):
-        h, w = item["image"].shape[:2]
-        instances = Instances(
-            (h, w),
-            gt_boxes=Boxes(torch.from_numpy(item["boxes"])),
-            gt_classes=torch.from_numpy(item["classes"]),
-            gt_masks=BitMasks(torch.from_numpy(item["masks"])),
-        )
-        bgr = np.ascontiguousarray(item["image"][..., ::-1].transpose(2, 0, 1))  # DatasetMapper: BGR uint8 CHW
-        inputs.append({"image": torch.from_numpy(bgr), "instances": instances, "height": h, "width": w})
-    losses = model(inputs)
-    result = {name: float(value) for name, value in losses.items()}
-    (Path(args.workdir) / "reference_losses.json").write_text(json.dumps(result))
+    batch = synthetic_loss_batch(args.seed)
+
+    def inputs(dtype):
+        batched = []
+        for item in batch:
+            h, w = item["image"].shape[:2]
+            instances = Instances(
+                (h, w),
+                gt_boxes=Boxes(torch.from_numpy(item["boxes"])),
+                gt_classes=torch.from_numpy(item["classes"]),
+                gt_masks=BitMasks(torch.from_numpy(item["masks"])),
+            )
+            bgr = torch.from_numpy(np.ascontiguousarray(item["image"][..., ::-1].transpose(2, 0, 1)))  # BGR CHW
+            image = bgr if dtype == torch.float32 else bgr.to(dtype)  # float32: uint8, as DatasetMapper gives
+            batched.append({"image": image, "instances": instances, "height": h, "width": w})
+        return (batched,)
+
+    losses32, _ = training_step(model, model, inputs, torch.float32)
+    losses64, grads = training_step(model, model, inputs, torch.float64)
+    np.savez(Path(args.workdir) / "reference_grads.npz", **grads)
+    (Path(args.workdir) / "reference_losses.json").write_text(json.dumps({"float32": losses32, "float64": losses64}))
 
 
 def read_frame_bgr(path: str, index: int) -> np.ndarray:
@@ -419,40 +488,59 @@ def padded_loss_inputs(batch: list[dict[str, np.ndarray]]):
     return torch.stack(images)[:, None], sizes, targets
 
 
-def run_ours_losses(workdir: Path, seed: int) -> tuple[dict[str, float], dict[str, int]]:
-    """Convert the reference checkpoint, build our CondInst stage for it, return its losses on the same batch.
+def run_ours_losses(workdir: Path, seed: int, overrides: list[str]) -> dict:
+    """Convert the reference checkpoint, build our CondInst stage for it, run the training step as the reference did.
 
-    Also returns the number of positives per pyramid level (P3..P7), so the report shows which
-    levels the check covered.
+    Returns ``{"float32": losses, "float64": losses, "grads": float64 gradients under AdelaiDet's key
+    names (via the converter's key table), "positives_per_level": P3..P7 counts}`` (which levels the
+    check covered).
     """
     import torch
 
     from crossvis.lightning_module import build_model
     from crossvis.loading import convert, released_model_config
-    from crossvis.modeling.fcos import build_targets
-    from crossvis.modeling.released_weights import read_weights
-    from crossvis.modeling.types import pyramid_locations
+    from crossvis.modeling.released_weights import map_detectron2_key, read_weights
 
     torch.set_num_threads(1)
+    overrides = [*LOSS_OVERRIDES, *overrides]
     converted = workdir / "condinst_converted.pth"
-    convert(str(workdir / "condinst_random.pth"), str(converted), None, None, LOSS_OVERRIDES)
-    cfg, num_classes, num_identities = released_model_config(read_weights(converted), LOSS_OVERRIDES)
+    convert(str(workdir / "condinst_random.pth"), str(converted), None, None, overrides)
+    cfg, num_classes, num_identities = released_model_config(read_weights(converted), overrides)
     model = build_model(cfg.model, num_classes, num_identities)
     model.load_init(converted, strict=True)
     batchnorm_to_eval(model)
     images, sizes, targets = padded_loss_inputs(synthetic_loss_batch(seed))
-    losses = model.forward_train(images, sizes, targets)
-    strides = [8, 16, 32, 64, 128]
-    height, width = images.shape[-2:]
-    shapes = [(-(-height // s), -(-width // s)) for s in strides]
-    locations = pyramid_locations(shapes, strides, images.device)
-    frames = [pair[0] for pair in targets]
+
+    def inputs(dtype):
+        return images.to(dtype), sizes, targets
+
+    result = {}
+    result["float32"], _ = training_step(model, model.forward_train, inputs, torch.float32)
+    result["float64"], grads = training_step(model, model.forward_train, inputs, torch.float64)
+    ours_name = {map_detectron2_key(key): key for key in np.load(workdir / "reference_grads.npz").files}
+    result["grads"] = {ours_name.get(name, name): grad for name, grad in grads.items()}
+
     fcos = cfg.model.fcos
-    _, _, positives = build_targets(
-        locations, frames, num_classes, list(fcos.sizes_of_interest), fcos.center_sampling_radius
+    result["positives_per_level"] = positives_per_level(
+        images, targets, num_classes, list(fcos.sizes_of_interest), fcos.center_sampling_radius
     )
-    per_level = {f"P{level + 3}": int((positives.levels == level).sum()) for level in range(len(strides))}
-    return {name: float(value) for name, value in losses.items()}, per_level
+    return result
+
+
+def positives_per_level(
+    images, targets: list[list[dict]], num_classes: int, sizes_of_interest: list[float], radius: float
+) -> dict[str, int]:
+    """FCOS positives of the batch (our assignment) per pyramid level P3..P7, from the padded input size."""
+    from crossvis.modeling.backbone import FPN_STRIDES
+    from crossvis.modeling.fcos import build_targets
+    from crossvis.modeling.types import pyramid_locations
+
+    height, width = images.shape[-2:]
+    shapes = [(-(-height // s), -(-width // s)) for s in FPN_STRIDES]  # 3x3/2 convs: ceil(n / 2) per level
+    locations = pyramid_locations(shapes, list(FPN_STRIDES), images.device)
+    frames = [frame for sample in targets for frame in sample]
+    _, _, positives = build_targets(locations, frames, num_classes, sizes_of_interest, radius)
+    return {f"P{i + 3}": int((positives.levels == i).sum()) for i in range(len(FPN_STRIDES))}
 
 
 def run_reference_process(argv: list[str], reference_path: str, workdir: Path) -> None:
@@ -477,6 +565,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--short", type=int, default=360, help="test short side (AdelaiDet's COCO test size: 800)")
     parser.add_argument("--max-size", type=int, default=640, help="test long-side limit (AdelaiDet: 1333)")
     parser.add_argument("--config", default=ADELAIDET_CONFIG, help="AdelaiDet CondInst config, relative to AdelaiDet")
+    parser.add_argument(
+        "--override", action="append", default=[], help="--losses: a Hydra override for our model (repeatable)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cls-bias", type=float, default=0.0, help="class-logit bias of the random weights")
     parser.add_argument("--workdir", help="where the checkpoints and detections go (default: a temporary folder)")
@@ -519,11 +610,20 @@ def main_losses(args: argparse.Namespace, argv: list[str]) -> int:
         workdir.mkdir(parents=True, exist_ok=True)
         run_reference_process(argv, args.reference_path, workdir)
         ref = json.loads((workdir / "reference_losses.json").read_text())
-        ours, positives = run_ours_losses(workdir, args.seed)
-    report = compare_losses(ref, ours)
-    report.update(config=args.config, seed=args.seed, positives_per_level=positives, reference_losses=ref)
+        ours = run_ours_losses(workdir, args.seed, args.override)
+        ref_grads = dict(np.load(workdir / "reference_grads.npz"))
+    report = compare_losses(ref["float32"], ours["float32"])
+    report["float64"] = compare_losses(ref["float64"], ours["float64"])
+    report["float64_gradients"] = compare_gradients(ref_grads, ours["grads"])
+    report.update(
+        config=args.config,
+        seed=args.seed,
+        cls_bias=args.cls_bias,
+        overrides=[*LOSS_OVERRIDES, *args.override],
+        positives_per_level=ours["positives_per_level"],
+    )
     print(json.dumps(report))
-    return 0 if report["ok"] else 1
+    return 0 if report["ok"] and report["float64"]["ok"] and report["float64_gradients"]["ok"] else 1
 
 
 if __name__ == "__main__":
