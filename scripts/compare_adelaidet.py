@@ -31,9 +31,10 @@ stride-4 ``gt_bitmasks`` itself) and saves its loss dict. This process converts 
 our CondInst stage for released weights (:data:`LOSS_OVERRIDES`) and runs ``forward_train`` on the
 same images (RGB, zero-padded to the same size) and targets. Both models are in training mode
 except their BatchNorm2d layers (the mask branch's; the R-50 uses frozen BN anyway), which use
-their running statistics, so both sides normalise identically. The losses must agree within a
-relative 1e-4 (:func:`compare_losses`). Then both models and inputs are cast to float64, run again
-and back-propagate the summed losses, and every parameter's gradient is compared
+their running statistics, so both sides normalise identically (``--train-bn``: on batch
+statistics, as in real training). The losses must agree within a relative 1e-4
+(:func:`compare_losses`). Then both models and inputs are cast to float64, run again and
+back-propagate the summed losses, and every parameter's gradient is compared
 (:func:`compare_gradients`: relative norm of the difference; the same parameters must receive
 gradients), again within a relative 1e-4. Why float64: the random weights saturate most mask
 pixels, and the mask loss's small gradient is then mostly float32 rounding (the two sides' float32
@@ -336,16 +337,16 @@ def run_reference(args: argparse.Namespace) -> None:
     )
 
 
-def batchnorm_to_eval(model) -> None:
-    """Training mode except ``nn.BatchNorm2d`` layers, which then normalise with their running statistics.
+def training_mode(model, batch_statistics: bool) -> None:
+    """Training mode; unless ``batch_statistics``, ``nn.BatchNorm2d`` layers stay on their running statistics.
 
-    Both sides call it, so batch statistics (and their update) play no part in the loss comparison.
+    Both sides call it with the same flag (``--train-bn``), so BatchNorm behaves identically.
     """
     from torch import nn
 
     model.train()
     for module in model.modules():
-        if isinstance(module, nn.BatchNorm2d):
+        if isinstance(module, nn.BatchNorm2d) and not batch_statistics:
             module.eval()
 
 
@@ -372,7 +373,7 @@ def run_reference_losses(args: argparse.Namespace) -> None:
     import torch
     from detectron2.structures import BitMasks, Boxes, Instances
 
-    batchnorm_to_eval(model)
+    training_mode(model, args.train_bn)
     batch = synthetic_loss_batch(args.seed)
 
     def inputs(dtype):
@@ -488,7 +489,7 @@ def padded_loss_inputs(batch: list[dict[str, np.ndarray]]):
     return torch.stack(images)[:, None], sizes, targets
 
 
-def run_ours_losses(workdir: Path, seed: int, overrides: list[str]) -> dict:
+def run_ours_losses(workdir: Path, seed: int, overrides: list[str], batch_statistics: bool) -> dict:
     """Convert the reference checkpoint, build our CondInst stage for it, run the training step as the reference did.
 
     Returns ``{"float32": losses, "float64": losses, "grads": float64 gradients under AdelaiDet's key
@@ -508,7 +509,7 @@ def run_ours_losses(workdir: Path, seed: int, overrides: list[str]) -> dict:
     cfg, num_classes, num_identities = released_model_config(read_weights(converted), overrides)
     model = build_model(cfg.model, num_classes, num_identities)
     model.load_init(converted, strict=True)
-    batchnorm_to_eval(model)
+    training_mode(model, batch_statistics)
     images, sizes, targets = padded_loss_inputs(synthetic_loss_batch(seed))
 
     def inputs(dtype):
@@ -568,6 +569,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--override", action="append", default=[], help="--losses: a Hydra override for our model (repeatable)"
     )
+    parser.add_argument(
+        "--train-bn", action="store_true", help="--losses: BatchNorm2d on batch statistics (default: running ones)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cls-bias", type=float, default=0.0, help="class-logit bias of the random weights")
     parser.add_argument("--workdir", help="where the checkpoints and detections go (default: a temporary folder)")
@@ -610,7 +614,7 @@ def main_losses(args: argparse.Namespace, argv: list[str]) -> int:
         workdir.mkdir(parents=True, exist_ok=True)
         run_reference_process(argv, args.reference_path, workdir)
         ref = json.loads((workdir / "reference_losses.json").read_text())
-        ours = run_ours_losses(workdir, args.seed, args.override)
+        ours = run_ours_losses(workdir, args.seed, args.override, args.train_bn)
         ref_grads = dict(np.load(workdir / "reference_grads.npz"))
     report = compare_losses(ref["float32"], ours["float32"])
     report["float64"] = compare_losses(ref["float64"], ours["float64"])
@@ -619,6 +623,7 @@ def main_losses(args: argparse.Namespace, argv: list[str]) -> int:
         config=args.config,
         seed=args.seed,
         cls_bias=args.cls_bias,
+        train_bn=args.train_bn,
         overrides=[*LOSS_OVERRIDES, *args.override],
         positives_per_level=ours["positives_per_level"],
     )
