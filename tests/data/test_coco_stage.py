@@ -30,6 +30,12 @@ def train_cfg(*overrides: str):
         return compose("train", overrides=[*TINY, *overrides])
 
 
+def compose_default_scale() -> float:
+    """feature_grad_scale of the video stage's paper-size model (the CrossVIS fork's 0.1x rule)."""
+    with initialize_config_dir(config_dir=str(CONF), version_base=None):
+        return compose("train").model.feature_grad_scale
+
+
 def test_coco_condinst_recipe() -> None:
     """AdelaiDet MS R-50 1x: 90k iterations, LR 0.01 at 16 images, x0.1 at 60k and 80k, warm-up 1000."""
     cfg = train_cfg("experiment=coco_condinst")
@@ -41,7 +47,10 @@ def test_coco_condinst_recipe() -> None:
         [1.0, 1.0, 0.1, 0.1, 0.01, 0.01]
     )
     with initialize_config_dir(config_dir=str(CONF), version_base=None):
-        data = compose("train", overrides=["experiment=coco_condinst"]).data
+        full = compose("train", overrides=["experiment=coco_condinst"])
+    data = full.data
+    # the paper-size model of the COCO stage: no 0.1x backbone gradient (AdelaiDet's CondInst has none)
+    assert full.model.feature_grad_scale == 1.0 and compose_default_scale() == 0.1
     assert list(data.transform.train_short) == list(range(640, 801, 32))
     assert (data.transform.short, data.transform.max_size) == (800, 1333)
     assert not cfg.model.crossover.enabled and not cfg.model.embedding.enabled
