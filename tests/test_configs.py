@@ -23,8 +23,12 @@ EXPERIMENTS = [None, *_options("experiment")]
 DATA, MODELS, BACKBONES = _options("data"), _options("model"), _options("model/backbone")
 LOGGERS, TRAINERS = _options("logger"), _options("trainer")
 # The required values of the entry points that have no default (``???``).
-REQUIRED = {"evaluate": ["checkpoint=c.ckpt"], "demo": ["input=v.mp4", "checkpoint=c.ckpt", "output=o.mp4"]}
-ENTRY_POINTS = ["train", "evaluate", "demo", "quickstart", "benchmark", "peer"]
+REQUIRED = {
+    "evaluate": ["checkpoint=c.ckpt"],
+    "demo": ["input=v.mp4", "checkpoint=c.ckpt", "output=o.mp4"],
+    "cpu_train": ["data.root=d"],
+}
+ENTRY_POINTS = ["train", "evaluate", "demo", "quickstart", "cpu_train", "benchmark", "peer"]
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +87,21 @@ def test_data_options_compose_for_the_entry_points_that_take_data(composer, entr
         assert composer(entry_point, f"data={data}").data.name
 
 
-@pytest.mark.parametrize("entry_point", ["benchmark", "quickstart"])
+def test_the_cpu_recipe_for_own_data_is_the_demo_recipe_with_a_resnet10t(composer) -> None:
+    """conf/cpu_train.yaml differs from make demo's conf/quickstart.yaml in the backbone only (and needs data)."""
+    own, demo = composer("cpu_train", "data.root=/data/own"), composer("quickstart")
+    assert (own.model.backbone.name, demo.model.backbone.name) == ("resnet10t", "regnetx_002")
+    assert own.data.train.json == "/data/own/train.json"
+    for key in ("optim", "trainer", "inference"):
+        assert own[key] == demo[key], key
+    assert {k: v for k, v in own.model.items() if k != "backbone"} == {
+        k: v for k, v in demo.model.items() if k != "backbone"
+    }
+    # model=cpu's from-scratch settings, not the backbone group's ImageNet defaults
+    assert not own.model.backbone.pretrained and not own.model.backbone.frozen_bn and own.model.backbone.freeze_at == 0
+
+
+@pytest.mark.parametrize("entry_point", ["benchmark", "quickstart", "cpu_train"])
 def test_model_and_backbone_options_compose_for_the_entry_points_that_build_a_model(composer, entry_point) -> None:
     for model, backbone in itertools.product(MODELS, BACKBONES):
         assert composer(entry_point, f"model={model}", f"model/backbone={backbone}").model.backbone.name

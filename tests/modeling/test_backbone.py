@@ -33,7 +33,7 @@ def test_pad_to_multiple_pads_bottom_right_with_zeros():
     assert pad_to_multiple(y, 32) is y
 
 
-@pytest.mark.parametrize("name", ["resnet18", "resnet50", "resnet101", "dla34"])
+@pytest.mark.parametrize("name", ["resnet18", "resnet10t", "regnetx_002", "resnet50", "resnet101", "dla34"])
 @pytest.mark.parametrize("size", [(360, 640), (97, 131)])
 def test_fpn_levels_have_strides_8_to_128(name, size):
     torch.manual_seed(0)
