@@ -50,6 +50,7 @@ Reference imports: ``adet._C`` (BezierAlign / DefROIAlign, text spotting only) a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -544,6 +545,16 @@ def positives_per_level(
     return {f"P{i + 3}": int((positives.levels == i).sum()) for i in range(len(FPN_STRIDES))}
 
 
+@contextlib.contextmanager
+def reference_run(args: argparse.Namespace, argv: list[str]):
+    """The work folder (``--workdir`` or a temporary one) after the reference process has filled it."""
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(args.workdir or tmp)
+        workdir.mkdir(parents=True, exist_ok=True)
+        run_reference_process(argv, args.reference_path, workdir)
+        yield workdir
+
+
 def run_reference_process(argv: list[str], reference_path: str, workdir: Path) -> None:
     """This script once more with ``--reference-only``, the reference on ``PYTHONPATH``."""
     env = {**os.environ, "PYTHONPATH": reference_path, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
@@ -586,10 +597,7 @@ def main(argv: list[str] | None = None) -> int:
         return main_losses(args, argv if argv is not None else sys.argv[1:])
     if not args.frame or not Path(args.frame).is_file():
         parser.error(f"--frame {args.frame}: no such file (expected an image or a video)")
-    with tempfile.TemporaryDirectory() as tmp:
-        workdir = Path(args.workdir or tmp)
-        workdir.mkdir(parents=True, exist_ok=True)
-        run_reference_process(argv if argv is not None else sys.argv[1:], args.reference_path, workdir)
+    with reference_run(args, argv if argv is not None else sys.argv[1:]) as workdir:
         ours, conversion = run_ours(workdir)
         ref = dict(np.load(workdir / "reference.npz"))
     report = compare_detections(ref, ours["same_input"])
@@ -609,10 +617,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def main_losses(args: argparse.Namespace, argv: list[str]) -> int:
     """``--losses``: both processes' training losses on the synthetic batch; JSON report, exit 1 beyond tolerance."""
-    with tempfile.TemporaryDirectory() as tmp:
-        workdir = Path(args.workdir or tmp)
-        workdir.mkdir(parents=True, exist_ok=True)
-        run_reference_process(argv, args.reference_path, workdir)
+    with reference_run(args, argv) as workdir:
         ref = json.loads((workdir / "reference_losses.json").read_text())
         ours = run_ours_losses(workdir, args.seed, args.override, args.train_bn)
         ref_grads = dict(np.load(workdir / "reference_grads.npz"))
