@@ -2,9 +2,11 @@
 
 Trained on the same frame-pair data module as CrossVIS, each frame used as a single image, with the
 same budget in frames (``steps`` x ``frames_per_step``), AdamW and the CPU recipe's schedule; the
-valid split is then tracked online and scored with crossvis's YouTube-VIS metric.
+valid split is then tracked online and scored with crossvis's YouTube-VIS metric, and with COCO
+mask AP per frame (every frame an image, before tracking), as ``crossvis.evaluate per_frame=true``.
 
     python scripts/peer_baseline.py data.root=DIR [steps=700 frames_per_step=8 ...]   # or make peer ARGS=...
+    python scripts/peer_baseline.py data.root=DIR checkpoint=RUN/model.pt              # evaluate only
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredic
 
 from crossvis.data.datamodule import VISDataModule
 from crossvis.data.transforms import load_frame_rgb, preprocess_for_inference
+from crossvis.evaluation.frame_ap import FrameDetections, format_frame_table, frame_ap
 from crossvis.evaluation.metric import evaluate, format_table
 from crossvis.evaluation.results import write_results_json
 from crossvis.lightning_module import warmup_step_schedule
@@ -106,7 +109,7 @@ class MaskIoUTracker:
             entries.append(
                 {
                     "video_id": video_id,
-                    "category_id": category_ids[int(votes.argmax()) - 1],
+                    "category_id": category_ids[int(votes.argmax())],
                     "score": float(np.mean(t["scores"])),
                     "segmentations": [t["rles"].get(f) for f in range(self.num_frames)],
                 }
@@ -115,41 +118,40 @@ class MaskIoUTracker:
 
 
 @torch.inference_mode()
-def track_split(model: MaskRCNN, datamodule: VISDataModule, cfg: DictConfig) -> list[dict]:
-    """Online inference on every valid video: detect each frame, link by mask IoU."""
+def track_split(model: MaskRCNN, datamodule: VISDataModule, cfg: DictConfig) -> tuple[list[dict], FrameDetections]:
+    """Online inference on every valid video: detect each frame, link by mask IoU.
+
+    Returns the video results and the per-frame detections (for the per-frame AP).
+    """
     model.eval()
     t = cfg.data.transform
     category_ids = [datamodule.label_to_category_id(i) for i in range(datamodule.num_classes)]
+    frames = FrameDetections(datamodule.val_ground_truth["videos"], category_ids)
     results = []
     for video in datamodule.val_dataset.videos:
         tracker = MaskIoUTracker(video.length, cfg.tracker.match_iou)
         for index in range(video.length):
             frame = load_frame_rgb(video.frame_path(index))
-            det = model([preprocess_for_inference(frame, t.short, t.max_size) / 255.0])[0]
+            image = preprocess_for_inference(frame, t.short, t.max_size) / 255.0
+            det = model([image])[0]
             keep = det["scores"] >= cfg.tracker.min_score
             probs = F.interpolate(det["masks"][keep], size=frame.shape[:2], mode="bilinear", align_corners=False)
-            tracker.update(index, (probs[:, 0] > 0.5).numpy(), det["scores"][keep].numpy(), det["labels"][keep].numpy())
+            masks, scores, labels = probs[:, 0] > 0.5, det["scores"][keep], det["labels"][keep] - 1
+            tracker.update(index, masks.numpy(), scores.numpy(), labels.numpy())
+            # boxes come at the resized input's scale; the masks were resized to the frame above
+            (h, w), (in_h, in_w) = frame.shape[:2], image.shape[-2:]
+            boxes = det["boxes"][keep] * torch.tensor([w / in_w, h / in_h, w / in_w, h / in_h])
+            frames.add(video.id, index, {"boxes": boxes, "masks": masks, "labels": labels, "scores": scores})
         results.extend(tracker.results(video.id, category_ids))
-    return results
+    return results, frames
 
 
-@hydra.main(config_path="../conf", config_name="peer", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    torch.set_num_threads(int(cfg.threads))
-    pl.seed_everything(cfg.seed, workers=True)
-    output_dir = Path(HydraConfig.get().runtime.output_dir)
-    with open_dict(cfg):
-        cfg.data.batch_size = int(cfg.frames_per_step) // 2
-    datamodule = VISDataModule(cfg.data)
-    datamodule.setup("fit")
-    model = build_model(
-        datamodule.num_classes, int(cfg.channels), (cfg.data.transform.short, cfg.data.transform.max_size)
-    )
+def train(model: MaskRCNN, datamodule: VISDataModule, cfg: DictConfig) -> list[dict]:
+    """``cfg.steps`` AdamW steps on the frame-pair loader; returns the logged losses."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     schedule = warmup_step_schedule(cfg.steps, cfg.warmup_iters, cfg.warmup_factor, list(cfg.decay_at), cfg.gamma)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-
-    start, step, epoch, log = time.perf_counter(), 0, 0, []
+    step, epoch, log = 0, 0, []
     loader = datamodule.train_dataloader()
     model.train()
     while step < cfg.steps:
@@ -168,18 +170,38 @@ def main(cfg: DictConfig) -> None:
                 print(json.dumps(log[-1]), flush=True)
             if step == cfg.steps:
                 break
-    train_minutes = (time.perf_counter() - start) / 60
+    return log
 
-    torch.save(model.state_dict(), output_dir / "model.pt")
-    results = track_split(model, datamodule, cfg)
-    write_results_json(output_dir / "results.json", results)
-    (output_dir / "losses.json").write_text(json.dumps(log))
-    metrics = evaluate(datamodule.val_ground_truth, results)
-    print(format_table(metrics))
-    print(
-        f"Peer Mask R-CNN R-18-FPN: {step} steps x {cfg.frames_per_step} frames, training took {train_minutes:.1f} min"
+
+@hydra.main(config_path="../conf", config_name="peer", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    torch.set_num_threads(int(cfg.threads))
+    pl.seed_everything(cfg.seed, workers=True)
+    output_dir = Path(HydraConfig.get().runtime.output_dir)
+    with open_dict(cfg):
+        cfg.data.batch_size = int(cfg.frames_per_step) // 2
+    datamodule = VISDataModule(cfg.data)
+    datamodule.setup("fit")
+    model = build_model(
+        datamodule.num_classes, int(cfg.channels), (cfg.data.transform.short, cfg.data.transform.max_size)
     )
-    print(json.dumps({**metrics, "steps": step, "frames_per_step": int(cfg.frames_per_step)}))
+    if cfg.checkpoint:
+        model.load_state_dict(torch.load(cfg.checkpoint, map_location="cpu"))
+        summary = {"checkpoint": str(cfg.checkpoint)}
+    else:
+        start = time.perf_counter()
+        log = train(model, datamodule, cfg)
+        minutes = (time.perf_counter() - start) / 60
+        torch.save(model.state_dict(), output_dir / "model.pt")
+        (output_dir / "losses.json").write_text(json.dumps(log))
+        summary = {"steps": int(cfg.steps), "frames_per_step": int(cfg.frames_per_step)}
+        print(f"Peer Mask R-CNN R-18-FPN: {summary['steps']} steps x {cfg.frames_per_step} frames, {minutes:.1f} min")
+    results, frames = track_split(model, datamodule, cfg)
+    write_results_json(output_dir / "results.json", results)
+    metrics = {**evaluate(datamodule.val_ground_truth, results), **frame_ap(datamodule.val_ground_truth, frames)}
+    print(format_table(metrics))
+    print(format_frame_table(metrics))
+    print(json.dumps({**metrics, **summary}))
 
 
 if __name__ == "__main__":

@@ -11,13 +11,15 @@ import pytest
 from pycocotools import mask as mask_utils
 
 from crossvis.data.ytvis import load_vis
+from crossvis.evaluation.coco_eval import STATS
 from crossvis.evaluation.metric import METRIC_KEYS
 from crossvis.loading import load_checked_module
 
 from helpers import last_json_line, run_module
 
 
-def test_evaluate_writes_results_and_prints_metrics(trained_run, synthetic_root, tmp_path):
+@pytest.mark.parametrize("per_frame", [False, True])
+def test_evaluate_writes_results_and_prints_metrics(trained_run, synthetic_root, tmp_path, per_frame):
     proc = run_module(
         "crossvis.evaluate",
         f"checkpoint={trained_run / 'checkpoints' / 'last.ckpt'}",
@@ -25,9 +27,15 @@ def test_evaluate_writes_results_and_prints_metrics(trained_run, synthetic_root,
         f"data.root={synthetic_root}",
         f"data.train.json={tmp_path / 'absent' / 'train.json'}",  # only the evaluated split is read
         f"hydra.run.dir={tmp_path}",
+        f"per_frame={per_frame}",
     )
     metrics = last_json_line(proc.stdout)
-    assert set(metrics) == set(METRIC_KEYS)
+    frame_keys = {f"frame_{name}_{kind}" for name in STATS for kind in ("mask", "box")}
+    assert set(metrics) == set(METRIC_KEYS) | (frame_keys if per_frame else set())
+    assert ("Per-frame mask AP" in proc.stdout) == per_frame
+    if per_frame:
+        assert 0.0 < metrics["frame_AP_mask"] <= 1.0  # the trained model detects something
+        metrics = {key: metrics[key] for key in METRIC_KEYS}
     results = json.loads((tmp_path / "results.json").read_text())
     valid = load_vis(synthetic_root / "valid_gt.json", synthetic_root / "valid" / "JPEGImages")
     lengths = {v.id: v.length for v in valid.videos}

@@ -27,9 +27,9 @@ def _box(y0: int, x0: int, size: int = 4) -> np.ndarray:
 
 def test_mask_iou_tracker_links_by_overlap() -> None:
     tracker = MaskIoUTracker(3, match_iou=0.3)
-    tracker.update(0, np.stack([_box(0, 0), _box(6, 10)]), np.array([0.9, 0.6]), np.array([1, 2]))
+    tracker.update(0, np.stack([_box(0, 0), _box(6, 10)]), np.array([0.9, 0.6]), np.array([0, 1]))
     # frame 1: both moved by one pixel (IoU 9/23 ≈ 0.39, linked); a third object appears far away
-    tracker.update(1, np.stack([_box(7, 11), _box(0, 1), _box(8, 0)]), np.array([0.5, 0.7, 0.4]), np.array([2, 1, 1]))
+    tracker.update(1, np.stack([_box(7, 11), _box(0, 1), _box(8, 0)]), np.array([0.5, 0.7, 0.4]), np.array([1, 0, 0]))
     tracker.update(2, np.zeros((0, 12, 16), dtype=bool), np.zeros(0), np.zeros(0, dtype=int))
     results = tracker.results(video_id=7, category_ids=[10, 20])
     assert len(results) == 3
@@ -42,38 +42,51 @@ def test_mask_iou_tracker_links_by_overlap() -> None:
 
 def test_mask_iou_tracker_gives_a_track_one_detection_per_frame() -> None:
     tracker = MaskIoUTracker(2, match_iou=0.3)
-    tracker.update(0, _box(0, 0)[None], np.array([0.9]), np.array([1]))
-    tracker.update(1, np.stack([_box(0, 0), _box(0, 1)]), np.array([0.5, 0.8]), np.array([1, 1]))
+    tracker.update(0, _box(0, 0)[None], np.array([0.9]), np.array([0]))
+    tracker.update(1, np.stack([_box(0, 0), _box(0, 1)]), np.array([0.5, 0.8]), np.array([0, 0]))
     results = tracker.results(0, [3])
     assert len(results) == 2  # the higher-scoring detection continued the track, the other started one
     assert results[0]["score"] == pytest.approx((0.9 + 0.8) / 2)
 
 
-@pytest.mark.slow
-def test_peer_runs_end_to_end(synthetic_root: Path, tmp_path: Path) -> None:
+def _run_peer(synthetic_root: Path, run_dir: Path, *overrides: str) -> dict:
     proc = subprocess.run(
         [
             sys.executable,
             str(SCRIPTS / "peer_baseline.py"),
             f"data.root={synthetic_root}",
-            "steps=2",
-            "frames_per_step=4",
             "threads=1",
             "data.num_workers=0",
             "data.transform.short=128",
             "data.transform.max_size=224",
-            f"hydra.run.dir={tmp_path}",
+            f"hydra.run.dir={run_dir}",
+            *overrides,
         ],
         capture_output=True,
         text=True,
         timeout=900,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    metrics = last_json_line(proc.stdout)
+    assert "Per-frame mask AP" in proc.stdout
+    return last_json_line(proc.stdout)
+
+
+@pytest.mark.slow
+def test_peer_runs_end_to_end_and_evaluates_its_saved_model(synthetic_root: Path, tmp_path: Path) -> None:
+    metrics = _run_peer(synthetic_root, tmp_path / "train", "steps=2", "frames_per_step=4")
     assert metrics["steps"] == 2 and metrics["frames_per_step"] == 4
-    results = json.loads((tmp_path / "results.json").read_text())
+    results = json.loads((tmp_path / "train" / "results.json").read_text())
     ground_truth = json.loads((synthetic_root / "valid_gt.json").read_text())
     assert evaluate(ground_truth, results)["AP"] == pytest.approx(metrics["AP"])
+    assert 0.0 <= metrics["frame_AP_mask"] <= 1.0
+    # checkpoint=: no training, the same inference on the saved weights
+    again = _run_peer(synthetic_root, tmp_path / "eval", f"checkpoint={tmp_path / 'train' / 'model.pt'}")
+    assert "steps" not in again and again["checkpoint"] == str(tmp_path / "train" / "model.pt")
+    assert {k: v for k, v in again.items() if k != "checkpoint"} == pytest.approx(
+        {k: v for k, v in metrics.items() if k not in ("steps", "frames_per_step")}
+    )
+    assert not (tmp_path / "eval" / "model.pt").exists()
+    assert results and json.loads((tmp_path / "eval" / "results.json").read_text()) == results  # same tracks and scores
 
 
 def test_peer_defaults_match_the_cpu_recipe_budget() -> None:

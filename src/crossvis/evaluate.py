@@ -16,6 +16,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from crossvis.cli import configure_threads, require_writable_dir, user_errors
+from crossvis.evaluation.frame_ap import format_frame_table
 from crossvis.evaluation.metric import format_table
 from crossvis.evaluation.splits import evaluate_dataset, load_split
 from crossvis.loading import load_checked_module
@@ -28,9 +29,13 @@ def main(cfg: DictConfig) -> None:
     output_dir = require_writable_dir(HydraConfig.get().runtime.output_dir, "hydra.run.dir")
     dataset, ground_truth = load_split(cfg.data)
     module = load_checked_module(cfg.checkpoint, cfg.device, cfg.data, dataset.categories)
-    metrics = evaluate_dataset(module, dataset, ground_truth, output_dir, cfg.checkpoint, cfg.inference)
+    metrics = evaluate_dataset(
+        module, dataset, ground_truth, output_dir, cfg.checkpoint, cfg.inference, per_frame=cfg.per_frame
+    )
     if metrics is not None:
         print(format_table(metrics))
+        if cfg.per_frame:
+            print(format_frame_table(metrics))
         print(json.dumps(metrics))
 
 

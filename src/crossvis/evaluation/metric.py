@@ -216,10 +216,10 @@ def evaluate(ground_truth: Mapping[str, Any], results: list[dict]) -> dict[str, 
     return {key: float(value) for key, value in zip(METRIC_KEYS, coco_eval.stats[: len(METRIC_KEYS)])}
 
 
-def format_table(metrics: Mapping[str, float]) -> str:
+def format_table(metrics: Mapping[str, float], keys: Sequence[str] = METRIC_KEYS) -> str:
     """Metrics as percentages in the paper's column order; '-' where a range has no ground truth."""
-    cells = ["-" if metrics[k] < 0 else f"{100 * metrics[k]:.1f}" for k in METRIC_KEYS]
-    return "\n".join(["".join(f"{c:>7}" for c in row) for row in (METRIC_KEYS, cells)])
+    cells = ["-" if metrics[k] < 0 else f"{100 * metrics[k]:.1f}" for k in keys]
+    return "\n".join(["".join(f"{c:>7}" for c in row) for row in (keys, cells)])
 
 
 @user_errors

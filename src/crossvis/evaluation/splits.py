@@ -10,6 +10,7 @@ from tqdm import tqdm
 from crossvis.data.datamodule import holdout_split
 from crossvis.data.ytvis import VISDataset, load_vis
 from crossvis.errors import ConfigError
+from crossvis.evaluation.frame_ap import FrameDetections, frame_ap
 from crossvis.evaluation.metric import evaluate as evaluate_results
 from crossvis.evaluation.results import write_results_json, write_submission_zip
 from crossvis.inference import VideoInference
@@ -51,9 +52,13 @@ def evaluate_dataset(
     output_dir: Path,
     checkpoint: str | Path = "checkpoint",
     inference_overrides: DictConfig | dict | None = None,
+    per_frame: bool = False,
 ) -> dict | None:
     """Online inference over every video of ``dataset`` (the module's ``inference`` config with
     ``inference_overrides``); returns the metrics when ground truth exists.
+
+    ``per_frame`` adds COCO AP with every frame an image (``frame_AP_mask``, ...: see
+    :mod:`crossvis.evaluation.frame_ap`), the detections scored before the tracker links them.
 
     The module's categories (ids and names) must be the split's, checked before any frame is
     read, so results and ``submission.zip`` can only hold the dataset's category ids.
@@ -67,13 +72,15 @@ def evaluate_dataset(
     )
     inference = VideoInference.from_config(module.cfg.inference, module.model, module.category_ids, inference_overrides)
     results: list[dict] = []
+    frames = FrameDetections(ground_truth["videos"], module.category_ids) if per_frame and ground_truth else None
     for video in tqdm(dataset.videos, desc="videos", unit="video"):
         paths = [str(video.frame_path(i)) for i in range(video.length)]
-        results.extend(inference.run_paths(video.id, paths))
+        results.extend(inference.run_paths(video.id, paths, None if frames is None else frames.collector(video.id)))
     write_results_json(output_dir / "results.json", results)
     write_submission_zip(output_dir / "submission.zip", results)
     print(f"Wrote {output_dir / 'results.json'} and {output_dir / 'submission.zip'}")
     if ground_truth is None:
         print("This split has no ground truth: upload submission.zip to the evaluation server.")
         return None
-    return evaluate_results(ground_truth, results)
+    metrics = evaluate_results(ground_truth, results)
+    return metrics if frames is None else {**metrics, **frame_ap(ground_truth, frames)}
