@@ -80,6 +80,23 @@ def test_deterministic_per_seed(tmp_path: Path) -> None:
     assert json.loads((a / "valid_gt.json").read_text())["videos"] == valid["videos"]
 
 
+@pytest.mark.parametrize("style", ["classic", "clutter"])
+def test_more_valid_videos_extend_the_valid_split_and_keep_the_training_set(tmp_path: Path, style: str) -> None:
+    """A larger valid set for a steadier AP: same training videos, the first valid videos unchanged."""
+    args = dict(videos=2, frames=3, height=64, width=96, seed=5, style=style)
+    small = write_synthetic(tmp_path / "small", val_videos=1, **args)
+    large = write_synthetic(tmp_path / "large", val_videos=3, **args)
+    assert (small / "train.json").read_bytes() == (large / "train.json").read_bytes()
+    train_frames = sorted(p.relative_to(small) for p in (small / "train").rglob("*.jpg"))
+    assert train_frames and all((small / f).read_bytes() == (large / f).read_bytes() for f in train_frames)
+    gt_small, gt_large = (json.loads((d / "valid_gt.json").read_text()) for d in (small, large))
+    assert len(gt_large["videos"]) == 3 and gt_large["videos"][0] == gt_small["videos"][0]
+    first = gt_small["videos"][0]["id"]
+    assert [a for a in gt_large["annotations"] if a["video_id"] == first] == gt_small["annotations"]
+    valid_frames = sorted(p.relative_to(small) for p in (small / "valid").rglob("*.jpg"))
+    assert all((small / f).read_bytes() == (large / f).read_bytes() for f in valid_frames)
+
+
 def test_output_is_written_atomically(tmp_path: Path) -> None:
     out = tmp_path / "ds"
     main(["--out", str(out), "--videos", "1", "--frames", "2", "--height", "64", "--width", "96", "--val-videos", "1"])
