@@ -163,39 +163,43 @@ def synthetic_loss_batch(seed: int) -> list[dict[str, np.ndarray]]:
     (``BitMasks.get_bounding_boxes``: last pixel + 1), ``classes [N]`` int64 (0-based).
     """
     rng = np.random.default_rng(seed)
-    batch = []
-    for (h, w), ellipses in LOSS_BATCH_LAYOUT:
-        image = rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)
-        ys, xs = np.mgrid[0:h, 0:w]
-        masks, boxes = [], []
-        for cx, cy, ax, ay, _ in ellipses:
-            mask = ((xs - cx) / ax) ** 2 + ((ys - cy) / ay) ** 2 <= 1.0
-            image[mask] = rng.integers(0, 256, size=3, dtype=np.uint8)
-            rows, cols = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
-            boxes.append([cols[0], rows[0], cols[-1] + 1, rows[-1] + 1])
-            masks.append(mask)
-        batch.append(
-            {
-                "image": image,
-                "masks": np.stack(masks),
-                "boxes": np.array(boxes, np.float32),
-                "classes": np.array([e[4] for e in ellipses], np.int64),
-            }
-        )
-    return batch
+    return [paint_ellipses(rng, size, ellipses) for size, ellipses in LOSS_BATCH_LAYOUT]
 
 
-def compare_losses(ref: dict[str, float], ours: dict[str, float], tolerance: float = LOSS_TOLERANCE) -> dict:
-    """Each of our losses next to AdelaiDet's (:data:`LOSS_NAMES`) with |ours − ref| / |ref|.
+def paint_ellipses(rng: np.random.Generator, size: tuple[int, int], ellipses) -> dict[str, np.ndarray]:
+    """One image of :func:`synthetic_loss_batch`: noise, then each ellipse ``(cx, cy, ax, ay, class, ...)``
+    in its own colour; entries after the class (a pair batch's identity) are the caller's."""
+    h, w = size
+    image = rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)
+    ys, xs = np.mgrid[0:h, 0:w]
+    masks, boxes = [], []
+    for cx, cy, ax, ay, *_ in ellipses:
+        mask = ((xs - cx) / ax) ** 2 + ((ys - cy) / ay) ** 2 <= 1.0
+        image[mask] = rng.integers(0, 256, size=3, dtype=np.uint8)
+        rows, cols = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
+        boxes.append([cols[0], rows[0], cols[-1] + 1, rows[-1] + 1])
+        masks.append(mask)
+    return {
+        "image": image,
+        "masks": np.stack(masks),
+        "boxes": np.array(boxes, np.float32),
+        "classes": np.array([e[4] for e in ellipses], np.int64),
+    }
+
+
+def compare_losses(
+    ref: dict[str, float], ours: dict[str, float], tolerance: float = LOSS_TOLERANCE, names: dict[str, str] = LOSS_NAMES
+) -> dict:
+    """Each of our losses next to the reference's (``names``: ours -> theirs) with |ours − ref| / |ref|.
 
     ``ok`` needs every relative difference within ``tolerance``; a loss missing on either side is an error.
     """
-    missing = [f"ours:{o}" for o in LOSS_NAMES if o not in ours]
-    missing += [f"ref:{r}" for r in LOSS_NAMES.values() if r not in ref]
+    missing = [f"ours:{o}" for o in names if o not in ours]
+    missing += [f"ref:{r}" for r in names.values() if r not in ref]
     if missing:
         raise KeyError(f"loss dicts lack {', '.join(missing)}")
     losses = {}
-    for name, ref_name in LOSS_NAMES.items():
+    for name, ref_name in names.items():
         r, o = float(ref[ref_name]), float(ours[name])
         losses[name] = {"ours": o, "reference": r, "rel_diff": abs(o - r) / abs(r) if r else abs(o - r)}
     worst = max(v["rel_diff"] for v in losses.values())
@@ -238,13 +242,26 @@ def compare_gradients(
 
 
 def _stub_unused_extensions() -> None:
-    """Stand-ins for imports CondInst inference never calls (no C++ build, no scikit-image)."""
+    """Stand-ins for imports CondInst / CrossVIS never call (no C++ build, no scikit-image).
+
+    ``detectron2._C`` is stubbed only when missing (an unbuilt detectron2 whose ``layers`` import it
+    at module level, e.g. the CrossVIS fork's pinned 9eb4831: deformable convs, rotated boxes);
+    ``PIL.Image.LINEAR`` (removed in Pillow 10) aliases ``BILINEAR`` for that detectron2's
+    transform defaults, which the model never applies.
+    """
+    import importlib.util
     import types
+
+    import PIL.Image
 
     sys.modules["adet._C"] = types.ModuleType("adet._C")  # BezierAlign, DefROIAlign (ABCNet) only
     skimage = types.ModuleType("skimage")
     skimage.color = types.ModuleType("skimage.color")  # BoxInst's training-time rgb2lab only
     sys.modules.update({"skimage": skimage, "skimage.color": skimage.color})
+    if importlib.util.find_spec("detectron2") and not importlib.util.find_spec("detectron2._C"):
+        sys.modules["detectron2._C"] = types.ModuleType("detectron2._C")
+    if not hasattr(PIL.Image, "LINEAR"):
+        PIL.Image.LINEAR = PIL.Image.BILINEAR
 
 
 def randomise_weights(model, seed: int, cls_bias: float) -> None:
@@ -370,32 +387,44 @@ def run_reference_losses(args: argparse.Namespace) -> None:
 
     Saved as ``reference_losses.json`` and ``reference_grads.npz`` (AdelaiDet's parameter names).
     """
-    cfg, model = build_reference(args)
+    _, model = build_reference(args)
+    training_mode(model, args.train_bn)
+    batch = synthetic_loss_batch(args.seed)
+    save_reference_steps(model, lambda dtype: ([detectron2_frame(item, dtype) for item in batch],), Path(args.workdir))
+
+
+def detectron2_frame(item: dict[str, np.ndarray], dtype, **fields: np.ndarray) -> dict:
+    """One synthetic image as detectron2's ``DatasetMapper`` gives it, plus ``fields`` on its ``Instances``.
+
+    ``image``: BGR CHW, uint8 for float32 runs (the mapper's type), else ``dtype``; ``instances``:
+    boxes, classes, ``BitMasks`` and ``fields`` as tensors. Every tensor is a fresh copy, because the
+    CrossVIS fork changes ``rel_ids`` in place and each run needs the original inputs.
+    """
     import torch
     from detectron2.structures import BitMasks, Boxes, Instances
 
-    training_mode(model, args.train_bn)
-    batch = synthetic_loss_batch(args.seed)
+    h, w = item["image"].shape[:2]
+    instances = Instances(
+        (h, w),
+        gt_boxes=Boxes(torch.tensor(item["boxes"])),
+        gt_classes=torch.tensor(item["classes"]),
+        gt_masks=BitMasks(torch.tensor(item["masks"])),
+        **{name: torch.tensor(value) for name, value in fields.items()},
+    )
+    bgr = torch.tensor(np.ascontiguousarray(item["image"][..., ::-1].transpose(2, 0, 1)))  # BGR CHW
+    image = bgr if dtype == torch.float32 else bgr.to(dtype)
+    return {"image": image, "instances": instances, "height": h, "width": w}
 
-    def inputs(dtype):
-        batched = []
-        for item in batch:
-            h, w = item["image"].shape[:2]
-            instances = Instances(
-                (h, w),
-                gt_boxes=Boxes(torch.from_numpy(item["boxes"])),
-                gt_classes=torch.from_numpy(item["classes"]),
-                gt_masks=BitMasks(torch.from_numpy(item["masks"])),
-            )
-            bgr = torch.from_numpy(np.ascontiguousarray(item["image"][..., ::-1].transpose(2, 0, 1)))  # BGR CHW
-            image = bgr if dtype == torch.float32 else bgr.to(dtype)  # float32: uint8, as DatasetMapper gives
-            batched.append({"image": image, "instances": instances, "height": h, "width": w})
-        return (batched,)
+
+def save_reference_steps(model, inputs, workdir: Path) -> None:
+    """The reference model's losses in float32 and float64 (``reference_losses.json``) and its float64
+    gradients by parameter name (``reference_grads.npz``); ``inputs(dtype)``: the model's arguments."""
+    import torch
 
     losses32, _ = training_step(model, model, inputs, torch.float32)
     losses64, grads = training_step(model, model, inputs, torch.float64)
-    np.savez(Path(args.workdir) / "reference_grads.npz", **grads)
-    (Path(args.workdir) / "reference_losses.json").write_text(json.dumps({"float32": losses32, "float64": losses64}))
+    np.savez(workdir / "reference_grads.npz", **grads)
+    (workdir / "reference_losses.json").write_text(json.dumps({"float32": losses32, "float64": losses64}))
 
 
 def read_frame_bgr(path: str, index: int) -> np.ndarray:
@@ -460,34 +489,47 @@ def run_ours(workdir: Path) -> tuple[dict[str, dict[str, np.ndarray]], dict]:
 
 
 def padded_loss_inputs(batch: list[dict[str, np.ndarray]]):
-    """:func:`synthetic_loss_batch` as ``CrossVIS.forward_train`` inputs of single images.
+    """:func:`synthetic_loss_batch` as ``CrossVIS.forward_train`` inputs of single images (:func:`padded_inputs`)."""
+    return padded_inputs([[item] for item in batch])
 
-    Returns ``images [B, 1, 3, H, W]`` RGB 0..255 zero-padded to the largest image rounded up to 32
-    (detectron2's ``ImageList.from_tensors``), ``image_sizes [B, 1, 2]`` and the targets (masks
-    zero-padded the same way, as AdelaiDet's ``add_bitmasks`` pads them).
+
+def padded_inputs(samples: list[list[dict[str, np.ndarray]]]):
+    """Samples of k frames each (synthetic images) as ``CrossVIS.forward_train`` inputs.
+
+    Returns ``images [B, k, 3, H, W]`` RGB 0..255 zero-padded to the largest frame rounded up to 32
+    (detectron2's ``ImageList.from_tensors``), ``image_sizes [B, k, 2]`` and the targets (masks
+    zero-padded the same way, as AdelaiDet's ``add_bitmasks`` pads them; identities ``ids − 1``
+    when a frame has 1-based ``ids``, else one per instance).
     """
     import torch
     import torch.nn.functional as F
 
     from crossvis.modeling.backbone import pad_to_multiple
 
-    height = max(item["image"].shape[0] for item in batch)
-    width = max(item["image"].shape[1] for item in batch)
+    frames = [item for sample in samples for item in sample]
+    height = max(item["image"].shape[0] for item in frames)
+    width = max(item["image"].shape[1] for item in frames)
     images, targets = [], []
-    for item in batch:
+    for item in frames:
         h, w = item["image"].shape[:2]
         image = torch.from_numpy(np.ascontiguousarray(item["image"].transpose(2, 0, 1))).float()
         masks = torch.from_numpy(item["masks"])
         images.append(pad_to_multiple(F.pad(image, (0, width - w, 0, height - h))))
-        frame = {
-            "boxes": torch.from_numpy(item["boxes"]),
-            "labels": torch.from_numpy(item["classes"]),
-            "masks": pad_to_multiple(F.pad(masks, (0, width - w, 0, height - h))),
-            "identities": torch.arange(len(item["classes"])),
-        }
-        targets.append([frame])
-    sizes = torch.tensor([[item["image"].shape[:2]] for item in batch])
-    return torch.stack(images)[:, None], sizes, targets
+        ids = item.get("ids")
+        targets.append(
+            {
+                "boxes": torch.from_numpy(item["boxes"]),
+                "labels": torch.from_numpy(item["classes"]),
+                "masks": pad_to_multiple(F.pad(masks, (0, width - w, 0, height - h))),
+                "identities": torch.arange(len(item["classes"]))
+                if ids is None
+                else torch.from_numpy(ids.astype(np.int64) - 1),
+            }
+        )
+    k = len(samples[0])
+    sizes = torch.tensor([[item["image"].shape[:2] for item in sample] for sample in samples])
+    images = torch.stack(images).unflatten(0, (len(samples), k))
+    return images, sizes, [targets[i : i + k] for i in range(0, len(targets), k)]
 
 
 def run_ours_losses(workdir: Path, seed: int, overrides: list[str], batch_statistics: bool) -> dict:
@@ -499,33 +541,51 @@ def run_ours_losses(workdir: Path, seed: int, overrides: list[str], batch_statis
     """
     import torch
 
+    torch.set_num_threads(1)
+    cfg, model, num_classes = build_ours(workdir, [*LOSS_OVERRIDES, *overrides])
+    training_mode(model, batch_statistics)
+    images, sizes, targets = padded_loss_inputs(synthetic_loss_batch(seed))
+    result = ours_training_steps(model, (images, sizes, targets), workdir)
+    fcos = cfg.model.fcos
+    result["positives_per_level"] = positives_per_level(
+        images, targets, num_classes, list(fcos.sizes_of_interest), fcos.center_sampling_radius
+    )
+    return result
+
+
+def build_ours(workdir: Path, overrides: list[str]):
+    """Our model from the reference's ``condinst_random.pth``, converted with ``crossvis.convert`` and
+    loaded strictly (every tensor). Returns (config, model, class count)."""
     from crossvis.lightning_module import build_model
     from crossvis.loading import convert, released_model_config
-    from crossvis.modeling.released_weights import map_detectron2_key, read_weights
+    from crossvis.modeling.released_weights import read_weights
 
-    torch.set_num_threads(1)
-    overrides = [*LOSS_OVERRIDES, *overrides]
     converted = workdir / "condinst_converted.pth"
     convert(str(workdir / "condinst_random.pth"), str(converted), None, None, overrides)
     cfg, num_classes, num_identities = released_model_config(read_weights(converted), overrides)
     model = build_model(cfg.model, num_classes, num_identities)
     model.load_init(converted, strict=True)
-    training_mode(model, batch_statistics)
-    images, sizes, targets = padded_loss_inputs(synthetic_loss_batch(seed))
+    return cfg, model, num_classes
 
-    def inputs(dtype):
+
+def ours_training_steps(model, inputs: tuple, workdir: Path) -> dict:
+    """``forward_train(*inputs)`` in float32 and float64 (images cast), as :func:`save_reference_steps` runs
+    the reference: ``{"float32": losses, "float64": losses, "grads": float64 gradients under the
+    reference's key names}`` (via the converter's key table, for the keys of ``reference_grads.npz``)."""
+    import torch
+
+    from crossvis.modeling.released_weights import map_detectron2_key
+
+    images, sizes, targets = inputs
+
+    def cast(dtype):
         return images.to(dtype), sizes, targets
 
     result = {}
-    result["float32"], _ = training_step(model, model.forward_train, inputs, torch.float32)
-    result["float64"], grads = training_step(model, model.forward_train, inputs, torch.float64)
+    result["float32"], _ = training_step(model, model.forward_train, cast, torch.float32)
+    result["float64"], grads = training_step(model, model.forward_train, cast, torch.float64)
     ours_name = {map_detectron2_key(key): key for key in np.load(workdir / "reference_grads.npz").files}
     result["grads"] = {ours_name.get(name, name): grad for name, grad in grads.items()}
-
-    fcos = cfg.model.fcos
-    result["positives_per_level"] = positives_per_level(
-        images, targets, num_classes, list(fcos.sizes_of_interest), fcos.center_sampling_radius
-    )
     return result
 
 
@@ -534,6 +594,14 @@ def positives_per_level(
 ) -> dict[str, int]:
     """FCOS positives of the batch (our assignment) per pyramid level P3..P7, from the padded input size."""
     from crossvis.modeling.backbone import FPN_STRIDES
+
+    positives = batch_positives(images, targets, num_classes, sizes_of_interest, radius)
+    return {f"P{i + 3}": int((positives.levels == i).sum()) for i in range(len(FPN_STRIDES))}
+
+
+def batch_positives(images, targets: list[list[dict]], num_classes: int, sizes_of_interest: list[float], radius: float):
+    """Our FCOS assignment's ``Positives`` of the batch (frames flattened), from the padded input size."""
+    from crossvis.modeling.backbone import FPN_STRIDES
     from crossvis.modeling.fcos import build_targets
     from crossvis.modeling.types import pyramid_locations
 
@@ -541,24 +609,25 @@ def positives_per_level(
     shapes = [(-(-height // s), -(-width // s)) for s in FPN_STRIDES]  # 3x3/2 convs: ceil(n / 2) per level
     locations = pyramid_locations(shapes, list(FPN_STRIDES), images.device)
     frames = [frame for sample in targets for frame in sample]
-    _, _, positives = build_targets(locations, frames, num_classes, sizes_of_interest, radius)
-    return {f"P{i + 3}": int((positives.levels == i).sum()) for i in range(len(FPN_STRIDES))}
+    return build_targets(locations, frames, num_classes, sizes_of_interest, radius)[2]
 
 
 @contextlib.contextmanager
-def reference_run(args: argparse.Namespace, argv: list[str]):
+def reference_run(args: argparse.Namespace, argv: list[str], script: str = __file__, threads: int = 1):
     """The work folder (``--workdir`` or a temporary one) after the reference process has filled it."""
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(args.workdir or tmp)
         workdir.mkdir(parents=True, exist_ok=True)
-        run_reference_process(argv, args.reference_path, workdir)
+        run_reference_process(argv, args.reference_path, workdir, script, threads)
         yield workdir
 
 
-def run_reference_process(argv: list[str], reference_path: str, workdir: Path) -> None:
-    """This script once more with ``--reference-only``, the reference on ``PYTHONPATH``."""
-    env = {**os.environ, "PYTHONPATH": reference_path, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    command = [sys.executable, __file__, *argv, "--reference-only", "--workdir", str(workdir)]
+def run_reference_process(
+    argv: list[str], reference_path: str, workdir: Path, script: str = __file__, threads: int = 1
+) -> None:
+    """``script`` (this one by default) once more with ``--reference-only``, the reference on ``PYTHONPATH``."""
+    env = {**os.environ, "PYTHONPATH": reference_path, "OMP_NUM_THREADS": str(threads), "PYTHONWARNINGS": "ignore"}
+    command = [sys.executable, script, *argv, "--reference-only", "--workdir", str(workdir)]
     subprocess.run(command, env=env, check=True)
 
 
