@@ -32,6 +32,8 @@ MODEL_CONFIG_KEYS = {
     "sizes_of_interest": "model.fcos.sizes_of_interest",
     "kind": "model.embedding.type",
     "loss": "model.embedding.loss",
+    "normalizer": "model.embedding.normalizer",
+    "bn_batches": "model.bn_batches",
     "precision": "model.inference.precision",
     "init_from": "model.init_from",
     # the backbone's settings (crossvis.modeling.backbone)

@@ -120,8 +120,11 @@ def test_identity_missing_in_partner_frame_gives_zero():
 
 
 def test_model_with_identical_frames_has_cross_equal_to_mask_loss():
-    """δ = 0 through the whole model: 6×6 boxes get exactly one positive each (P3 point 12 or 36)."""
-    cfg = compose_tiny_model()
+    """δ = 0 through the whole model: 6×6 boxes get exactly one positive each (P3 point 12 or 36).
+
+    One 64×64 pair: per position, P7's train-mode BatchNorm would see one value per channel.
+    """
+    cfg = compose_tiny_model("bn_batches=joint")
     torch.manual_seed(0)
     model = CrossVIS(cfg, num_classes=2, num_identities=4)
     image = torch.rand(1, 1, 3, 64, 64) * 255

@@ -79,7 +79,7 @@ def test_forward_train_losses_and_gradients(kind, loss):
 def test_crossover_disabled_gives_zero():
     torch.manual_seed(0)
     model = CrossVIS(compose_tiny_model("crossover.enabled=false"), num_classes=3, num_identities=4)
-    assert model.forward_train(*make_batch(1))["loss_cross"].item() == 0.0
+    assert model.forward_train(*make_batch())["loss_cross"].item() == 0.0
 
 
 def test_crossover_weight_scales_the_loss():
@@ -88,7 +88,7 @@ def test_crossover_weight_scales_the_loss():
         torch.manual_seed(0)
         model = CrossVIS(compose_tiny_model(f"crossover.weight={weight}"), num_classes=3, num_identities=4)
         torch.manual_seed(1)
-        batch = make_batch(1)
+        batch = make_batch()
         torch.manual_seed(2)
         losses[weight] = model.forward_train(*batch)["loss_cross"].item()
     assert losses[0.5] == pytest.approx(0.5 * losses[1.0], rel=1e-5)
@@ -238,3 +238,45 @@ def test_per_frame_loss_normalisers_average_the_pair():
     assert pooled["loss_cls"].item() < 0.95 * mixed["loss_cls"].item()
     with pytest.raises(ValueError, match="^loss_normalizer: expected one of"):
         CrossVIS(compose_tiny_model("loss_normalizer=frame"), num_classes=3, num_identities=4)
+
+
+def test_bn_batches_per_position_normalises_key_and_reference_frames_apart():
+    """Public code: the network runs on the key frames, then on the reference frames, so a train-mode
+    BatchNorm normalises B frames per call and updates its running statistics twice per step.
+
+    Oracle: a joint batch of (key, key) pairs normalises with the key frames' own batch statistics
+    (a duplicated batch has the same mean and biased variance), so per position the key frames' mask
+    features equal those of the joint (key, key) batch, and the mask loss of (key, ref) pairs is the
+    mean of the joint mask losses of (key, key) and (ref, ref).
+    """
+    torch.manual_seed(0)
+    images, sizes, targets = make_batch()
+    overrides = ("mask.max_proposals=100000", "crossover.enabled=false")
+    per_position = CrossVIS(compose_tiny_model(*overrides), num_classes=3, num_identities=4).train()
+    joint = CrossVIS(compose_tiny_model(*overrides, "bn_batches=joint"), num_classes=3, num_identities=4)
+    joint.load_state_dict(per_position.state_dict())
+    joint.train()
+    feats: list[torch.Tensor] = []
+    for model in (per_position, joint):
+        model.mask_branch.register_forward_hook(lambda module, args, out: feats.append(out))
+
+    def run(model, positions):
+        feats.clear()
+        pairs = [[pair[i] for i in positions] for pair in targets]
+        with torch.no_grad():
+            losses = model.forward_train(images[:, positions], sizes, pairs)
+        return losses, torch.cat(feats)
+
+    split, split_feats = run(per_position, [0, 1])
+    assert int(per_position.mask_branch.tower[0][1].num_batches_tracked) == 2  # two calls per step
+    pooled, pooled_feats = run(joint, [0, 1])
+    assert int(joint.mask_branch.tower[0][1].num_batches_tracked) == 1
+    from_keys, key_feats = run(joint, [0, 0])
+    from_refs, _ = run(joint, [1, 1])
+    keys_per_position = split_feats[: len(targets)]  # first call: the key frames
+    assert torch.allclose(keys_per_position, key_feats[::2], atol=1e-5)
+    assert (keys_per_position - pooled_feats[::2]).abs().max() > 1e-3  # the joint batch normalises otherwise
+    expected = (from_keys["loss_mask"].item() + from_refs["loss_mask"].item()) / 2
+    assert split["loss_mask"].item() == pytest.approx(expected, rel=1e-5)
+    with pytest.raises(ValueError, match="^bn_batches="):
+        CrossVIS(compose_tiny_model("bn_batches=pairs"), num_classes=3, num_identities=4)

@@ -134,3 +134,22 @@ def test_embedding_head_normalises_each_level_on_its_own():
     dense = head(feats)
     for level in (dense[:, :16], dense[:, 16:]):  # BatchNorm2d per level map: each level is centred
         assert torch.allclose(level.mean(dim=(0, 1)), torch.zeros(8), atol=1e-5)
+
+
+@pytest.mark.parametrize("normalizer, expected_norm", [("local", 4.0), ("all_reduce", 12.0)])
+def test_identity_loss_normaliser_local_or_across_ranks(monkeypatch, normalizer, expected_norm):
+    """Public code: L_id over this process's positives; ``all_reduce``: over their mean across ranks.
+
+    Ranks are simulated by a mean over ranks three times this rank's count.
+    """
+    import crossvis.modeling.distributed as distributed
+
+    monkeypatch.setattr(distributed, "mean_across_ranks", lambda value: value * 3)
+    torch.manual_seed(0)
+    loss = IdentityLoss("global", "ce", 8, 5, ALPHA, GAMMA, normalizer)
+    embeddings, pos = torch.randn(4, 8), positives([0, 0, 1, 1], [0, 1, 0, 1])
+    logits = loss.proxies(torch.nn.functional.normalize(embeddings, dim=1) * loss.scale)
+    summed = torch.nn.functional.cross_entropy(logits, pos.identities, reduction="sum")
+    assert loss(embeddings, pos).item() == pytest.approx(summed.item() / expected_norm, rel=1e-6)
+    with pytest.raises(ValueError, match="^normalizer="):
+        IdentityLoss("global", "ce", 8, 5, ALPHA, GAMMA, "rank")

@@ -40,6 +40,10 @@ SIZE_DIVISOR = 32
 # own positives, averaged; single images: one normaliser over the batch, as AdelaiDet's CondInst);
 # pair = one normaliser over both frames (frames weigh by their positives).
 LOSS_NORMALIZERS = ("per_frame", "pair")
+# model.bn_batches: per_position = the network runs once on the key frames and once on the reference
+# frames (public code), so train-mode BatchNorm normalises B frames per call and updates its running
+# statistics twice per step; joint = one batch of 2B frames.
+BN_BATCHES = ("per_position", "joint")
 
 
 def _frames(out: HeadOutputs, group: slice) -> HeadOutputs:
@@ -61,6 +65,9 @@ class CrossVIS(nn.Module):
             raise ArgumentError(
                 "loss_normalizer", f": expected one of {LOSS_NORMALIZERS}, got {self.loss_normalizer!r}"
             )
+        self.bn_batches = cfg.get("bn_batches", "per_position")
+        if self.bn_batches not in BN_BATCHES:
+            raise ArgumentError("bn_batches", f"={self.bn_batches!r}: expected one of {BN_BATCHES}")
         self.upsample_mode = str(cfg.get("upsample", "aligned_bilinear"))
         if self.upsample_mode not in UPSAMPLE_MODES:
             raise ArgumentError("upsample", f"={self.upsample_mode!r}: expected one of {UPSAMPLE_MODES}")
@@ -111,6 +118,7 @@ class CrossVIS(nn.Module):
                 num_identities,
                 cfg.fcos.focal_alpha,
                 cfg.fcos.focal_gamma,
+                cfg.embedding.get("normalizer", "local"),
             )
 
     def _dense(
@@ -126,12 +134,33 @@ class CrossVIS(nn.Module):
         embeddings = self.embedding(feats) if self.embedding is not None else None
         return locations, self.head(feats), self.mask_branch(feats), embeddings
 
+    def _dense_frames(
+        self, images: Tensor, image_sizes: Tensor
+    ) -> tuple[PyramidLocations, HeadOutputs, Tensor, Tensor | None]:
+        """:meth:`_dense` of ``images [B, k, 3, H, W]``, outputs flattened frame-major (frame b·k + i).
+
+        ``bn_batches=per_position``: one call per position i (key frames first), as the public code.
+        """
+        if self.bn_batches == "joint" or images.shape[1] == 1:
+            return self._dense(images.flatten(0, 1), image_sizes.flatten(0, 1))
+        calls = [self._dense(images[:, i], image_sizes[:, i]) for i in range(images.shape[1])]
+        locations = calls[0][0]
+
+        def interleave(parts: list[Tensor]) -> Tensor:
+            return torch.stack(parts, dim=1).flatten(0, 1)
+
+        out = HeadOutputs(
+            **{f.name: interleave([getattr(c[1], f.name) for c in calls]) for f in dataclasses.fields(HeadOutputs)}
+        )
+        embeddings = None if calls[0][3] is None else interleave([c[3] for c in calls])
+        return locations, out, interleave([c[2] for c in calls]), embeddings
+
     def forward_train(
         self, images: Tensor, image_sizes: Tensor, targets: list[list[dict[str, Tensor]]]
     ) -> dict[str, Tensor]:
         """Losses of a batch of frame pairs (index 0 = key frame t, 1 = reference frame t+δ).
 
-        Both frames go through the network as one batch of 2B. L_det and L_seg are computed for the
+        The network runs per frame position (``bn_batches``, see :meth:`_dense_frames`). L_det and L_seg are computed for the
         key frames and for the reference frames, each with its own normaliser, and averaged (public
         code; ``model.loss_normalizer=pair``: one normaliser over all 2B frames). Single images have
         one frame each, so either way one normaliser covers the batch (AdelaiDet's CondInst). Padding is
@@ -158,7 +187,7 @@ class CrossVIS(nn.Module):
             )
         cfg = self.cfg
         frames = [t for pair in targets for t in pair]  # frame 2b = key, 2b+1 = reference
-        locations, out, mask_feats, embeddings = self._dense(images.flatten(0, 1), image_sizes.flatten(0, 1))
+        locations, out, mask_feats, embeddings = self._dense_frames(images, image_sizes)
         labels, reg_targets, positives = build_targets(
             locations, frames, self.num_classes, list(cfg.fcos.sizes_of_interest), cfg.fcos.center_sampling_radius
         )

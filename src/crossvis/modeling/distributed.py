@@ -16,7 +16,8 @@ def mean_across_ranks(value: Tensor) -> Tensor:
     return value / dist.get_world_size()
 
 
-def positive_normalizer(count: int | Tensor, device: torch.device) -> Tensor:
-    """Number of positives averaged over ranks, at least 1 (so empty batches give a zero loss)."""
-    total = mean_across_ranks(torch.as_tensor(count, dtype=torch.float32, device=device))
-    return total.clamp(min=1.0)
+def positive_normalizer(count: int | Tensor, device: torch.device, across_ranks: bool = True) -> Tensor:
+    """Number of positives, averaged over ranks unless ``across_ranks`` is false (this rank's own
+    count), at least 1 (so empty batches give a zero loss)."""
+    total = torch.as_tensor(count, dtype=torch.float32, device=device)
+    return (mean_across_ranks(total) if across_ranks else total).clamp(min=1.0)

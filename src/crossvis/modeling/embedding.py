@@ -22,6 +22,7 @@ from crossvis.modeling.types import Positives, flatten_levels
 
 EMBEDDING_TYPES = ("global", "pairwise")
 EMBEDDING_LOSSES = ("focal", "ce")
+IDENTITY_NORMALIZERS = ("local", "all_reduce")
 
 
 def cosine_logit_scale(num_classes: Tensor | int) -> Tensor:
@@ -54,15 +55,29 @@ class EmbeddingHead(nn.Module):
 class IdentityLoss(nn.Module):
     """L_id for the four Table-7 variants: {global, pairwise} × {focal, ce}."""
 
-    def __init__(self, kind: str, loss: str, dim: int, num_identities: int, alpha: float, gamma: float) -> None:
+    def __init__(
+        self,
+        kind: str,
+        loss: str,
+        dim: int,
+        num_identities: int,
+        alpha: float,
+        gamma: float,
+        normalizer: str = "local",
+    ) -> None:
+        """``normalizer``: ``local`` divides by this process's positives (public code), ``all_reduce`` by
+        their mean over the ranks (as the detection losses)."""
         super().__init__()
         if kind not in EMBEDDING_TYPES:
             raise ArgumentError("kind", f"={kind!r}: expected one of {EMBEDDING_TYPES}")
         if loss not in EMBEDDING_LOSSES:
             raise ArgumentError("loss", f"={loss!r}: expected one of {EMBEDDING_LOSSES}")
+        if normalizer not in IDENTITY_NORMALIZERS:
+            raise ArgumentError("normalizer", f"={normalizer!r}: expected one of {IDENTITY_NORMALIZERS}")
         if kind == "global" and num_identities < 1:
             raise ValueError(f"num_identities={num_identities}: the global embedding needs at least one identity")
         self.kind, self.loss, self.alpha, self.gamma = kind, loss, alpha, gamma
+        self.across_ranks = normalizer == "all_reduce"
         if kind == "global":
             self.proxies = nn.Linear(dim, num_identities)  # rows w_1..w_M (Eq. 11)
             nn.init.normal_(self.proxies.weight, std=0.01)
@@ -76,8 +91,8 @@ class IdentityLoss(nn.Module):
         return self._pairwise(embeddings, positives)
 
     def _classify(self, logits: Tensor, target: Tensor, valid: Tensor | None, count: int) -> Tensor:
-        """Sum of CE or focal over rows / #rows (all-reduced); ``valid`` masks out absent classes."""
-        norm = positive_normalizer(count, logits.device)
+        """Sum of CE or focal over rows / #rows; ``valid`` masks out absent classes."""
+        norm = positive_normalizer(count, logits.device, self.across_ranks)
         if self.loss == "ce":
             if valid is not None:
                 logits = logits.masked_fill(~valid, float("-inf"))
