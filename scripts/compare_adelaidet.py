@@ -207,30 +207,39 @@ def compare_losses(
 
 
 def compare_gradients(
-    ref: dict[str, np.ndarray], ours: dict[str, np.ndarray], tolerance: float = GRADIENT_TOLERANCE
+    ref: dict[str, np.ndarray],
+    ours: dict[str, np.ndarray],
+    tolerance: float = GRADIENT_TOLERANCE,
+    zero_norm: float = 0.0,
 ) -> dict:
     """Per-parameter gradients (same key names on both sides): relative norm of the difference.
 
-    ``rel_diff = ||ours − ref|| / ||ref||`` (the absolute norm when ``ref`` is all zero). ``ok``
-    needs the same set of parameters with gradients on both sides, equal shapes, and every
-    ``rel_diff`` within ``tolerance``; ``worst`` names the parameter with the largest one.
+    ``rel_diff = ||ours − ref|| / ||ref||``; the absolute norm when ``||ref|| <= zero_norm`` (listed
+    in ``absolute``): an all-zero reference, or with ``zero_norm`` > 0 one that is zero up to
+    rounding (a conv bias in front of train-mode BatchNorm, whose batch mean removes any constant
+    shift), where a ratio of two rounding errors would mean nothing. ``ok`` needs the same set of
+    parameters with gradients on both sides, equal shapes, and every ``rel_diff`` within
+    ``tolerance``; ``worst`` names the parameter with the largest one.
     """
     only_ref, only_ours = sorted(set(ref) - set(ours)), sorted(set(ours) - set(ref))
     shared = sorted(set(ref) & set(ours))
     misshapen = [k for k in shared if np.shape(ref[k]) != np.shape(ours[k])]
-    diffs = {}
+    diffs, absolute = {}, []
     for key in shared:
         if key in misshapen:
             continue
         r, o = np.asarray(ref[key], np.float64), np.asarray(ours[key], np.float64)
-        norm = np.linalg.norm(r)
-        diffs[key] = float(np.linalg.norm(o - r) / norm if norm else np.linalg.norm(o - r))
+        norm, diff = np.linalg.norm(r), np.linalg.norm(o - r)
+        if norm <= zero_norm:
+            absolute.append(key)
+        diffs[key] = float(diff if norm <= zero_norm else diff / norm)
     worst = max(diffs, key=diffs.get, default=None)
     report = {
         "compared": len(diffs),
         "only_reference": only_ref,
         "only_ours": only_ours,
         "misshapen": misshapen,
+        "absolute": absolute,
         "max_rel_diff": diffs[worst] if worst else 0.0,
         "worst": worst,
     }
