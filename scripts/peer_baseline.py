@@ -35,8 +35,8 @@ from crossvis.data.transforms import load_frame_rgb, preprocess_for_inference
 from crossvis.evaluation.frame_ap import FrameDetections, format_frame_table, frame_ap
 from crossvis.evaluation.metric import evaluate, format_table
 from crossvis.evaluation.results import write_results_json
-from crossvis.lightning_module import warmup_step_schedule
 from crossvis.rle import encode_masks
+from crossvis.schedule import Schedule, WarmupMultiStepLR
 
 
 def build_model(num_classes: int, channels: int, size: tuple[int, int]) -> MaskRCNN:
@@ -149,8 +149,16 @@ def track_split(model: MaskRCNN, datamodule: VISDataModule, cfg: DictConfig) -> 
 def train(model: MaskRCNN, datamodule: VISDataModule, cfg: DictConfig) -> list[dict]:
     """``cfg.steps`` AdamW steps on the frame-pair loader; returns the logged losses."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    schedule = warmup_step_schedule(cfg.steps, cfg.warmup_iters, cfg.warmup_factor, list(cfg.decay_at), cfg.gamma)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    schedule = Schedule(
+        lr=cfg.lr,
+        total_steps=cfg.steps,
+        milestones=tuple(round(f * cfg.steps) for f in cfg.decay_at),
+        warmup_iters=cfg.warmup_iters,
+        warmup_factor=cfg.warmup_factor,
+        gamma=cfg.gamma,
+        global_batch=cfg.frames_per_step,
+    )
+    scheduler = WarmupMultiStepLR(optimizer, schedule)
     step, epoch, log = 0, 0, []
     loader = datamodule.train_dataloader()
     model.train()

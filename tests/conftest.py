@@ -36,7 +36,8 @@ def trained_run(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) 
             run_dir,
             "trainer.max_steps=80",
             "optim.name=adamw",
-            "optim.base_lr=0.016",
+            "optim.base_lr=0.002",
+            "optim.base_batch_size=2",  # the tests' own batch: 10 warm-up steps at LR 0.002
             "optim.warmup_iters=10",
         ),
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 
 import pytest
@@ -109,3 +110,20 @@ def test_resume_from_a_foreign_or_corrupt_checkpoint_fails_before_training(synth
         assert proc.returncode == 1 and "Traceback" not in proc.stderr
         assert proc.stderr.strip().splitlines()[-1].startswith("error: ") and expected in proc.stderr
         assert not (run_dir / "checkpoints").exists() and not (run_dir / "csv").exists()
+
+
+def test_run_length_and_lr_follow_the_composed_optim_schedule(synthetic_root, tmp_path):
+    """No trainer.max_steps: the optim schedule sets the length; at 2 pairs a step (data.batch_size=2, one
+    process), a schedule stated at 1 pair runs half its iterations at twice its LR, and the run prints it."""
+    schedule = ["optim.base_batch_size=1", "optim.base_lr=0.01", "optim.length=6", "optim.steps=[4]"]
+    proc = run_module(
+        "crossvis.train",
+        *train_args(synthetic_root, tmp_path, "trainer.limit_val_batches=0", *schedule, "optim.warmup_iters=2"),
+    )
+    assert "LR schedule: global batch 2 pairs, LR 0.02, 3 iterations, x0.1 at 2, linear warm-up over 1 iterations" in (
+        proc.stdout + proc.stderr
+    )
+    with open(tmp_path / "csv" / "metrics.csv") as f:
+        lrs = [float(row["train/lr"]) for row in csv.DictReader(f) if row.get("train/lr")]
+    assert lrs == pytest.approx([0.02 * 0.001, 0.02, 0.002])
+    assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 3

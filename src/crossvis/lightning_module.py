@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import bisect
+import math
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +12,7 @@ import torch
 import torch.distributed as dist
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import WandbLogger
+from pytorch_lightning.utilities import rank_zero_info
 from torch import nn
 
 from crossvis.errors import config_keys
@@ -20,6 +21,7 @@ from crossvis.evaluation.metric import evaluate as evaluate_results
 from crossvis.inference import VideoInference
 from crossvis.io import write_json_atomic
 from crossvis.modeling.crossvis import CrossVIS
+from crossvis.schedule import Schedule, WarmupMultiStepLR, global_batch, resolve_schedule
 from crossvis.visualize import draw_tracks
 
 LOSS_NAMES = ("loss_cls", "loss_box", "loss_ctr", "loss_mask", "loss_cross", "loss_id")
@@ -107,6 +109,7 @@ class CrossVISModule(pl.LightningModule):
         self._previews: list[np.ndarray] = []
         self.last_validated_step: int | None = None
         self._pair_counts: dict[str, int] = {}  # training pairs seen per source (video / coco)
+        self.schedule: Schedule | None = None  # set by configure_optimizers
 
     # ----------------------------------------------------------------------------- inference
     # ------------------------------------------------------------------------------ training
@@ -128,15 +131,16 @@ class CrossVISModule(pl.LightningModule):
         return total
 
     def on_train_start(self) -> None:
+        rank_zero_info(self.schedule.describe())
         # On resume Lightning restores the optimiser's learning rates as the interrupted run saved
-        # them, i.e. from that run's schedule (which depends on its trainer.max_steps). Re-apply this
-        # run's schedule at the restored step, so step, scheduler and logged LR agree from the start.
+        # them, i.e. from that run's schedule. Re-apply this run's schedule at the restored step, so
+        # step, scheduler and logged LR agree from the start.
         scheduler = self.lr_schedulers()
-        if self.global_step == 0 or not isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
+        if self.global_step == 0 or not isinstance(scheduler, WarmupMultiStepLR):
             return
         scheduler.last_epoch = self.global_step  # the schedule counts optimiser steps
-        for group, base_lr, factor in zip(scheduler.optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
-            group["lr"] = base_lr * factor(self.global_step)
+        for group in scheduler.optimizer.param_groups:
+            group["lr"] = self.schedule.lr_at(self.global_step)
 
     # ---------------------------------------------------------------------------- validation
     def _still_images(self) -> bool:
@@ -200,20 +204,18 @@ class CrossVISModule(pl.LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         optim = self.cfg.optim
         trainer = self.trainer
-        global_batch = self.cfg.data.batch_size * trainer.world_size * trainer.accumulate_grad_batches
-        lr = optim.base_lr * global_batch / optim.base_batch_size  # linear scaling rule
+        steps = trainer.estimated_stepping_batches  # inf when neither max_steps nor max_epochs is set
+        total_steps = None if math.isinf(steps) else int(steps)
+        self.schedule = resolve_schedule(optim, global_batch(self.cfg.data.batch_size, trainer), total_steps)
         params = param_groups(self.model, optim.weight_decay)
+        lr = self.schedule.lr
         if optim.name == "sgd":  # the paper's optimiser
             optimizer = torch.optim.SGD(params, lr=lr, momentum=optim.momentum, weight_decay=optim.weight_decay)
         elif optim.name == "adamw":  # converges faster from scratch: used by the CPU demo
             optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=optim.weight_decay)
         else:
             raise ValueError(f"optim.name: expected 'sgd' or 'adamw', got {optim.name!r}")
-        total_steps = int(trainer.estimated_stepping_batches)
-        schedule = warmup_step_schedule(
-            total_steps, optim.warmup_iters, optim.warmup_factor, list(optim.decay_at), optim.gamma
-        )
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        scheduler = WarmupMultiStepLR(optimizer, self.schedule)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
@@ -232,22 +234,6 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
                 seen.add(id(param))
                 (no_decay if isinstance(module, NORM_TYPES) else decay).append(param)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def warmup_step_schedule(
-    total_steps: int, warmup_iters: int, warmup_factor: float, decay_at: list[float], gamma: float
-):
-    """LR multiplier per step: linear warm-up, then ×gamma at each fraction of training in decay_at."""
-    milestones = sorted(round(f * total_steps) for f in decay_at)
-
-    def factor(step: int) -> float:
-        warmup = 1.0
-        if step < warmup_iters:
-            alpha = step / warmup_iters
-            warmup = warmup_factor * (1 - alpha) + alpha
-        return warmup * gamma ** bisect.bisect_right(milestones, step)
-
-    return factor
 
 
 def gather_objects(items: list) -> list:

@@ -19,6 +19,7 @@ from crossvis.errors import config_keys
 from crossvis.evaluation.splits import evaluate_split
 from crossvis.io import write_json_atomic
 from crossvis.lightning_module import MODEL_CONFIG_KEYS, CrossVISModule
+from crossvis.schedule import set_training_length
 from crossvis.training_checkpoints import (
     AtomicCheckpointIO,
     LastCheckpoint,
@@ -118,6 +119,7 @@ def train(cfg: DictConfig) -> tuple[pl.Trainer, CrossVISModule, Path]:
         plugins=[AtomicCheckpointIO()],
         default_root_dir=str(output_dir),
     )
+    set_training_length(trainer, cfg.optim, cfg.data.batch_size)
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.resume)
     if has_ground_truth and module.last_validated_step != trainer.global_step:
         trainer.validate(module, datamodule=datamodule)  # runs stopped by max_steps mid-epoch

@@ -14,8 +14,9 @@ from crossvis.data.datamodule import collate_pairs
 from crossvis.data.pseudo_pairs import StillTransform
 from crossvis.data.transforms import FrameSample
 from crossvis.inference import VideoInference
-from crossvis.lightning_module import CrossVISModule, warmup_step_schedule
+from crossvis.lightning_module import CrossVISModule
 from crossvis.modeling.crossvis import CrossVIS
+from crossvis.schedule import resolve_schedule
 
 from helpers import TINY
 
@@ -39,12 +40,12 @@ def compose_default_scale() -> float:
 def test_coco_condinst_recipe() -> None:
     """AdelaiDet MS R-50 1x: 90k iterations, LR 0.01 at 16 images, x0.1 at 60k and 80k, warm-up 1000."""
     cfg = train_cfg("experiment=coco_condinst")
-    assert cfg.data.format == "coco" and cfg.trainer.max_steps == 90000
+    assert cfg.data.format == "coco" and cfg.trainer.max_steps == -1  # the length is the schedule's
     assert cfg.optim.base_lr == 0.01 and cfg.optim.base_batch_size == 16 and cfg.optim.warmup_iters == 1000
-    optim = cfg.optim
-    schedule = warmup_step_schedule(90000, optim.warmup_iters, optim.warmup_factor, list(optim.decay_at), 0.1)
-    assert [schedule(s) for s in (1000, 59999, 60000, 79999, 80000, 89999)] == pytest.approx(
-        [1.0, 1.0, 0.1, 0.1, 0.01, 0.01]
+    schedule = resolve_schedule(cfg.optim, global_batch=16)
+    assert schedule.total_steps == 90000
+    assert [schedule.lr_at(s) for s in (1000, 59999, 60000, 79999, 80000, 89999)] == pytest.approx(
+        [0.01, 0.01, 0.001, 0.001, 0.0001, 0.0001]
     )
     with initialize_config_dir(config_dir=str(CONF), version_base=None):
         full = compose("train", overrides=["experiment=coco_condinst"])

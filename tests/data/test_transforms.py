@@ -134,7 +134,7 @@ def test_instances_with_vanished_masks_are_dropped_per_frame() -> None:
     image = np.zeros((40, 80, 3), np.uint8)
     masks = np.zeros((2, 40, 80), bool)
     masks[0, 10:20, 10:30] = True
-    masks[1, 5, 5] = True  # a single pixel on an odd row: nearest-neighbour halving drops it
+    masks[1, 4, 4] = True  # a single pixel on an even row: Pillow's nearest-neighbour halving keeps odd rows
     key = FrameSample(image, masks, np.array([0, 1]), np.array([10, 11]))
     ref = FrameSample(image, masks[:1], np.array([0]), np.array([10]))
     out_key, out_ref = PairTransform(short=20, max_size=40, flip_prob=0.0)(key, ref, np.random.default_rng(0))
@@ -188,3 +188,22 @@ def test_preprocess_for_inference() -> None:
     out = preprocess_for_inference(image, 360, 640)
     assert out.shape == (3, 360, 640) and out.dtype == torch.float32
     assert torch.all(out == 7.0)  # 0..255 range, not normalised
+
+
+@pytest.mark.parametrize("flip_prob", [0.0, 1.0])
+def test_training_resize_uses_detectron2s_kernels_then_flips(flip_prob: float) -> None:
+    """The training pair goes through the inference resize (Pillow BILINEAR, see the test above: [10, 60])
+    and masks through Pillow NEAREST, then the flip. Shrinking columns [0, 1, 1, 0] of a mask to 2,
+    Pillow's NEAREST samples the source pixel under each output centre, floor((x + 0.5) * 2) = 1, 3 →
+    [1, 0]; cv2's INTER_NEAREST samples floor(x * 2) = 0, 2 → [0, 1]."""
+    image = np.tile(np.array([0, 0, 70, 70], np.uint8)[None, :, None], (4, 1, 3))
+    masks = np.tile(np.array([False, True, True, False])[None, None, :], (1, 4, 1))
+    frame = FrameSample(image, masks, np.array([1]), np.array([0]), np.array([[1.0, 0, 3, 4]]))
+    key, ref = PairTransform(short=2, max_size=2, flip_prob=flip_prob)(frame, frame, np.random.default_rng(0))
+    image_row, mask_row = [10, 60], [True, False]
+    if flip_prob:
+        image_row, mask_row = image_row[::-1], mask_row[::-1]
+    for sample in (key, ref):
+        assert sample.image[:, :, 0].tolist() == [image_row] * 2
+        assert sample.masks[0].tolist() == [mask_row] * 2
+        assert sample.boxes.tolist() == [[0.5, 0, 1.5, 2]]  # [1, 0, 3, 4] x 0.5; flipped: 2 - x → the same box

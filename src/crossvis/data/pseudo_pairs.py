@@ -1,8 +1,8 @@
 """Training items from still images: one view (the CondInst COCO stage) or a pseudo-video pair.
 
 A pseudo-pair is two views of one image: the image is resized (short side drawn from
-``shorts``, long side at most ``max_size``, detectron2's ``ResizeShortestEdge`` "choice") and
-flipped once, then each view is scaled by U(1−scale, 1+scale) and shifted by U(−shift, shift)
+``shorts``, long side at most ``max_size``, detectron2's ``ResizeShortestEdge`` "choice", with its
+kernels: ``transforms.resize_sample``) and flipped once, then each view is scaled by U(1−scale, 1+scale) and shifted by U(−shift, shift)
 of the image size on a canvas of the resized size, so what leaves the canvas is cropped
 (albumentations ``Affine``; uncovered pixels are 0). Instances keep their identity in both
 views, so crossover (Eq. 6–7) and the pair-wise embedding (Eq. 9–10) see an instance "move"
@@ -22,12 +22,12 @@ import torch
 from torch.utils.data import Dataset
 
 from crossvis.data.coco import COCODataset
-from crossvis.data.transforms import FrameSample, _drop_empty, mask_boxes, resized_shape
+from crossvis.data.transforms import FrameSample, _drop_empty, mask_boxes, resize_sample, resized_shape
 
 
-@functools.lru_cache(maxsize=64)
-def _resize_flip(height: int, width: int, flip_prob: float) -> A.Compose:
-    return A.Compose([A.Resize(height, width, interpolation=cv2.INTER_LINEAR), A.HorizontalFlip(p=flip_prob)])
+@functools.lru_cache(maxsize=4)
+def _flip(flip_prob: float) -> A.Compose:
+    return A.Compose([A.HorizontalFlip(p=flip_prob)])
 
 
 @functools.lru_cache(maxsize=8)
@@ -90,7 +90,7 @@ class StillTransform:
     def __call__(self, sample: FrameSample, rng: np.random.Generator) -> list[FrameSample]:
         short = self.shorts[int(rng.integers(len(self.shorts)))]
         h, w = resized_shape(sample.image.shape[0], sample.image.shape[1], short, self.max_size)
-        base = _apply(_resize_flip(h, w, self.flip_prob), sample, rng)
+        base = _apply(_flip(self.flip_prob), resize_sample(sample, (h, w)), rng)
         if self.views == 1:
             return [base]
         return [_apply(_jitter(self.scale, self.shift), base, rng) for _ in range(self.views)]

@@ -1,9 +1,11 @@
 """Frame loading, resizing and the pair augmentation.
 
-Both frames of a training pair go through one albumentations call (the reference frame is an
-additional target), so they always share the scale and the flip: the crossover loss applies
-filters from one frame to the other frame's features and needs the two frames to be geometrically
-consistent. Boxes are transformed with the image (albumentations ``pascal_voc`` boxes): the json
+Training and inference resize with detectron2's ``ResizeTransform`` kernels (:func:`resize_sample`:
+Pillow BILINEAR for images, Pillow NEAREST for masks); training then flips. Both frames of a
+training pair share the scale and one albumentations flip call (the reference frame is an
+additional target), so they are always geometrically consistent: the crossover loss applies
+filters from one frame to the other frame's features. Boxes are transformed with the image (scaled,
+then flipped and clipped as albumentations ``pascal_voc`` boxes): the json
 ``bboxes`` where the reader found them, as the public code does, else the mask's box in the same
 convention (x2 = x + w, one past the last covered pixel).
 
@@ -21,7 +23,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import albumentations as A
-import cv2
 import numpy as np
 import torch
 from PIL import Image
@@ -81,15 +82,36 @@ def load_frame_rgb(
     return rgb
 
 
-def preprocess_for_inference(image_rgb: np.ndarray, short: int, max_size: int) -> torch.Tensor:
-    """detectron2's test-time ``ResizeShortestEdge`` → float32 (3, h, w) RGB in 0..255, unpadded.
+def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """uint8 (H, W, 3) → (h, w, 3) as detectron2's ``ResizeTransform.apply_image``: Pillow BILINEAR.
 
-    Pillow's bilinear resize on uint8 frames, as detectron2's ``ResizeTransform`` (the CondInst /
-    CrossVIS test path): when shrinking it averages over the whole footprint (antialiasing), which
-    ``cv2.INTER_LINEAR`` does not; on a real frame that difference moves about 10 of 100 detections.
+    When shrinking, Pillow averages over the whole footprint (antialiasing), which ``cv2.INTER_LINEAR``
+    does not; on a real frame that difference moves about 10 of 100 detections.
     """
-    h, w = resized_shape(image_rgb.shape[0], image_rgb.shape[1], short, max_size)
-    resized = np.asarray(Image.fromarray(image_rgb).resize((w, h), Image.BILINEAR))
+    h, w = size
+    return np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR))
+
+
+def resize_masks(masks: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """bool (N, H, W) → (N, h, w) as detectron2's ``apply_segmentation``: Pillow NEAREST per mask."""
+    h, w = size
+    out = [np.asarray(Image.fromarray(m.astype(np.uint8)).resize((w, h), Image.NEAREST)) for m in masks]
+    return np.stack(out).astype(bool) if out else np.zeros((0, h, w), bool)
+
+
+def resize_sample(sample: FrameSample, size: tuple[int, int]) -> FrameSample:
+    """A frame and its instances at ``size`` (h, w): image, masks, and boxes scaled per axis (``apply_box``)."""
+    h, w = size
+    scale = np.array([w / sample.image.shape[1], h / sample.image.shape[0]] * 2)
+    boxes = (sample.boxes * scale).astype(np.float32)
+    return FrameSample(
+        resize_image(sample.image, size), resize_masks(sample.masks, size), sample.labels, sample.identities, boxes
+    )
+
+
+def preprocess_for_inference(image_rgb: np.ndarray, short: int, max_size: int) -> torch.Tensor:
+    """detectron2's test-time ``ResizeShortestEdge`` (:func:`resize_image`) → float32 (3, h, w) RGB in 0..255, unpadded."""
+    resized = resize_image(image_rgb, resized_shape(image_rgb.shape[0], image_rgb.shape[1], short, max_size))
     return torch.from_numpy(np.ascontiguousarray(resized.transpose(2, 0, 1))).float()
 
 
@@ -126,12 +148,10 @@ class FrameSample:
         }
 
 
-@functools.lru_cache(maxsize=64)
-def _pipeline(height: int, width: int, flip_prob: float) -> A.Compose:
-    # Built per output size: the size depends on the video and the chosen scale; few distinct
-    # (video size, scale) combinations are live at a time, so an LRU cache keeps this cheap.
+@functools.lru_cache(maxsize=4)
+def _flip(flip_prob: float) -> A.Compose:
     return A.Compose(
-        [A.Resize(height, width, interpolation=cv2.INTER_LINEAR), A.HorizontalFlip(p=flip_prob)],
+        [A.HorizontalFlip(p=flip_prob)],
         bbox_params=A.BboxParams(format="pascal_voc", label_fields=["box_index"], clip=True),
         additional_targets={"image1": "image"},
     )
@@ -146,7 +166,7 @@ def scale_range(scales: Sequence[Sequence[int]]) -> tuple[tuple[int, int], tuple
 
 
 class PairTransform:
-    """Resize (optionally multi-scale) and flip a (key, reference) pair identically."""
+    """Resize (optionally multi-scale), then flip a (key, reference) pair identically."""
 
     def __init__(
         self,
@@ -174,7 +194,8 @@ class PairTransform:
             raise ValueError(f"pair frames differ in size: {key.image.shape} vs {ref.image.shape}")
         long_side, short_side = self.draw_scale(rng)
         h, w = resized_shape(key.image.shape[0], key.image.shape[1], short_side, long_side)
-        pipeline = _pipeline(h, w, self.flip_prob)
+        key, ref = resize_sample(key, (h, w)), resize_sample(ref, (h, w))
+        pipeline = _flip(self.flip_prob)
         pipeline.set_random_seed(int(rng.integers(2**31)))
         n_key, n_all = len(key.masks), len(key.masks) + len(ref.masks)
         inputs = {
