@@ -16,15 +16,17 @@
 gives them: BGR uint8 CHW images, ``Instances`` with boxes, classes, ``BitMasks``, the 1-based
 annotation ``id`` and ``rel_ids``), in float32 and float64, saving the losses and the float64
 gradients; and detectron2's own ``WarmupMultiStepLR`` built from the fork's config
-(``build_lr_scheduler``), the LR of each of its ``MAX_ITER`` iterations. This process converts the
+(``build_lr_scheduler``), the LR of each of its ``MAX_ITER`` iterations (at 16 pairs; ``--lr-batch G``:
+scaled to G pairs by detectron2's ``auto_scale_workers``). This process converts the
 weights, builds our model with the paper defaults (:data:`FORK_OVERRIDES`), runs
 ``CrossVIS.forward_train`` on the same frames (RGB, zero-padded ``[2, 2, 3, H, W]``, identities
 ``id − 1``) and compares: every loss (:data:`FORK_LOSS_NAMES`) within a relative
 :data:`FORK_LOSS_TOLERANCE` in float64 (:data:`FLOAT32_LOSS_TOLERANCE` in float32, where the
 saturated random masks make the dice mostly rounding), every parameter gradient within
 :data:`FORK_GRADIENT_TOLERANCE` (float64, under the fork's names via the converter's key table), and
-``base_lr · factor(i)`` of our schedule against the fork's LR at every iteration: no difference at
-all (exact float equality). Neither side samples positives (:func:`positives_per_position` stays
+the LR of our training's scheduler (``crossvis.schedule``, stepped through the whole schedule of
+``conf/train.yaml`` for the same global batch) against the fork's at every iteration: no difference
+at all (exact float equality), and the same number of iterations. Neither side samples positives (:func:`positives_per_position` stays
 below the fork's ``MAX_PROPOSALS`` = 500 per frame position), so both see the same positives.
 
 Pinned crossover partners: each crossover query takes the positive of its identity in the partner
@@ -177,9 +179,10 @@ def positives_per_position(images, targets: list[list[dict]], cfg_model, num_cla
     return {"key": int((position == 0).sum()), "reference": int((position == 1).sum())}
 
 
-def compare_lr(ref: np.ndarray, ours: np.ndarray) -> dict:
+def compare_lr(ref: np.ndarray, ours: np.ndarray, marks: list[int] = ()) -> dict:
     """Two per-iteration LR sequences: ``ok`` only when they have one length and not one value differs
-    (exact float equality); ``first_difference`` is the first differing iteration (or None)."""
+    (exact float equality); ``first_difference`` is the first differing iteration (or None); ``lr_at``
+    shows the reference's LR at the iterations ``marks`` (e.g. either side of each step)."""
     ref, ours = np.asarray(ref, np.float64), np.asarray(ours, np.float64)
     n = min(len(ref), len(ours))
     differ = np.nonzero(ref[:n] != ours[:n])[0]
@@ -189,23 +192,54 @@ def compare_lr(ref: np.ndarray, ours: np.ndarray) -> dict:
         "differences": int(len(differ)) + abs(len(ref) - len(ours)),
         "first_difference": int(differ[0]) if len(differ) else (n if len(ref) != len(ours) else None),
         "max_abs_diff": float(np.abs(ref[:n] - ours[:n]).max(initial=0.0)),
-        "lr_at": {str(i): float(ref[i]) for i in (0, 500, 999, 1000, 14999, 15000, 20999, 21000, n - 1) if i < n},
+        "lr_at": {str(i): float(ref[i]) for i in sorted(set(marks)) if 0 <= i < n},
     }
     report["ok"] = report["differences"] == 0
     return report
 
 
-def our_lr_schedule(iterations: int, overrides: list[str]) -> np.ndarray:
-    """``base_lr · factor(i)`` of ``crossvis.lightning_module.warmup_step_schedule`` for i < ``iterations``, from
-    ``conf/train.yaml`` (global batch = ``optim.base_batch_size``: the linear scaling leaves the LR as is)."""
-    from crossvis.lightning_module import warmup_step_schedule
-    from crossvis.loading import compose_train_config
+def schedule_marks(solver: dict) -> list[int]:
+    """Iterations where a detectron2 solver's LR changes its rule: the first, either side of the
+    warm-up's end and of each step, the last."""
+    steps = [m for s in solver["STEPS"] for m in (s - 1, s)]
+    return [0, solver["WARMUP_ITERS"] - 1, solver["WARMUP_ITERS"], *steps, solver["MAX_ITER"] - 1]
 
-    optim = compose_train_config(overrides).optim
-    factor = warmup_step_schedule(
-        iterations, optim.warmup_iters, optim.warmup_factor, list(optim.decay_at), optim.gamma
-    )
-    return np.array([optim.base_lr * factor(i) for i in range(iterations)], np.float64)
+
+def stepped_lrs(optimizer, scheduler, iterations: int) -> np.ndarray:
+    """The LR of each of ``iterations`` iterations, read from the optimiser before each step, as training
+    runs (optimiser step, then scheduler step)."""
+    lrs = []
+    for _ in range(iterations):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    return np.array(lrs, np.float64)
+
+
+def our_lr_schedule(global_batch: int, overrides: list[str]) -> np.ndarray:
+    """Our LR at every iteration of ``conf/train.yaml``'s schedule for ``global_batch`` pairs: the training's own
+    ``crossvis.schedule.WarmupMultiStepLR`` on ``resolve_schedule``'s schedule, stepped to its end."""
+    import torch
+
+    from crossvis.loading import compose_train_config
+    from crossvis.schedule import WarmupMultiStepLR, resolve_schedule
+
+    schedule = resolve_schedule(compose_train_config(overrides).optim, global_batch)
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=schedule.lr)
+    return stepped_lrs(optimizer, WarmupMultiStepLR(optimizer, schedule), schedule.total_steps)
+
+
+def lr_report(ref_lrs: dict[int, np.ndarray], solvers: dict[str, dict], overrides: list[str]) -> dict:
+    """:func:`compare_lr` per global batch (``batch_G``: the fork's solver settings there, then the verdict)."""
+    report = {}
+    for batch, ref in ref_lrs.items():
+        solver = solvers[str(batch)]
+        report[f"batch_{batch}"] = {
+            "fork_solver": solver,
+            **compare_lr(ref, our_lr_schedule(batch, overrides), schedule_marks(solver)),
+        }
+    report["ok"] = all(part["ok"] for part in report.values())
+    return report
 
 
 def parity_verdict(report: dict) -> bool:
@@ -217,35 +251,41 @@ def parity_verdict(report: dict) -> bool:
 # ---------------------------------------------------------------- reference process (the fork) ----
 
 
-def detectron2_lr_schedule(cfg) -> np.ndarray:
-    """The LR of each of ``SOLVER.MAX_ITER`` iterations under detectron2's own scheduler for ``cfg``
-    (``build_lr_scheduler``: ``WarmupMultiStepLR``), read from the optimiser before each step."""
+def detectron2_lr_schedule(cfg, global_batch: int) -> tuple[np.ndarray, dict]:
+    """The LR of every iteration under detectron2's own scheduler for ``cfg`` (``build_lr_scheduler``:
+    ``WarmupMultiStepLR``) at ``global_batch`` pairs, and the solver settings it ran with.
+
+    Other batches than ``SOLVER.IMS_PER_BATCH`` go through detectron2's ``auto_scale_workers`` with
+    ``REFERENCE_WORLD_SIZE`` = ``IMS_PER_BATCH`` (one pair per worker), the rule ours follows.
+    """
     import torch
+    from detectron2.engine import DefaultTrainer
     from detectron2.solver import build_lr_scheduler
 
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.SOLVER.REFERENCE_WORLD_SIZE = cfg.SOLVER.IMS_PER_BATCH
+    cfg = DefaultTrainer.auto_scale_workers(cfg, global_batch)
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=cfg.SOLVER.BASE_LR, momentum=0.9)
-    scheduler = build_lr_scheduler(cfg, optimizer)
-    lrs = []
-    for _ in range(cfg.SOLVER.MAX_ITER):
-        lrs.append(optimizer.param_groups[0]["lr"])
-        optimizer.step()
-        scheduler.step()
-    return np.array(lrs, np.float64)
+    lrs = stepped_lrs(optimizer, build_lr_scheduler(cfg, optimizer), cfg.SOLVER.MAX_ITER)
+    keys = ("BASE_LR", "IMS_PER_BATCH", "MAX_ITER", "STEPS", "GAMMA", "WARMUP_FACTOR", "WARMUP_ITERS", "WARMUP_METHOD")
+    return lrs, {key: cfg.SOLVER[key] for key in keys}
 
 
 def run_reference(args: argparse.Namespace) -> None:
     """The fork's training step on :func:`synthetic_pair_batch` (``reference_losses.json``,
-    ``reference_grads.npz``) and its LR schedule (``reference_lr.npy``, ``reference_solver.json``)."""
+    ``reference_grads.npz``) and its LR schedule per ``--lr-batch`` (``reference_lr_{G}.npy``, ``reference_solvers.json``)."""
     cfg, model = build_reference(args)
     workdir = Path(args.workdir)
     training_mode(model, not args.running_bn)
     pairs = synthetic_pair_batch(args.seed)
     with pinned_fork_partners():
         save_reference_steps(model, lambda dtype: (fork_inputs(pairs, dtype),), workdir)
-    np.save(workdir / "reference_lr.npy", detectron2_lr_schedule(cfg))
-    solver = cfg.SOLVER
-    keys = ("BASE_LR", "IMS_PER_BATCH", "MAX_ITER", "STEPS", "GAMMA", "WARMUP_FACTOR", "WARMUP_ITERS", "WARMUP_METHOD")
-    (workdir / "reference_solver.json").write_text(json.dumps({key: solver[key] for key in keys}))
+    solvers = {}
+    for batch in args.lr_batch:
+        lrs, solvers[batch] = detectron2_lr_schedule(cfg, batch)
+        np.save(workdir / f"reference_lr_{batch}.npy", lrs)
+    (workdir / "reference_solvers.json").write_text(json.dumps(solvers))
 
 
 # ---------------------------------------------------------------------- this project's side ----
@@ -272,13 +312,13 @@ def main_parity(args: argparse.Namespace, argv: list[str]) -> int:
         ref = json.loads((workdir / "reference_losses.json").read_text())
         ours = run_ours(workdir, args.seed, args.override, not args.running_bn)
         ref_grads = dict(np.load(workdir / "reference_grads.npz"))
-        ref_lr = np.load(workdir / "reference_lr.npy")
-        solver = json.loads((workdir / "reference_solver.json").read_text())
+        ref_lrs = {batch: np.load(workdir / f"reference_lr_{batch}.npy") for batch in args.lr_batch}
+        solvers = json.loads((workdir / "reference_solvers.json").read_text())
     report = {
         "float32": compare_losses(ref["float32"], ours["float32"], FLOAT32_LOSS_TOLERANCE, FORK_LOSS_NAMES),
         "float64": compare_losses(ref["float64"], ours["float64"], FORK_LOSS_TOLERANCE, FORK_LOSS_NAMES),
         "float64_gradients": compare_gradients(ref_grads, ours["grads"], FORK_GRADIENT_TOLERANCE, ZERO_GRADIENT_NORM),
-        "lr": compare_lr(ref_lr, our_lr_schedule(len(ref_lr), args.override)),
+        "lr": lr_report(ref_lrs, solvers, args.override),
         "positives_per_position": ours["positives_per_position"],
     }
     report["no_sampling"] = max(report["positives_per_position"].values()) <= FORK_MAX_PROPOSALS
@@ -288,7 +328,6 @@ def main_parity(args: argparse.Namespace, argv: list[str]) -> int:
         cls_bias=args.cls_bias,
         batch_norm="running" if args.running_bn else "batch",
         overrides=[*FORK_OVERRIDES, *args.override],
-        fork_solver=solver,
     )
     report["ok"] = parity_verdict(report)
     print(json.dumps(report))
@@ -390,12 +429,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5, help="--time: timed steps of each model")
     parser.add_argument("--warmup", type=int, default=2, help="--time: untimed steps of each model first")
     parser.add_argument("--threads", type=int, default=1, help="--time: torch threads of both models")
+    parser.add_argument(
+        "--lr-batch",
+        type=int,
+        action="append",
+        help="global batch (pairs) of the LR check, repeatable (default 16: the fork's 23000 iterations)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cls-bias", type=float, default=0.0, help="class-logit bias of the random weights")
     parser.add_argument("--workdir", help="where the checkpoints and results go (default: a temporary folder)")
     parser.add_argument("--reference-only", action="store_true", help=argparse.SUPPRESS)  # the reference process
     parser.set_defaults(short=360, max_size=640)  # build_reference's test size (unused in training)
     args = parser.parse_args(argv)
+    args.lr_batch = args.lr_batch or [16]
     if args.reference_only:
         (run_timing if args.time else run_reference)(args)
         return 0

@@ -33,6 +33,7 @@ from compare_crossvis_fork import (  # noqa: E402
     parity_verdict,
     pinned_partners,
     positives_per_position,
+    schedule_marks,
     synthetic_pair_batch,
 )
 
@@ -108,20 +109,23 @@ def test_pinned_partners_patch_only_the_crossover_and_only_inside() -> None:
     assert crossover.sample_per_group is original
 
 
-def _detectron2_lr(i: int) -> float:
-    """detectron2 9eb4831's WarmupMultiStepLR(milestones=(15000, 21000), gamma 0.1, factor 0.001, 1000 linear)."""
+def _detectron2_lr(i: int, batch: int = 16) -> float:
+    """detectron2 9eb4831's WarmupMultiStepLR for R_50_1x.yaml (steps 15000, 21000, gamma 0.1, warm-up 1000
+    linear from 0.001, LR 0.005 at 16 pairs), after auto_scale_workers to ``batch`` pairs."""
+    scale = batch / 16
+    warmup_iters, steps = int(round(1000 / scale)), [int(round(s / scale)) for s in (15000, 21000)]
     warmup = 1.0
-    if i < 1000:
-        alpha = i / 1000
+    if i < warmup_iters:
+        alpha = i / warmup_iters
         warmup = 0.001 * (1 - alpha) + alpha
-    return 0.005 * warmup * 0.1 ** bisect.bisect_right([15000, 21000], i)
+    return 0.005 * scale * warmup * 0.1 ** bisect.bisect_right(steps, i)
 
 
 def test_compare_lr_counts_every_difference() -> None:
     ref = np.array([_detectron2_lr(i) for i in range(23000)])
-    report = compare_lr(ref, ref.copy())
+    report = compare_lr(ref, ref.copy(), [0, 15000, 15000, 99999])
     assert report["ok"] and report["differences"] == 0 and report["first_difference"] is None
-    assert report["lr_at"]["0"] == 5e-06 and report["lr_at"]["15000"] == 0.0005
+    assert report["lr_at"] == {"0": 5e-06, "15000": 0.0005}  # marks beyond the schedule are left out
     assert json.loads(json.dumps(report)) == report
     ours = ref.copy()
     ours[15000] = np.nextafter(ours[15000], 1.0)  # one ulp at one iteration: a difference
@@ -132,9 +136,16 @@ def test_compare_lr_counts_every_difference() -> None:
     assert not report["ok"] and report["differences"] == 1 and report["first_difference"] == 22999
 
 
-def test_our_lr_schedule_is_detectron2s_to_the_bit() -> None:
-    ours = our_lr_schedule(23000, [])
-    assert compare_lr(np.array([_detectron2_lr(i) for i in range(23000)]), ours)["ok"]
+def test_schedule_marks_bracket_every_change() -> None:
+    solver = {"WARMUP_ITERS": 1000, "STEPS": [15000, 21000], "MAX_ITER": 23000}
+    assert schedule_marks(solver) == [0, 999, 1000, 14999, 15000, 20999, 21000, 22999]
+
+
+@pytest.mark.parametrize("batch", [16, 6])
+def test_our_lr_schedule_is_detectron2s_to_the_bit(batch: int) -> None:
+    ours = our_lr_schedule(batch, [])
+    expected = {16: 23000, 6: 61333}[batch]  # 23000 / (6 / 16) rounded, as auto_scale_workers
+    assert compare_lr(np.array([_detectron2_lr(i, batch) for i in range(expected)]), ours)["ok"]
 
 
 def _report(**failed: bool) -> dict:
