@@ -190,5 +190,6 @@ def test_training_step_matches_the_fork(tmp_path: Path) -> None:
     )
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert result.returncode == 0 and report["ok"], report
-    assert report["lr"]["iterations"] == 23000 and report["lr"]["differences"] == 0
+    lr = report["lr"]["batch_16"]
+    assert lr["iterations"] == lr["our_iterations"] == 23000 and lr["differences"] == 0
     assert report["float64_gradients"]["compared"] > 100
