@@ -26,8 +26,9 @@ saturated random masks make the dice mostly rounding), every parameter gradient 
 :data:`FORK_GRADIENT_TOLERANCE` (float64, under the fork's names via the converter's key table), and
 the LR of our training's scheduler (``crossvis.schedule``, stepped through the whole schedule of
 ``conf/train.yaml`` for the same global batch) against the fork's at every iteration: no difference
-at all (exact float equality), and the same number of iterations. Neither side samples positives (:func:`positives_per_position` stays
-below the fork's ``MAX_PROPOSALS`` = 500 per frame position), so both see the same positives.
+at all (exact float equality), and the same number of iterations. Neither side samples positives
+(:func:`positives_per_position` stays below the fork's ``MAX_PROPOSALS`` = 500 per frame position),
+so both see the same positives.
 
 Pinned crossover partners: each crossover query takes the positive of its identity in the partner
 frame at one random candidate's location; the fork draws it with Python's ``random.randint`` over its
@@ -48,11 +49,14 @@ The last line printed is a JSON report; the exit code is 1 beyond tolerance.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 from unittest import mock
 
 import numpy as np
@@ -73,6 +77,9 @@ from compare_adelaidet import (
     save_reference_steps,
     training_mode,
 )
+
+if TYPE_CHECKING:  # torch is imported where it is used, as in compare_adelaidet.py
+    import torch
 
 FORK_CONFIG = "configs/CrossVIS/R_50_1x.yaml"
 FORK_IDENTITIES = 3774  # the fork's hard-coded nID
@@ -132,7 +139,7 @@ def fork_rel_ids(ids: np.ndarray, partner_ids: np.ndarray) -> np.ndarray:
     return np.array([partner.index(int(i)) if int(i) in partner else -1 for i in ids], np.int32)
 
 
-def fork_inputs(pairs: list[list[dict[str, np.ndarray]]], dtype) -> list[list[dict]]:
+def fork_inputs(pairs: list[list[dict[str, np.ndarray]]], dtype: torch.dtype) -> list[list[dict]]:
     """``batched_inputs`` of the fork's ``forward_train``: per pair ``[key, reference]`` detectron2 frames
     whose ``Instances`` also carry ``id`` and ``rel_ids`` (fresh tensors: the fork offsets ``rel_ids`` in place)."""
     return [
@@ -144,7 +151,7 @@ def fork_inputs(pairs: list[list[dict[str, np.ndarray]]], dtype) -> list[list[di
     ]
 
 
-def first_per_group(group, max_per_group: int):
+def first_per_group(group: torch.Tensor, max_per_group: int) -> torch.Tensor:
     """``sample_per_group`` without the randomness: the first ``max_per_group`` entries of each run of equal
     values of ``group`` (``crossover_loss`` passes its query index, grouped and candidates in order)."""
     import torch
@@ -155,14 +162,14 @@ def first_per_group(group, max_per_group: int):
     return torch.nonzero(rank < max_per_group)[:, 0]
 
 
-def pinned_partners():
+def pinned_partners() -> contextlib.AbstractContextManager:
     """Our crossover takes each query's first candidate (:func:`first_per_group`); this process only."""
     import crossvis.modeling.crossover as crossover
 
     return mock.patch.object(crossover, "sample_per_group", first_per_group)
 
 
-def pinned_fork_partners():
+def pinned_fork_partners() -> contextlib.AbstractContextManager:
     """The fork's crossover takes ``random.randint(a, b) = a``, its first candidate; the reference process only."""
     import types
 
@@ -170,7 +177,9 @@ def pinned_fork_partners():
     return mock.patch.object(fork, "random", types.SimpleNamespace(randint=lambda a, b: a))
 
 
-def positives_per_position(images, targets: list[list[dict]], cfg_model, num_classes: int) -> dict[str, int]:
+def positives_per_position(
+    images: torch.Tensor, targets: list[list[dict]], cfg_model, num_classes: int
+) -> dict[str, int]:
     """FCOS positives (our assignment) of all key frames and of all reference frames: the fork samples
     (``MAX_PROPOSALS``) per frame position, we per frame; below 500 per position neither does."""
     fcos = cfg_model.fcos
@@ -205,7 +214,9 @@ def schedule_marks(solver: dict) -> list[int]:
     return [0, solver["WARMUP_ITERS"] - 1, solver["WARMUP_ITERS"], *steps, solver["MAX_ITER"] - 1]
 
 
-def stepped_lrs(optimizer, scheduler, iterations: int) -> np.ndarray:
+def stepped_lrs(
+    optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler, iterations: int
+) -> np.ndarray:
     """The LR of each of ``iterations`` iterations, read from the optimiser before each step, as training
     runs (optimiser step, then scheduler step)."""
     lrs = []
@@ -274,7 +285,8 @@ def detectron2_lr_schedule(cfg, global_batch: int) -> tuple[np.ndarray, dict]:
 
 def run_reference(args: argparse.Namespace) -> None:
     """The fork's training step on :func:`synthetic_pair_batch` (``reference_losses.json``,
-    ``reference_grads.npz``) and its LR schedule per ``--lr-batch`` (``reference_lr_{G}.npy``, ``reference_solvers.json``)."""
+    ``reference_grads.npz``) and its LR schedule per ``--lr-batch`` (``reference_lr_{G}.npy``,
+    ``reference_solvers.json``)."""
     cfg, model = build_reference(args)
     workdir = Path(args.workdir)
     training_mode(model, not args.running_bn)
@@ -355,7 +367,7 @@ def interleaved_medians(
     return {name: float(np.median(values)) for name, values in times.items()}
 
 
-def sgd_step(model, forward: Callable[[], dict], optimizer) -> Callable[[], None]:
+def sgd_step(forward: Callable[[], dict], optimizer: torch.optim.Optimizer) -> Callable[[], None]:
     """One training step as detectron2's ``SimpleTrainer`` runs it: losses, their sum backward, SGD step."""
 
     def step() -> None:
@@ -389,8 +401,8 @@ def run_timing(args: argparse.Namespace) -> None:
         param_groups(ours, optim.weight_decay), lr=cfg.SOLVER.BASE_LR, momentum=optim.momentum
     )
     steps = {
-        "fork": sgd_step(fork, lambda: fork(next(fork_batches)), build_optimizer(cfg, fork)),
-        "ours": sgd_step(ours, lambda: ours.forward_train(images, sizes, targets), our_optimizer),
+        "fork": sgd_step(lambda: fork(next(fork_batches)), build_optimizer(cfg, fork)),
+        "ours": sgd_step(lambda: ours.forward_train(images, sizes, targets), our_optimizer),
     }
     medians = interleaved_medians(steps, args.rounds, args.warmup)
     (workdir / "timing.json").write_text(json.dumps({"median_s": medians, "threads": torch.get_num_threads()}))
@@ -398,7 +410,7 @@ def run_timing(args: argparse.Namespace) -> None:
 
 def main_timing(args: argparse.Namespace, argv: list[str]) -> int:
     """``--time``: the reference process runs both models (this project's ``src`` on its path too)."""
-    timed = argparse.Namespace(**{**vars(args), "reference_path": f"{args.reference_path}:{SRC}"})
+    timed = argparse.Namespace(**{**vars(args), "reference_path": f"{args.reference_path}{os.pathsep}{SRC}"})
     with reference_run(timed, argv, __file__, args.threads) as workdir:
         timing = json.loads((workdir / "timing.json").read_text())
     medians = timing["median_s"]
