@@ -44,7 +44,9 @@ normalisers in float32, so the float64 figures agree to about 1e-7..1e-5, not 1e
 ``--override KEY=VALUE`` adds Hydra overrides to our model (sanity checks of the comparison, e.g.
 ``model.feature_grad_scale=0.1``).
 Reference imports: ``adet._C`` (BezierAlign / DefROIAlign, text spotting only) and ``skimage``
-(BoxInst's training colour similarity) are stubbed; CondInst inference uses neither.
+(BoxInst's training colour similarity) are stubbed, and so is ``detectron2._C`` when detectron2 is an
+unbuilt source tree that imports it (:func:`_stub_unused_extensions`); CondInst uses none of them.
+``scripts/compare_crossvis_fork.py`` reuses these pieces for the CrossVIS fork's training.
 """
 
 from __future__ import annotations
