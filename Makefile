@@ -45,7 +45,7 @@ lint: install
 # The paper's tables as Hydra multi-runs into SWEEP_DIR (default multirun/tableN/<date>), then
 # collected into the paper's layout (local AP on the held-out training videos; OFFICIAL=scores.csv
 # adds the server's scores). ARGS adds overrides, e.g. a CPU smoke run:
-#   make table6 ARGS="data=synthetic data.root=DIR model=cpu trainer.max_steps=20"
+#   make table6 ARGS="data=synthetic data.root=DIR model=cpu model/backbone=regnetx_002 model.init_from=null trainer.max_steps=20"
 NOW       := $(shell date +%Y-%m-%d_%H-%M-%S)
 SWEEP_DIR ?=
 OFFICIAL  ?=

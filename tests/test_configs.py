@@ -28,6 +28,9 @@ REQUIRED = {
     "demo": ["input=v.mp4", "checkpoint=c.ckpt", "output=o.mp4"],
     "cpu_train": ["data.root=d"],
 }
+# The paper tables' required COCO CondInst checkpoints (conf/experiment/table*.yaml: coco_init).
+TABLE1_INIT = {"resnet50": "r50.pth", "resnet101": "r101.pth", "dla34": "dla34.ckpt"}
+COCO_INIT = {"table1": [f"coco_init.{name}={path}" for name, path in TABLE1_INIT.items()]}
 ENTRY_POINTS = ["train", "evaluate", "demo", "quickstart", "cpu_train", "benchmark", "peer"]
 
 
@@ -63,17 +66,24 @@ def test_every_entry_point_composes(composer, entry_point: str) -> None:
 def test_every_experiment_with_every_data_model_and_backbone_option(composer, experiment: str | None) -> None:
     """Each experiment with each option of each group (the other groups at their defaults)."""
     extra = [f"experiment={experiment}"] if experiment else []
+    if experiment and experiment.startswith("table"):
+        extra += COCO_INIT.get(experiment, ["coco_init=coco.pth"])
     options = [
         *(f"data={d}" for d in DATA),
         *(f"model={m}" for m in MODELS),
         *(f"model/backbone={b}" for b in BACKBONES),
     ]
     for option in options:
-        cfg = composer("train", *extra, option)
+        name = option.split("=")[1].removesuffix("_d2")
+        opt_out = experiment == "table1" and option.startswith("model") and name not in TABLE1_INIT
+        cfg = composer("train", *extra, option, *(["model.init_from=null"] if opt_out else []))
         assert cfg.table == (experiment if experiment and experiment.startswith("table") else None)
         assert cfg.inference.short == cfg.data.transform.short  # the test-time resize follows the data by default
         if option.startswith("model/backbone="):
-            assert cfg.model.backbone.name == option.split("=")[1].removesuffix("_d2")
+            assert cfg.model.backbone.name == name
+        if experiment and experiment.startswith("table") and not opt_out:
+            expected = TABLE1_INIT[cfg.model.backbone.name] if experiment == "table1" else "coco.pth"
+            assert cfg.model.init_from == expected
 
 
 def test_every_logger_and_trainer_option(composer) -> None:

@@ -16,11 +16,15 @@ from omegaconf import OmegaConf
 
 from crossvis.tables import TABLES, Run
 
+from helpers import run_module, train_args
+
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
 # The paper's settings (Sec. 4 and the table captions); every key is checked on every cell.
 FULL_CROSSVIS = {
     "model.backbone.name": "resnet50",
+    "model.backbone.stride_in_1x1": True,  # detectron2's MSRA ResNet (model/backbone=resnet50_d2)
+    "model.init_from": "coco.pth",  # CondInst MS R-50 1x trained on COCO, required (coco_init)
     "model.crossover.enabled": True,
     "model.embedding.type": "global",
     "model.embedding.loss": "focal",
@@ -46,7 +50,10 @@ def expected_setting(table: str, cell: dict[str, str]) -> dict:
     """What the paper ran for this cell: the full model with the cell's changes."""
     setting = dict(FULL_CROSSVIS)
     if table == "table1":
-        setting["model.backbone.name"] = cell["model/backbone"]
+        name = cell["model/backbone"].removesuffix("_d2")
+        setting["model.backbone.name"] = name
+        setting["model.backbone.stride_in_1x1"] = name != "dla34"
+        setting["model.init_from"] = f"{name}.pth"
         setting["data.transform.multiscale"] = cell["data.transform.multiscale"] == "true"
     elif table == "table3":
         setting["data.transform.multiscale"] = cell["data.transform.multiscale"] == "true"
@@ -78,7 +85,9 @@ def sweep_cells(table: str) -> list[dict[str, str]]:
 
 def compose_cell(table: str, cell: dict[str, str]):
     with initialize_config_dir(config_dir=str(CONF), version_base=None):
-        return compose("train", overrides=[f"experiment={table}", *(f"{k}={v}" for k, v in cell.items())])
+        init = [f"coco_init.{b}={b}.pth" for b in ("resnet50", "resnet101", "dla34")] if table == "table1" else []
+        overrides = [f"experiment={table}", *(init or ["coco_init=coco.pth"]), *(f"{k}={v}" for k, v in cell.items())]
+        return compose("train", overrides=overrides)
 
 
 @pytest.mark.parametrize("table", sorted(GRID_SIZE))
@@ -107,3 +116,16 @@ def test_every_cell_composes_to_the_papers_setting(table: str) -> None:
             table_cells[key] += 1
     repeats = 5 if table == "table7" else 1
     assert set(table_cells.values()) == {repeats}, table_cells  # every paper cell filled, seeds repeat
+
+
+@pytest.mark.parametrize("table, missing", [("table6", "coco_init"), ("table1", "coco_init.resnet50")])
+def test_a_table_without_its_coco_init_stops_before_training(synthetic_root, tmp_path, table, missing) -> None:
+    """The paper starts every table from CondInst trained on COCO: without it the run says how to get it or opt out."""
+    run_dir = tmp_path / table
+    args = [*train_args(synthetic_root, run_dir, "trainer.max_steps=1"), f"experiment={table}"]
+    proc = run_module("crossvis.train", *args, check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: {missing}: experiment={table} starts from CondInst MS R-50 1x trained on COCO")
+    assert "model.init_from=null" in last and "Released weights" in last
+    assert not (run_dir / "checkpoints").exists() and not (run_dir / "csv").exists()

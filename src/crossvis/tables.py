@@ -38,8 +38,9 @@ METRICS = ("AP", "AP50", "AP75", "AR1", "AR10")
 
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
-# Sweep parameters that choose a config group, and the config value that records the choice.
-GROUP_KEYS = {"model/backbone": "model.backbone.name"}
+# Sweep parameters that choose a config group, and the config value that records the choice (the
+# option's own value of it: model/backbone=resnet50_d2 records model.backbone.name=resnet50).
+GROUP_KEYS = {"model/backbone": ("model.backbone.name", "name")}
 REPEAT_KEYS = ("seed",)  # runs repeated over these are one cell (median ± std)
 
 
@@ -84,6 +85,14 @@ def sweep_grid(table: str, conf_dir: Path = CONF_DIR) -> dict[str, list]:
     return grid
 
 
+def recorded_value(key: str, value: Any, conf_dir: Path = CONF_DIR) -> tuple[str, Any]:
+    """(config key, value) by which a run records the sweep value ``key=value`` (:data:`GROUP_KEYS`)."""
+    if key not in GROUP_KEYS:
+        return key, value
+    config_key, field_name = GROUP_KEYS[key]
+    return config_key, OmegaConf.load(conf_dir / key / f"{value}.yaml")[field_name]
+
+
 def build_table(name: str, layout: Layout, conf_dir: Path = CONF_DIR) -> Table:
     """Rows and columns of ``layout`` from the sweep of ``conf/experiment/<name>.yaml``."""
     grid = sweep_grid(name, conf_dir)
@@ -93,15 +102,17 @@ def build_table(name: str, layout: Layout, conf_dir: Path = CONF_DIR) -> Table:
             f"conf/experiment/{name}.yaml sweeps {sorted(set(grid) - known)}, which the {name} layout does not place"
         )
     rows = [
-        (layout.row_label(*values), {GROUP_KEYS.get(k, k): v for k, v in zip(layout.row_keys, values)})
+        (layout.row_label(*values), dict(recorded_value(k, v, conf_dir) for k, v in zip(layout.row_keys, values)))
         for values in itertools.product(*(grid[k] for k in layout.row_keys))
     ]
     if layout.column_key is None:
         columns = [Column(m, m) for m in layout.metrics]
     else:
         [metric] = layout.metrics
-        key = GROUP_KEYS.get(layout.column_key, layout.column_key)
-        columns = [Column(layout.column_label(v), metric, {key: v}) for v in grid[layout.column_key]]
+        columns = [
+            Column(layout.column_label(v), metric, dict([recorded_value(layout.column_key, v, conf_dir)]))
+            for v in grid[layout.column_key]
+        ]
     return Table(layout.title, rows, columns, layout.paper)
 
 
@@ -109,7 +120,7 @@ def _paper_rows(rows: dict[str, tuple], metrics: tuple[str, ...] = METRICS) -> d
     return {(row, m): v for row, values in rows.items() for m, v in zip(metrics, values) if v is not None}
 
 
-BACKBONE_NAMES = {"resnet50": "ResNet-50", "resnet101": "ResNet-101", "dla34": "DLA-34"}
+BACKBONE_NAMES = {"resnet50_d2": "ResNet-50", "resnet101_d2": "ResNet-101", "dla34": "DLA-34"}
 AUG = {False: "", True: " + Aug."}
 TABLE8_ROWS = {
     ("pairwise", False): "Baseline",

@@ -8,6 +8,7 @@ import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import InterpolationKeyError, InterpolationToMissingValueError, MissingMandatoryValue
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities import rank_zero_info
@@ -15,7 +16,7 @@ from pytorch_lightning.utilities import rank_zero_info
 from crossvis.cli import require_writable_dir
 from crossvis.data.coco_datamodule import build_datamodule
 from crossvis.data.datamodule import VISDataModule, official_split
-from crossvis.errors import config_keys
+from crossvis.errors import ConfigError, config_keys
 from crossvis.evaluation.splits import evaluate_split
 from crossvis.io import write_json_atomic
 from crossvis.lightning_module import MODEL_CONFIG_KEYS, CrossVISModule
@@ -70,8 +71,24 @@ def check_resume(cfg: DictConfig, datamodule: VISDataModule) -> str | None:
     return checkpoint.get(WANDB_RUN_ID_KEY)
 
 
+def check_init_from(cfg: DictConfig) -> None:
+    """The paper's tables start from CondInst trained on COCO: their ``model.init_from`` is required (``???``)."""
+    try:
+        OmegaConf.select(cfg, "model.init_from", throw_on_missing=True)
+    except (MissingMandatoryValue, InterpolationToMissingValueError, InterpolationKeyError) as error:
+        first_line = str(error).strip().splitlines()[0]  # "...: KEY" or "Interpolation key 'KEY' not found"
+        missing = first_line.split("'")[1] if "'" in first_line else first_line.rsplit(": ", 1)[-1]
+        raise ConfigError(
+            f"{missing}: experiment={cfg.table} starts from CondInst MS R-50 1x trained on COCO, as every table of "
+            f"the paper; pass {missing}=PATH (AdelaiDet's CondInst_MS_R_50_1x.pth, see the README's "
+            "'Released weights', or a checkpoint of make pretrain-coco), or opt out explicitly with "
+            "model.init_from=null (with model/backbone=resnet50 for timm's ImageNet weights)"
+        ) from None
+
+
 def train(cfg: DictConfig) -> tuple[pl.Trainer, CrossVISModule, Path]:
     """Fit a model as configured; returns the trainer, the module and the run's output folder."""
+    check_init_from(cfg)
     pl.seed_everything(cfg.seed, workers=True)
     output_dir = require_writable_dir(HydraConfig.get().runtime.output_dir, "hydra.run.dir")
     datamodule = build_datamodule(cfg)  # video, COCO (data=coco) or joint (data=*_coco)

@@ -140,6 +140,7 @@ class VISDataModule(pl.LightningDataModule):
         self.val_dataset: VISDataset | None = None
         self.val_ground_truth: dict | None = None
         self.holdout_ids: list[int] = []  # held-out training videos (validate_on=holdout)
+        self._num_identities = 0
 
     @classmethod
     def from_run_config(cls, cfg: DictConfig) -> VISDataModule:
@@ -151,6 +152,7 @@ class VISDataModule(pl.LightningDataModule):
             return
         cfg = self.cfg
         train = load_vis(cfg.train.json, cfg.train.images, require_annotations=True)
+        self._num_identities = train.num_identities  # M of the whole training json, held-out videos included
         validate_on = cfg.get("validate_on", "official")
         if validate_on not in VALIDATE_ON:
             raise ValueError(f"data.validate_on: expected one of {VALIDATE_ON}, got {validate_on!r}")
@@ -198,7 +200,8 @@ class VISDataModule(pl.LightningDataModule):
 
     @property
     def num_identities(self) -> int:
-        return self.train_vis.num_identities
+        """M of the full training json in every split mode (the public code's proxies, 3774 on YouTube-VIS 2019)."""
+        return self._num_identities
 
     @property
     def category_names(self) -> list[str]:
