@@ -3,7 +3,8 @@
 The official YouTube-VIS API is a fork of the COCO API in which an "image" is a video and a
 mask is a list of per-frame masks. We keep pycocotools' matching, 101-point interpolation and
 area-range logic by subclassing ``COCOeval`` with each video as an image, and replace only the
-IoU (summed over frames), the area of a track (mean non-empty per-frame area), the area ranges
+IoU (summed over frames), the area of a track (mean non-empty per-frame area; for ground truth
+the json's ``areas`` when present, as the official code), the area ranges
 and the category/video bookkeeping. Crowd ground truth is ignored in matching as in COCO; its
 IoU is the plain spatio-temporal IoU, as in the YouTube-VIS API.
 
@@ -47,6 +48,21 @@ def track_area(track: Track) -> float:
     areas = mask_utils.area(present).astype(np.float64) if present else np.zeros(0)
     nonempty = areas[areas > 0]
     return float(nonempty.mean()) if nonempty.size else 0.0
+
+
+def json_track_area(areas: Any, where: str, length: int) -> float:
+    """A ground-truth track's area from the json's per-frame ``areas``, as the official ``ytvoseval``
+    reads it: the mean of the entries that are neither null nor 0 (0 if there are none)."""
+    if not isinstance(areas, list) or len(areas) != length:
+        got = f"{len(areas)} entries" if isinstance(areas, list) else type(areas).__name__
+        raise ValueError(
+            f"{where}: field 'areas': expected a list of {length} numbers or nulls (one per frame), got {got}"
+        )
+    bad = [a for a in areas if a is not None and (isinstance(a, bool) or not isinstance(a, (int, float)))]
+    if bad:
+        raise ValueError(f"{where}: field 'areas': expected numbers or nulls, got {bad[0]!r}")
+    present = [float(a) for a in areas if a]
+    return float(np.mean(present)) if present else 0.0
 
 
 def spatiotemporal_iou(dts: Sequence[Track], gts: Sequence[Track]) -> np.ndarray:
@@ -154,13 +170,15 @@ def _ground_truth_dataset(ground_truth: Mapping[str, Any]) -> dict:
             except (KeyError, TypeError, IndexError) as e:
                 raise ValueError(f"{where}: segmentations[{f}] is not null, polygons or RLE ({e!r})") from None
         _check_track(where, track, video)
+        # As the official evaluator: the json's areas when given (they may differ from the masks').
+        area = json_track_area(ann["areas"], where, video["length"]) if "areas" in ann else track_area(track)
         annotations.append(
             {
                 "id": ann_id,
                 "image_id": vid,
                 "category_id": _field(ann, "category_id", where),
                 "iscrowd": int(ann.get("iscrowd", 0)),
-                "area": track_area(track),
+                "area": area,
                 "segmentation": track,
             }
         )
