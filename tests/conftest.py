@@ -38,6 +38,7 @@ def trained_run(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) 
             "optim.name=adamw",
             "optim.base_lr=0.016",
             "optim.warmup_iters=10",
+            "analyze=true",
         ),
     )
     return run_dir

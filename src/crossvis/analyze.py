@@ -15,10 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from crossvis.cli import require_writable_dir, user_errors
-from crossvis.errors import InputFormatError
-from crossvis.evaluation.analysis import Indexed, analyze, format_report
-from crossvis.evaluation.plots import write_plots
-from crossvis.io import read_json, write_json_atomic
+from crossvis.evaluation.report import run_analysis
+from crossvis.io import read_json
 
 
 def _thresholds(text: str) -> list[float]:
@@ -31,20 +29,6 @@ def _thresholds(text: str) -> list[float]:
             f"expected two increasing numbers A,B (short <= A < medium <= B < long), got {text!r}"
         )
     return values
-
-
-def run_analysis(ground_truth: dict, results: list[dict], out_dir: Path, **options) -> dict:
-    """Analyse, write ``analysis.json`` and the plots into ``out_dir``, print the tables; return the analysis."""
-    try:
-        indexed = Indexed(ground_truth, results)
-    except ValueError as e:  # the metric's input checks name the field and what was expected
-        raise InputFormatError(str(e)) from e
-    analysis = analyze(indexed, **options)
-    write_json_atomic(out_dir / "analysis.json", analysis)
-    plots = write_plots(analysis, out_dir)
-    print(format_report(analysis))
-    print(f"\nWrote {out_dir / 'analysis.json'} and {', '.join(p.name for p in plots)}")
-    return analysis
 
 
 @user_errors
@@ -63,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out_dir = require_writable_dir(args.out or args.results.parent, "--out")
     ground_truth = read_json(args.ground_truth, "ground truth", dict)
     results = read_json(args.results, "results", list)
-    analysis = run_analysis(
+    analysis, _ = run_analysis(
         ground_truth,
         results,
         out_dir,

@@ -354,6 +354,26 @@ def to_csv(table: Table, collected: Collected) -> str:
     return out.getvalue()
 
 
+def error_table(runs: list[Run]) -> str | None:
+    """The error decomposition of every run that has one (``analyze=true``: ``<run>/analysis/analysis.json``),
+    one row per run named by its overrides: AP and the ΔAP of fixing each error type, in points."""
+    from crossvis.evaluation.report import ERROR_COLUMNS, error_row
+
+    rows = []
+    for run in runs:
+        path = run.path / "analysis" / "analysis.json"
+        if path.is_file():
+            overrides_path = run.path / ".hydra" / "overrides.yaml"
+            overrides = OmegaConf.load(overrides_path) if overrides_path.is_file() else []
+            label = " ".join(str(o) for o in overrides) or run.path.name
+            rows.append([label, *(f"{v:.1f}" for v in error_row(read_json(path, "error analysis")))])
+    if not rows:
+        return None
+    lines = ["**Error decomposition** — ΔAP when an oracle fixes each error type (docs/analysis.md)", ""]
+    lines += ["| run | " + " | ".join(ERROR_COLUMNS) + " |", "|" + "---|" * (len(ERROR_COLUMNS) + 1)]
+    return "\n".join([*lines, *("| " + " | ".join(row) + " |" for row in rows)])
+
+
 @user_errors
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -377,6 +397,9 @@ def main(argv: list[str] | None = None) -> int:
     collected = collect(table, runs, official)
     print(f"{len(runs)} finished runs in {args.sweep_dir}\n")
     print(to_markdown(table, collected))
+    errors = error_table(runs)
+    if errors:
+        print("\n" + errors)
     if args.csv:
         with atomic_path(args.csv) as tmp:
             tmp.write_text(to_csv(table, collected))
