@@ -238,8 +238,34 @@ def test_coverage_scoring_does_not_reward_one_frame_tracks(track_score: str, exp
         ({"association": "best"}, "association: expected 'greedy' or 'hungarian'"),
         ({"momentum": 1.0}, "momentum: expected a number in [0, 1)"),
         ({"track_score": "sum"}, "track_score: expected 'mean' or 'coverage'"),
+        ({"reid_threshold": "high"}, "reid_threshold: expected null or a number"),
     ],
 )
 def test_bad_association_settings_raise_naming_the_argument(setting: dict, message: str) -> None:
     with pytest.raises(ValueError, match=re.escape(message)):
         OnlineTracker(**setting)
+
+
+@pytest.mark.parametrize(
+    ("reid_threshold", "cos", "expected"),
+    [(None, 0.5, 0), (0.7, 0.5, 2), (0.7, 0.8, 0)],
+)
+def test_reid_after_a_gap_by_embedding_alone(reid_threshold, cos: float, expected: int) -> None:
+    tracker = OnlineTracker(reid_threshold=reid_threshold)
+    tracker.update(0, detections([([0, 0, 8, 8], 0, 0.9, unit(0)), ([30, 20, 38, 28], 0, 0.9, unit(90))]))
+    tracker.update(1, detections([([30, 20, 38, 28], 0, 0.9, unit(90))]))  # track 0 is not seen
+    # Far from both boxes, at cosine `cos` from track 0 (and cos(90° - angle) < .4 from track 1).
+    angle = math.degrees(math.acos(cos))
+    ids = tracker.update(2, detections([([40, 0, 48, 8], 0, 0.9, unit(-angle))]))
+    assert list(ids) == [expected]  # public: any track at cos + IoU >= .4; reid: the gap needs cos >= .7
+
+
+def test_reid_matches_the_tracks_of_the_previous_frame_first() -> None:
+    def run(reid_threshold):
+        tracker = OnlineTracker(reid_threshold=reid_threshold)
+        tracker.update(0, detections([([0, 0, 8, 8], 0, 0.9, unit(0)), ([30, 20, 38, 28], 0, 0.9, unit(90))]))
+        tracker.update(1, detections([([30, 20, 38, 28], 0, 0.9, unit(90))]))
+        # On track 0's old box (IoU 1 + cos .34) and at cos .94 from track 1, seen last frame (IoU 0).
+        return list(tracker.update(2, detections([([0, 0, 8, 8], 0, 0.9, unit(70))])))
+
+    assert run(None) == [0] and run(0.7) == [1]

@@ -17,7 +17,10 @@ Association options of later online methods (all off by default, the public rule
 maximising the total match, pairs below the new-track score starting new tracks;
 ``momentum`` m (CTVIS) keeps each track's embedding as m · memory + (1 − m) · matched embedding
 instead of the last one; ``track_score="coverage"`` multiplies a track's mean detection score by
-the share of the frames it covers, so one-frame tracks stop outranking whole ones.
+the share of the frames it covers, so one-frame tracks stop outranking whole ones;
+``reid_threshold`` c: detections are matched to the tracks seen in the previous frame first, and
+a detection left to start a track re-identifies a track of its class seen before a gap when
+their embedding cosine reaches c.
 
 Memory stays bounded on long videos: per track only the last box, embedding and label are kept
 as tensors, plus the compressed RLE of each frame's mask, a running score sum and label counts.
@@ -67,7 +70,12 @@ class OnlineTracker:
         association: Association = "greedy",
         momentum: float = 0.0,
         track_score: TrackScore = "mean",
+        reid_threshold: float | None = None,
     ) -> None:
+        if reid_threshold is not None and (
+            isinstance(reid_threshold, bool) or not isinstance(reid_threshold, (int, float))
+        ):
+            raise ValueError(f"reid_threshold: expected null or a number (cosine), got {reid_threshold!r}")
         if association not in ("greedy", "hungarian"):
             raise ValueError(f"association: expected 'greedy' or 'hungarian', got {association!r}")
         if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0.0 <= momentum < 1.0:
@@ -89,7 +97,9 @@ class OnlineTracker:
         self.association = association
         self.momentum = float(momentum)
         self.track_score = track_score
+        self.reid_threshold = reid_threshold
         self._boxes = torch.zeros((0, 4))
+        self._last_seen = torch.zeros(0, dtype=torch.long)  # frame each track last took a detection
         self._labels = torch.zeros(0, dtype=torch.long)
         self._embeddings: torch.Tensor | None = None
         self._tracks: list[_Track] = []
@@ -136,8 +146,9 @@ class OnlineTracker:
             return track_ids.numpy()
 
         if self._tracks:
-            keep, target, is_new = self._assign(boxes, labels, scores, embeddings)
+            keep, target, is_new = self._assign(boxes, labels, scores, embeddings, frame_index)
             track_ids[keep] = target[keep]
+            self._last_seen[target[keep]] = frame_index
             self._boxes[target[keep]] = boxes[keep]
             self._labels[target[keep]] = labels[keep]
             # Track memory: the last embedding (public), or a momentum average of the matched ones (CTVIS).
@@ -150,6 +161,7 @@ class OnlineTracker:
         self._tracks.extend(_Track() for _ in range(int(is_new.sum())))
         self._boxes = torch.cat([self._boxes, boxes[is_new]])
         self._labels = torch.cat([self._labels, labels[is_new]])
+        self._last_seen = torch.cat([self._last_seen, torch.full((int(is_new.sum()),), frame_index)])
         old = self._embeddings if self._embeddings is not None else embeddings[:0]
         self._embeddings = torch.cat([old, embeddings[is_new]])
 
@@ -162,29 +174,51 @@ class OnlineTracker:
         return track_ids.numpy()
 
     def _assign(
-        self, boxes: torch.Tensor, labels: torch.Tensor, scores: torch.Tensor, embeddings: torch.Tensor
+        self,
+        boxes: torch.Tensor,
+        labels: torch.Tensor,
+        scores: torch.Tensor,
+        embeddings: torch.Tensor,
+        frame_index: int,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Which detections join which track (``keep``, ``target``) and which start one (``is_new``).
 
-        greedy (public code): each detection picks its best track, a track keeps the highest match
-        among those picking it and the others are dropped. hungarian (MinVIS): a one-to-one
-        assignment maximising the total match; pairs below the new-track score start new tracks.
+        With ``reid_threshold``, two stages: first the tracks seen in the previous frame; a detection
+        that would start a track then re-identifies a track seen earlier (same class) by embedding
+        cosine alone, if it reaches the threshold (its last box says nothing after a gap).
         """
-        num_dets = len(scores)
+        match, new_score = self._match_matrix(boxes, labels, scores, embeddings)
+        inclusive = self.scoring == "public"  # MaskTrack's new slot wins ties (it comes first)
+        if self.reid_threshold is None:
+            return self._assign_matrix(match, new_score, inclusive)
+        recent = self._last_seen == frame_index - 1
+        keep, target, is_new = self._assign_matrix(match.masked_fill(~recent[None], -torch.inf), new_score, inclusive)
+        cosine = F.normalize(embeddings, dim=1) @ F.normalize(self._embeddings, dim=1).T
+        allowed = ~recent[None] & (labels[:, None] == self._labels[None, :]) & is_new[:, None]
+        threshold = torch.full_like(new_score, float(self.reid_threshold))
+        found, found_target, _ = self._assign_matrix(cosine.masked_fill(~allowed, -torch.inf), threshold, True)
+        return keep | found, torch.where(found, found_target, target), is_new & ~found
+
+    def _assign_matrix(
+        self, match: torch.Tensor, new_score: torch.Tensor, inclusive: bool
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """greedy (public code): each detection picks its best track, a track keeps the highest match
+        among those picking it (first on ties) and the others are dropped. hungarian (MinVIS): a
+        one-to-one assignment maximising the total match. Either way a match below the new-track
+        score (at it, unless ``inclusive``) starts a new track."""
+        num_dets = len(new_score)
         if self.association == "hungarian":
             from scipy.optimize import linear_sum_assignment
 
-            match, new_score = self._match_matrix(boxes, labels, scores, embeddings)
-            rows, cols = linear_sum_assignment(-match.clamp_min(-1e6).numpy())
+            rows, cols = (torch.as_tensor(a) for a in linear_sum_assignment(-match.clamp_min(-1e6).numpy()))
+            joins = match[rows, cols] >= new_score[rows] if inclusive else match[rows, cols] > new_score[rows]
             target = torch.zeros(num_dets, dtype=torch.long)
             keep = torch.zeros(num_dets, dtype=torch.bool)
-            rows, cols = torch.as_tensor(rows), torch.as_tensor(cols)
-            joins = self._joins(match[rows, cols], new_score[rows])
             keep[rows[joins]], target[rows[joins]] = True, cols[joins]
             return keep, target, ~keep
-        best, target, is_new = self._match(boxes, labels, scores, embeddings)
-        # A track takes at most one detection: the highest match among those choosing it (first on ties).
-        candidates = torch.full((num_dets, len(self._tracks)), -torch.inf)
+        best, target = match.max(dim=1)
+        is_new = ~(best >= new_score if inclusive else best > new_score)
+        candidates = torch.full((num_dets, match.shape[1]), -torch.inf)
         matched = (~is_new).nonzero().squeeze(1)
         candidates[matched, target[matched]] = best[matched]
         winner = candidates.argmax(dim=0)
@@ -218,18 +252,6 @@ class OnlineTracker:
             + w_iou * F.pad(ious, (1, 0))
             + w_category * F.pad(same_class.float(), (1, 0), value=1.0)
         )
-
-    def _match(
-        self, boxes: torch.Tensor, labels: torch.Tensor, scores: torch.Tensor, embeddings: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Score detections × tracks; return each detection's best score, best track and new-track flag."""
-        match, new_score = self._match_matrix(boxes, labels, scores, embeddings)
-        best, target = match.max(dim=1)
-        return best, target, ~self._joins(best, new_score)
-
-    def _joins(self, match: torch.Tensor, new_score: torch.Tensor) -> torch.Tensor:
-        """Public: a match at the threshold joins; MaskTrack: the new slot wins ties (it comes first)."""
-        return match >= new_score if self.scoring == "public" else match > new_score
 
     def _score(self, track: _Track) -> float:
         """mean: the mean detection score (public); coverage: times the share of the frames seen that
