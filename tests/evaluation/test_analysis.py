@@ -217,3 +217,22 @@ def test_cli_bad_results_is_one_error_naming_the_field(tmp_path, capsys) -> None
     assert exit_info.value.code == 1
     assert "segmentations has 3 entries, expected the video length 6" in capsys.readouterr().err
     assert not (tmp_path / "analysis.json").exists()
+
+
+def test_all_cases_in_one_file_overall_metrics_equal_the_metric_and_categories_reconcile() -> None:
+    videos, tracks, results = {}, [], []
+    for v, (gts, res) in enumerate(CASES.values(), start=1):
+        videos[v] = F
+        tracks += [(c, segs, v) for c, segs in gts]
+        results += [{**r, "video_id": v} for r in res]
+    gt = ground_truth(tracks, videos)
+    ctx = A.Indexed(gt, results)
+    coco_eval = ctx.evaluate(ctx.dt["annotations"])
+    assert A.full_metrics(coco_eval) == pytest.approx(evaluate(gt, results))
+    rows = A.per_category(ctx, coco_eval, {1: "cat", 2: "dog"})
+    assert np.mean([r["AP"] for r in rows]) == pytest.approx(evaluate(gt, results)["AP"])
+    length = A.by_video_length(ctx)  # every video has F frames: one bin holds them all and equals the whole
+    assert length["bins"][0]["num_videos"] == 6 and length["bins"][0]["AP"] == pytest.approx(
+        evaluate(gt, results)["AP"]
+    )
+    assert sum(b["num_gt"] for b in A.by_duration(ctx)["bins"]) == len(tracks)
