@@ -236,3 +236,17 @@ def test_all_cases_in_one_file_overall_metrics_equal_the_metric_and_categories_r
         evaluate(gt, results)["AP"]
     )
     assert sum(b["num_gt"] for b in A.by_duration(ctx)["bins"]) == len(tracks)
+
+
+def test_ground_truth_association_drops_per_frame_duplicates_and_keeps_false_positive_tracks() -> None:
+    gt = ground_truth([GT_A])
+    # Y (0.95) covers A in frames 0-1, X (0.9) all of A: X's frames 0-1 are per-frame duplicates of Y's.
+    x, y = result(track(A_BOX), 0.9), result(track(A_BOX, range(2)), 0.95)
+    z = result(track(box(28, 28)), 0.97)  # on background: no piece of any ground truth
+    ctx = A.Indexed(gt, [x, y, z])
+    linked = A.ground_truth_association(ctx)
+    assert sorted(d["score"] for d in linked) == pytest.approx(sorted([(2 * 0.95 + 4 * 0.9) / 6, 0.97]))
+    [a_track] = [d for d in linked if d["key"][0] == "association"]
+    assert a_track["segmentation"] == track(A_BOX)
+    assert A.full_metrics(ctx.evaluate(linked))["AP"] == pytest.approx(evaluate(gt, [x, z])["AP"])
+    assert evaluate(gt, [x, y, z])["AP"] < evaluate(gt, [x, z])["AP"]

@@ -408,9 +408,10 @@ def _video_results(ctx: Indexed) -> dict[int, list[dict]]:
 
 def ground_truth_association(ctx: Indexed) -> list[dict]:
     """Results re-linked by an oracle: in each frame a result's mask goes to the ground truth it
-    overlaps most (per-frame IoU ≥ 0.5), the highest-scored one when several do; one track per
-    ground truth (majority class, mean score of its pieces); what no ground truth takes stays in
-    what is left of its own track."""
+    overlaps most (per-frame IoU ≥ 0.5), the highest-scored one when several do (the others are
+    per-frame duplicates: dropped); one track per ground truth (majority class, mean score of its
+    pieces). A result that gives no piece to any ground truth stays as it is (a false positive);
+    one that does is used up by the re-linking (its frames on background go with it)."""
     out = []
     for vid, dts in _video_results(ctx).items():
         video = ctx.overlaps[vid]
@@ -428,10 +429,12 @@ def ground_truth_association(ctx: Indexed) -> list[dict]:
             ious = _frame_iou(video, f, [video.rows[d["key"]] for d in present])
             for d, row in zip(present, ious):
                 g = int(row.argmax())
-                if row[g] >= FRAME_MATCH_IOU and linked[g][f] is None:
+                if row[g] < FRAME_MATCH_IOU:
+                    continue
+                taken[d["id"]].add(f)  # a piece of ground truth g: re-linked, or a per-frame duplicate
+                if linked[g][f] is None:
                     linked[g][f] = d["segmentation"][f]
                     pieces[g].append((d["score"], d["category_id"]))
-                    taken[d["id"]].add(f)
         for g, track in linked.items():
             if pieces[g]:
                 cats = [c for _, c in pieces[g]]
@@ -440,11 +443,7 @@ def ground_truth_association(ctx: Indexed) -> list[dict]:
                 key = ("association", vid, g)
                 new = {"image_id": vid, "score": score, "iscrowd": 0, "category_id": category, "key": key}
                 out.append({**new, "segmentation": track, "area": track_area(track)})
-        for d in dts:
-            rest = [None if f in taken[d["id"]] else m for f, m in enumerate(d["segmentation"])]
-            if any(m is not None for m in rest):
-                key = ("rest", d["id"]) if taken[d["id"]] else d["key"]
-                out.append({**d, "segmentation": rest, "key": key, "area": track_area(rest)})
+        out += [d for d in dts if not taken[d["id"]]]
     for i, d in enumerate(out, start=1):
         d["id"] = i
     return out
