@@ -196,10 +196,8 @@ class CrossVISModule(pl.LightningModule):
             ground_truth, results, Path(self.trainer.default_root_dir) / "analysis", quiet=True
         )
         if isinstance(self.logger, WandbLogger):
-            import wandb
-
-            for path in plots:
-                self.logger.log_image(f"analysis/{path.stem}", [wandb.Image(str(path))], step=self.global_step)
+            for path in plots:  # W&B reads the PNG from its path
+                self.logger.log_image(f"analysis/{path.stem}", [str(path)], step=self.global_step)
             self.logger.log_table("analysis/errors", columns=ERROR_COLUMNS, data=[error_row(analysis)])
 
     def _log_coco(self, ground_truth: dict, results: list[dict]) -> None:
