@@ -133,3 +133,11 @@ def test_wandb_runs_of_a_sweep_share_a_group_and_carry_their_overrides_as_tags(c
     assert training.wandb_sweep_fields(cfg, overrides)["group"] == "2026-12-06_10-00-00"
     hydra.mode = RunMode.RUN
     assert "group" not in training.wandb_sweep_fields(cfg, overrides)  # a single run is not part of a sweep
+
+
+def test_ytvis22_is_the_2021_layout_at_its_own_root_with_a_long_video_split(composer) -> None:
+    cfg = composer("evaluate", "data=ytvis22", "data.long_videos=/d/gt_long.json")
+    assert cfg.data.name == "ytvis22" and cfg.data.long_videos == "/d/gt_long.json"
+    assert cfg.data.val.json == "datasets/ytvis_2022/valid/instances.json"
+    assert cfg.data.train.json == "datasets/ytvis_2022/train/instances.json"
+    assert composer("train", "data=ytvis22").data.long_videos is None

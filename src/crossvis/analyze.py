@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from crossvis.cli import require_writable_dir, user_errors
-from crossvis.evaluation.report import run_analysis
+from crossvis.evaluation.report import read_long_videos, run_analysis
 from crossvis.io import read_json
 
 
@@ -42,11 +42,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--track-score", type=float, default=0.0, help="tracking diagnostics and HOTA: results scored >= this"
     )
+    parser.add_argument(
+        "--long-videos", type=Path, help="YouTube-VIS 2022: the long-video ground truth json (gt_long.json)"
+    )
     parser.add_argument("--no-hota", action="store_true", help="skip TrackEval's HOTA")
     args = parser.parse_args(argv)
     out_dir = require_writable_dir(args.out or args.results.parent, "--out")
     ground_truth = read_json(args.ground_truth, "ground truth", dict)
     results = read_json(args.results, "results", list)
+    long_ids = read_long_videos(args.long_videos, ground_truth) if args.long_videos else None
     analysis, _ = run_analysis(
         ground_truth,
         results,
@@ -55,6 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         duration_thresholds=args.duration_bins,
         track_score_threshold=args.track_score,
         hota=not args.no_hota,
+        long_video_ids=long_ids,
     )
     print(json.dumps(analysis))
     return 0

@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 from crossvis.cli import configure_threads, require_writable_dir, user_errors
 from crossvis.evaluation.frame_ap import format_frame_table
 from crossvis.evaluation.metric import format_table
-from crossvis.evaluation.report import run_analysis
+from crossvis.evaluation.report import read_long_videos, run_analysis
 from crossvis.evaluation.splits import evaluate_dataset, load_split
 from crossvis.io import read_json
 from crossvis.loading import load_checked_module
@@ -41,7 +41,9 @@ def main(cfg: DictConfig) -> None:
             print(format_frame_table(metrics))
         if cfg.analyze:  # breakdowns, error decomposition, oracles: analysis.json and plots in the run folder
             results = read_json(output_dir / "results.json", "results", list)
-            run_analysis(ground_truth, results, output_dir / "analysis")
+            long_videos = cfg.data.get("long_videos")  # data=ytvis22: its long-video split
+            long_ids = read_long_videos(long_videos, ground_truth) if long_videos else None
+            run_analysis(ground_truth, results, output_dir / "analysis", long_video_ids=long_ids)
         print(json.dumps(metrics))
 
 

@@ -250,3 +250,28 @@ def test_ground_truth_association_drops_per_frame_duplicates_and_keeps_false_pos
     assert a_track["segmentation"] == track(A_BOX)
     assert A.full_metrics(ctx.evaluate(linked))["AP"] == pytest.approx(evaluate(gt, [x, z])["AP"])
     assert evaluate(gt, [x, y, z])["AP"] < evaluate(gt, [x, z])["AP"]
+
+
+def test_youtube_vis_2022_long_videos_are_scored_on_their_own(tmp_path, capsys) -> None:
+    import json
+
+    from crossvis.analyze import main
+
+    # Video 7 (short) is found perfectly, video 8 (long, 12 frames) not at all: AP_S 1, AP_L 0, mAP 0.5.
+    gt = ground_truth([GT_A, (1, [rle(A_BOX)] * 12, 8)], {7: F, 8: 12})
+    results = [result(track(A_BOX), 0.9), result([rle(box(28, 28))] * 12, 0.8, video_id=8)]
+    split = A.long_video_split(A.Indexed(gt, results), [8])
+    assert (split["short"]["AP"], split["long"]["AP"], split["mAP"]) == pytest.approx((1.0, 0.0, 0.5))
+    assert (split["short"]["num_videos"], split["long"]["num_videos"]) == (1, 1)
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    (tmp_path / "gt_long.json").write_text(json.dumps({"videos": [{"id": 8}], "annotations": []}))
+    args = [str(tmp_path / "gt.json"), str(tmp_path / "results.json"), "--no-hota"]
+    assert main([*args, "--long-videos", str(tmp_path / "gt_long.json")]) == 0
+    out = capsys.readouterr().out
+    assert "YouTube-VIS 2022 (mAP = mean of the two APs: 50.0)" in out
+    assert json.loads(out.strip().splitlines()[-1])["ytvis22"]["mAP"] == pytest.approx(0.5)
+    (tmp_path / "gt_long.json").write_text(json.dumps({"videos": [{"id": 9}]}))
+    with pytest.raises(SystemExit):
+        main([*args, "--long-videos", str(tmp_path / "gt_long.json")])
+    assert "gt_long.json: videos [9] are not videos of the ground truth" in capsys.readouterr().err

@@ -225,6 +225,20 @@ def by_video_length(ctx: Indexed, thresholds: Sequence[float] | None = None) -> 
     return {"unit": "frames", "thresholds": thresholds, "bins": rows}
 
 
+def long_video_split(ctx: Indexed, long_video_ids: Sequence[int]) -> dict:
+    """YouTube-VIS 2022: AP on the long videos and on the others (each the protocol on those videos,
+    as the 2022 evaluation scores its long- and short-video ground truth files) and their mean, mAP."""
+    unknown = sorted(set(long_video_ids) - set(ctx.videos))
+    if unknown:
+        raise ValueError(f"long videos: video ids {unknown[:5]} are not ground-truth videos")
+    parts = {}
+    for name, ids in (("short", [v for v in ctx.videos if v not in set(long_video_ids)]), ("long", long_video_ids)):
+        empty = dict.fromkeys(("AP", "AP50", "AP75", "AR1", "AR10"), -1.0)
+        metrics = summary(ctx.evaluate(ctx.dt["annotations"], ranges=ALL, video_ids=ids)) if ids else empty
+        parts[name] = {"num_videos": len(ids), **metrics}
+    return {**parts, "mAP": (parts["short"]["AP"] + parts["long"]["AP"]) / 2}
+
+
 def mean_box_occlusion(ctx: Indexed) -> dict[int, float]:
     """Each ground-truth instance's mean bounding-box occlusion rate (OVIS): per frame where it is
     present, the share of its box (from its mask) covered by the boxes of the video's other instances."""
@@ -517,6 +531,7 @@ def analyze(
     duration_thresholds: Sequence[float] | None = None,
     track_score_threshold: float = 0.0,
     hota: bool = True,
+    long_video_ids: Sequence[int] | None = None,
 ) -> dict:
     """Everything ``analysis.json`` holds (fractions, -1 where a subset has no ground truth).
 
@@ -539,6 +554,8 @@ def analyze(
         },
         "tracking": tracking_diagnostics(ctx, track_score_threshold),
     }
+    if long_video_ids is not None:
+        out["ytvis22"] = long_video_split(ctx, long_video_ids)
     if hota:
         from crossvis.evaluation.hota import hota_metrics
 
@@ -568,6 +585,13 @@ def format_report(analysis: Mapping[str, Any]) -> str:
         head = f"By {title} ({b['unit']}): short <= {a:g} < medium <= {c:g} < long"
         rows = [[r["name"], r.get("num_videos", "-"), r["num_gt"], _pct(r["AP"]), _pct(r["AR10"])] for r in b["bins"]]
         parts += ["", head, _table(["bin", "videos", "GT", "AP", "AR10"], rows)]
+    if "ytvis22" in analysis:
+        y = analysis["ytvis22"]
+        rows = [
+            [n, y[n]["num_videos"], _pct(y[n]["AP"]), _pct(y[n]["AP50"]), _pct(y[n]["AR10"])] for n in ("short", "long")
+        ]
+        parts += ["", f"YouTube-VIS 2022 (mAP = mean of the two APs: {_pct(y['mAP'])})"]
+        parts.append(_table(["videos", "count", "AP", "AP50", "AR10"], rows))
     b = analysis["by_occlusion"]
     head = f"By occlusion ({b['unit']}): slight < {b['thresholds'][0]:g} <= moderate < {b['thresholds'][1]:g} <= heavy"
     rows = [[r["name"], r["num_gt"], _pct(r["AP"]), _pct(r["AR10"])] for r in b["bins"]]

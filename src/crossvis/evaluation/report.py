@@ -13,7 +13,7 @@ from typing import Any
 from crossvis.errors import InputFormatError
 from crossvis.evaluation.analysis import ERROR_TYPES, Indexed, analyze, format_report
 from crossvis.evaluation.plots import write_plots
-from crossvis.io import write_json_atomic
+from crossvis.io import read_json, write_json_atomic
 
 
 def run_analysis(
@@ -33,6 +33,20 @@ def run_analysis(
         print(format_report(analysis))
         print(f"\nWrote {out_dir / 'analysis.json'} and {', '.join(p.name for p in plots)}")
     return analysis, plots
+
+
+def read_long_videos(path: str | Path, ground_truth: Mapping[str, Any]) -> list[int]:
+    """The ids of the long videos of YouTube-VIS 2022: the videos of its long-video ground-truth json
+    (the evaluation's ``gt_long.json``); each must be a video of ``ground_truth``."""
+    data = read_json(path, "long-video ground truth (YouTube-VIS 2022 gt_long.json)", dict)
+    videos = data.get("videos")
+    if not isinstance(videos, list) or not all(isinstance(v, dict) and "id" in v for v in videos):
+        raise InputFormatError(f"{path}: field 'videos': expected a list of videos with an 'id'")
+    known = {v.get("id") for v in ground_truth.get("videos", [])}
+    unknown = sorted(v["id"] for v in videos if v["id"] not in known)
+    if unknown:
+        raise InputFormatError(f"{path}: videos {unknown[:5]} are not videos of the ground truth being analysed")
+    return [v["id"] for v in videos]
 
 
 ERROR_COLUMNS = ["AP", *(f"dAP_{t}" for t in ERROR_TYPES), "dAP_all"]
