@@ -169,7 +169,7 @@ def test_error_decomposition_of_every_analysed_run_is_one_table(tmp_path, capsys
         config = {"table": "table6", "model": {"crossover": {"enabled": enabled}}, "data": {"sampler": {"T": 5}}}
         _write_run(run, config, {"AP": 0.3})
         OmegaConf.save(
-            OmegaConf.create([f"model.crossover.enabled={str(enabled).lower()}", "data.sampler.T=5"]),
+            OmegaConf.create(["data=synthetic", f"model.crossover.enabled={str(enabled).lower()}", "data.sampler.T=5"]),
             run / ".hydra" / "overrides.yaml",
         )
         if enabled:  # only this run was analysed (analyze=true)

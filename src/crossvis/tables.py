@@ -23,6 +23,7 @@ import itertools
 import math
 import statistics
 import sys
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -354,9 +355,10 @@ def to_csv(table: Table, collected: Collected) -> str:
     return out.getvalue()
 
 
-def error_table(runs: list[Run]) -> str | None:
+def error_table(runs: list[Run], keys: Collection[str] = ()) -> str | None:
     """The error decomposition of every run that has one (``analyze=true``: ``<run>/analysis/analysis.json``),
-    one row per run named by its overrides: AP and the ΔAP of fixing each error type, in points."""
+    one row per run named by its overrides of ``keys`` (the sweep's parameters; all if none of
+    them): AP and the ΔAP of fixing each error type, in points."""
     from crossvis.evaluation.report import ERROR_COLUMNS, error_row
 
     rows = []
@@ -365,7 +367,8 @@ def error_table(runs: list[Run]) -> str | None:
         if path.is_file():
             overrides_path = run.path / ".hydra" / "overrides.yaml"
             overrides = OmegaConf.load(overrides_path) if overrides_path.is_file() else []
-            label = " ".join(str(o) for o in overrides) or run.path.name
+            named = [str(o) for o in overrides if str(o).split("=")[0] in keys] or [str(o) for o in overrides]
+            label = " ".join(named) or run.path.name
             rows.append([label, *(f"{v:.1f}" for v in error_row(read_json(path, "error analysis")))])
     if not rows:
         return None
@@ -397,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
     collected = collect(table, runs, official)
     print(f"{len(runs)} finished runs in {args.sweep_dir}\n")
     print(to_markdown(table, collected))
-    errors = error_table(runs)
+    errors = error_table(runs, sweep_grid(name).keys())
     if errors:
         print("\n" + errors)
     if args.csv:
