@@ -275,3 +275,13 @@ def test_youtube_vis_2022_long_videos_are_scored_on_their_own(tmp_path, capsys) 
     with pytest.raises(SystemExit):
         main([*args, "--long-videos", str(tmp_path / "gt_long.json")])
     assert "gt_long.json: videos [9] are not videos of the ground truth" in capsys.readouterr().err
+
+
+def test_oracle_classes_leave_results_that_match_no_ground_truth_alone() -> None:
+    # A perfect cat track scores AP 1; a dog result touching it (st-IoU 1/3 < .5) keeps its class:
+    # relabelled as cat, it would be a false positive ranked above the true one.
+    gt = ground_truth([GT_A])
+    results = [result(track(A_BOX), 0.8), result(track(box(5, 10)), 0.9, category_id=2)]
+    ctx = A.Indexed(gt, results)
+    assert [d["category_id"] for d in A.oracle_classes(ctx)] == [1, 2]
+    assert A.full_metrics(ctx.evaluate(A.oracle_classes(ctx)))["AP"] == pytest.approx(1.0)

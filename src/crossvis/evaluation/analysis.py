@@ -464,12 +464,14 @@ def ground_truth_association(ctx: Indexed) -> list[dict]:
 
 
 def oracle_classes(ctx: Indexed) -> list[dict]:
-    """Each result with the class of the ground truth it overlaps most (spatio-temporal IoU > 0)."""
+    """Each result that matches a ground truth (spatio-temporal IoU ≥ 0.5, the lowest threshold of
+    the protocol) takes the class of the one it overlaps most; the others keep theirs (moving a
+    background result into another class would only add a false positive there)."""
     out = []
     for d in ctx.dt["annotations"]:
         video = ctx.overlaps[d["image_id"]]
         row = video.st_iou[video.rows[d["key"]]] if video.gt_ids else np.zeros(0)
-        best = int(row.argmax()) if row.size and row.max() > 0 else None
+        best = int(row.argmax()) if row.size and row.max() >= IOU_THRESHOLDS[0] else None
         out.append(d if best is None else {**d, "category_id": ctx.gt_by_id[video.gt_ids[best]]["category_id"]})
     return out
 
