@@ -285,3 +285,12 @@ def test_oracle_classes_leave_results_that_match_no_ground_truth_alone() -> None
     ctx = A.Indexed(gt, results)
     assert [d["category_id"] for d in A.oracle_classes(ctx)] == [1, 2]
     assert A.full_metrics(ctx.evaluate(A.oracle_classes(ctx)))["AP"] == pytest.approx(1.0)
+
+
+def test_oracles_leave_the_indexed_results_untouched() -> None:
+    gts, results = CASES["temporal"]
+    ctx = A.Indexed(ground_truth(gts), [result(track(box(28, 28)), 0.95), *results])
+    before = [dict(d) for d in ctx.dt["annotations"]]
+    A.ground_truth_association(ctx)
+    A.oracle_classes(ctx)
+    assert ctx.dt["annotations"] == before

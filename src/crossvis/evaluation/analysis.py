@@ -458,9 +458,7 @@ def ground_truth_association(ctx: Indexed) -> list[dict]:
                 new = {"image_id": vid, "score": score, "iscrowd": 0, "category_id": category, "key": key}
                 out.append({**new, "segmentation": track, "area": track_area(track)})
         out += [d for d in dts if not taken[d["id"]]]
-    for i, d in enumerate(out, start=1):
-        d["id"] = i
-    return out
+    return [{**d, "id": i} for i, d in enumerate(out, start=1)]  # copies: ctx's results stay as they are
 
 
 def oracle_classes(ctx: Indexed) -> list[dict]:
