@@ -39,6 +39,7 @@ def trained_run(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) 
             "optim.base_lr=0.002",
             "optim.base_batch_size=2",  # the tests' own batch: 10 warm-up steps at LR 0.002
             "optim.warmup_iters=10",
+            "analyze=true",
         ),
     )
     return run_dir

@@ -115,3 +115,39 @@ def test_the_cpu_recipe_for_own_data_is_the_demo_recipe_with_a_resnet10t(compose
 def test_model_and_backbone_options_compose_for_the_entry_points_that_build_a_model(composer, entry_point) -> None:
     for model, backbone in itertools.product(MODELS, BACKBONES):
         assert composer(entry_point, f"model={model}", f"model/backbone={backbone}").model.backbone.name
+
+
+@pytest.mark.parametrize("entry_point", ["train", "evaluate"])
+def test_analyze_is_off_by_default_and_switched_on_by_analyze_true(composer, entry_point: str) -> None:
+    assert composer(entry_point).analyze is False
+    assert composer(entry_point, "analyze=true").analyze is True
+
+
+def test_wandb_runs_of_a_sweep_share_a_group_and_carry_their_overrides_as_tags(composer, monkeypatch) -> None:
+    from types import SimpleNamespace
+
+    from hydra.types import RunMode
+
+    import crossvis.training as training
+
+    overrides = ["model.crossover.enabled=true", "data.root=/" + "x" * 80]
+    hydra = SimpleNamespace(mode=RunMode.MULTIRUN, sweep=SimpleNamespace(dir="multirun/mine/2026-12-06_10-00-00"))
+    fake = SimpleNamespace(initialized=lambda: True, get=lambda: hydra)
+    cfg = composer("train", "experiment=table6", overrides[0])
+    monkeypatch.setattr(training, "HydraConfig", fake)
+    fields = training.wandb_sweep_fields(cfg, overrides)
+    assert fields["group"] == "table6"
+    assert fields["tags"][0] == overrides[0] and len(fields["tags"][1]) == 64
+    with open_dict(cfg):
+        cfg.table = None  # a sweep of no paper table: grouped by its folder
+    assert training.wandb_sweep_fields(cfg, overrides)["group"] == "2026-12-06_10-00-00"
+    hydra.mode = RunMode.RUN
+    assert "group" not in training.wandb_sweep_fields(cfg, overrides)  # a single run is not part of a sweep
+
+
+def test_ytvis22_is_the_2021_layout_at_its_own_root_with_a_long_video_split(composer) -> None:
+    cfg = composer("evaluate", "data=ytvis22", "data.long_videos=/d/gt_long.json")
+    assert cfg.data.name == "ytvis22" and cfg.data.long_videos == "/d/gt_long.json"
+    assert cfg.data.val.json == "datasets/ytvis_2022/valid/instances.json"
+    assert cfg.data.train.json == "datasets/ytvis_2022/train/instances.json"
+    assert composer("train", "data=ytvis22").data.long_videos is None

@@ -20,6 +20,7 @@ from helpers import last_json_line, run_module
 
 @pytest.mark.parametrize("per_frame", [False, True])
 def test_evaluate_writes_results_and_prints_metrics(trained_run, synthetic_root, tmp_path, per_frame):
+    analyze = per_frame  # one run with both options
     proc = run_module(
         "crossvis.evaluate",
         f"checkpoint={trained_run / 'checkpoints' / 'last.ckpt'}",
@@ -28,8 +29,15 @@ def test_evaluate_writes_results_and_prints_metrics(trained_run, synthetic_root,
         f"data.train.json={tmp_path / 'absent' / 'train.json'}",  # only the evaluated split is read
         f"hydra.run.dir={tmp_path}",
         f"per_frame={per_frame}",
+        f"analyze={analyze}",
     )
     metrics = last_json_line(proc.stdout)
+    assert (tmp_path / "analysis" / "analysis.json").exists() == analyze
+    if analyze:
+        analysis = json.loads((tmp_path / "analysis" / "analysis.json").read_text())
+        assert analysis["metrics"] == pytest.approx({key: metrics[key] for key in METRIC_KEYS})
+        assert "Errors (TIVE definitions)" in proc.stdout and (tmp_path / "analysis" / "errors.png").exists()
+        assert (trained_run / "analysis" / "analysis.json").exists()  # the fixture trains with analyze=true
     frame_keys = {f"frame_{name}_{kind}" for name in STATS for kind in ("mask", "box")}
     assert set(metrics) == set(METRIC_KEYS) | (frame_keys if per_frame else set())
     assert ("Per-frame mask AP" in proc.stdout) == per_frame

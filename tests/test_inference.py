@@ -55,7 +55,34 @@ def test_training_config_gives_the_test_time_resize_and_tracker() -> None:
         "scoring": "public",
         "category_vote": "first",
         "masktrack_weights": [1.0, 2.0, 10.0],
+        "association": "greedy",
+        "momentum": 0.0,
+        "track_score": "mean",
+        "reid_threshold": None,
     }
+
+
+def test_association_options_override_a_checkpoint_stored_without_them() -> None:
+    stored = {"short": 8, "max_size": 8, "tracker": {"match_threshold": 0.4, "scoring": "public"}}
+    options = ("inference.tracker.association=hungarian", "inference.tracker.momentum=0.5")
+    cfg = _compose(
+        "evaluate",
+        "checkpoint=x",
+        *options,
+        "inference.tracker.track_score=coverage",
+        "inference.tracker.reid_threshold=0.7",
+    )
+    inference = VideoInference.from_config(stored, RecordingModel(), [1], overrides=cfg.inference)
+    assert inference.tracker_cfg == {
+        **stored["tracker"],
+        "association": "hungarian",
+        "momentum": 0.5,
+        "track_score": "coverage",
+        "reid_threshold": 0.7,
+    }
+    with pytest.raises(ConfigError, match="inference.tracker.association: expected 'greedy' or 'hungarian'"):
+        bad = _compose("evaluate", "checkpoint=x", "inference.tracker.association=minvis")
+        VideoInference.from_config(stored, RecordingModel(), [1], overrides=bad.inference)
 
 
 def test_table8_baseline_rows_track_with_masktrack_scoring() -> None:

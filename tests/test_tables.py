@@ -159,3 +159,31 @@ def test_grids_come_from_the_experiment_configs(tmp_path):
         ValueError, match=r"sweeps \['model.crossover.enabled'\], which the table3 layout does not place"
     ):
         build_table("table3", LAYOUTS["table3"], conf_dir=tmp_path)
+
+
+def test_error_decomposition_of_every_analysed_run_is_one_table(tmp_path, capsys):
+    from crossvis.evaluation.analysis import ERROR_TYPES
+
+    for job, enabled in enumerate((False, True)):
+        run = tmp_path / str(job)
+        config = {"table": "table6", "model": {"crossover": {"enabled": enabled}}, "data": {"sampler": {"T": 5}}}
+        _write_run(run, config, {"AP": 0.3})
+        OmegaConf.save(
+            OmegaConf.create(["data=synthetic", f"model.crossover.enabled={str(enabled).lower()}", "data.sampler.T=5"]),
+            run / ".hydra" / "overrides.yaml",
+        )
+        if enabled:  # only this run was analysed (analyze=true)
+            d_ap = {t: 0.01 * i for i, t in enumerate(ERROR_TYPES)}
+            (run / "analysis").mkdir()
+            (run / "analysis" / "analysis.json").write_text(
+                json.dumps({"errors": {"AP": 0.3, "dAP": d_ap, "dAP_all": 0.5}})
+            )
+    assert main([str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "**Error decomposition**" in out
+    rows = [line for line in out.splitlines() if line.startswith("| model.crossover")]
+    assert rows == [
+        "| model.crossover.enabled=true data.sampler.T=5 | 30.0 | 0.0 | 1.0 | 2.0 | 3.0 | 4.0 | 5.0 | 6.0 | 50.0 |"
+    ]
+    header = next(line for line in out.splitlines() if line.startswith("| run |"))
+    assert header.split("|")[2:-1] == [f" {c} " for c in ["AP", *(f"dAP_{t}" for t in ERROR_TYPES), "dAP_all"]]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -182,3 +183,89 @@ def test_bad_updates_raise(frame: int, change: dict, message: str) -> None:
     dets = {k: v for k, v in dets.items() if v is not None}
     with pytest.raises(ValueError, match=message):
         tracker.update(frame, dets)
+
+
+# Two tracks far apart (box IoU 0: the match is the cosine alone), then two detections that both
+# prefer track 0: D1 at cos .766 / .643 from tracks 0 / 1, D2 at cos .985 / .174.
+T0, T1 = [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]
+D1 = [math.cos(math.radians(40)), math.sin(math.radians(40)), 0.0]
+D2 = [math.cos(math.radians(10)), math.sin(math.radians(10)), 0.0]
+
+
+@pytest.mark.parametrize(("association", "expected"), [("greedy", [-1, 0]), ("hungarian", [1, 0])])
+def test_hungarian_association_assigns_one_to_one_where_greedy_drops(association: str, expected: list) -> None:
+    tracker = OnlineTracker(association=association)
+    tracker.update(0, detections([([0, 0, 8, 8], 0, 0.9, T0), ([30, 20, 38, 28], 0, 0.9, T1)]))
+    # Greedy: both pick track 0, D2 keeps it (.985) and D1 is dropped. Hungarian: D1 -> 1 (.643) + D2 -> 0.
+    ids = tracker.update(1, detections([([40, 0, 48, 8], 0, 0.9, D1), ([40, 24, 48, 32], 0, 0.9, D2)]))
+    assert list(ids) == expected
+
+
+def test_hungarian_leaves_pairs_below_the_threshold_to_new_tracks() -> None:
+    tracker = OnlineTracker(association="hungarian")
+    tracker.update(0, detections([([0, 0, 8, 8], 0, 0.9, T0)]))
+    ids = tracker.update(1, detections([([40, 0, 48, 8], 0, 0.9, emb(0.3))]))  # cos .3 < .4
+    assert list(ids) == [1]
+
+
+def unit(degrees: float) -> list[float]:
+    return [math.cos(math.radians(degrees)), math.sin(math.radians(degrees)), 0.0]
+
+
+@pytest.mark.parametrize(("momentum", "joins"), [(0.0, True), (0.9, False)])
+def test_momentum_memory_moves_slowly_with_the_matched_embeddings(momentum: float, joins: bool) -> None:
+    tracker = OnlineTracker(momentum=momentum)
+    tracker.update(0, detections([([0, 0, 8, 8], 0, 0.9, unit(0))]))
+    tracker.update(1, detections([([0, 0, 8, 8], 0, 0.9, unit(40))]))  # joins: cos .766 + IoU 1
+    # Far away (IoU 0) at 80°: cos 40° = .766 with the last embedding; the momentum memory
+    # 0.9 * e(0°) + 0.1 * e(40°) points at 3.8°: cos 76.2° = .24 < .4, a new track.
+    ids = tracker.update(2, detections([([30, 20, 38, 28], 0, 0.9, unit(80))]))
+    assert list(ids) == ([0] if joins else [1])
+
+
+@pytest.mark.parametrize(("track_score", "expected"), [("mean", [0.5, 0.9]), ("coverage", [0.5, 0.9 / 4])])
+def test_coverage_scoring_does_not_reward_one_frame_tracks(track_score: str, expected: list) -> None:
+    tracker = OnlineTracker(track_score=track_score)
+    for frame in range(4):
+        dets = [([0, 0, 8, 8], 0, 0.5, unit(0))] + ([([30, 20, 38, 28], 0, 0.9, unit(90))] if frame == 2 else [])
+        tracker.update(frame, detections(dets))
+    assert [r["score"] for r in tracker.video_results(0, LABEL_TO_CATEGORY)] == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ({"association": "best"}, "association: expected 'greedy' or 'hungarian'"),
+        ({"momentum": 1.0}, "momentum: expected a number in [0, 1)"),
+        ({"track_score": "sum"}, "track_score: expected 'mean' or 'coverage'"),
+        ({"reid_threshold": "high"}, "reid_threshold: expected null or a number"),
+    ],
+)
+def test_bad_association_settings_raise_naming_the_argument(setting: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        OnlineTracker(**setting)
+
+
+@pytest.mark.parametrize(
+    ("reid_threshold", "cos", "expected"),
+    [(None, 0.5, 0), (0.7, 0.5, 2), (0.7, 0.8, 0)],
+)
+def test_reid_after_a_gap_by_embedding_alone(reid_threshold, cos: float, expected: int) -> None:
+    tracker = OnlineTracker(reid_threshold=reid_threshold)
+    tracker.update(0, detections([([0, 0, 8, 8], 0, 0.9, unit(0)), ([30, 20, 38, 28], 0, 0.9, unit(90))]))
+    tracker.update(1, detections([([30, 20, 38, 28], 0, 0.9, unit(90))]))  # track 0 is not seen
+    # Far from both boxes, at cosine `cos` from track 0 (and cos(90° - angle) < .4 from track 1).
+    angle = math.degrees(math.acos(cos))
+    ids = tracker.update(2, detections([([40, 0, 48, 8], 0, 0.9, unit(-angle))]))
+    assert list(ids) == [expected]  # public: any track at cos + IoU >= .4; reid: the gap needs cos >= .7
+
+
+def test_reid_matches_the_tracks_of_the_previous_frame_first() -> None:
+    def run(reid_threshold):
+        tracker = OnlineTracker(reid_threshold=reid_threshold)
+        tracker.update(0, detections([([0, 0, 8, 8], 0, 0.9, unit(0)), ([30, 20, 38, 28], 0, 0.9, unit(90))]))
+        tracker.update(1, detections([([30, 20, 38, 28], 0, 0.9, unit(90))]))
+        # On track 0's old box (IoU 1 + cos .34) and at cos .94 from track 1, seen last frame (IoU 0).
+        return list(tracker.update(2, detections([([0, 0, 8, 8], 0, 0.9, unit(70))])))
+
+    assert run(None) == [0] and run(0.7) == [1]

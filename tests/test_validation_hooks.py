@@ -85,3 +85,55 @@ def test_without_ground_truth_nothing_is_scored(synthetic_root: Path, monkeypatc
     monkeypatch.setattr(lightning_module, "evaluate_results", lambda *args: pytest.fail("scored without ground truth"))
     trainer = _validate(module, datamodule)
     assert not trainer.callback_metrics and module.last_validated_step is None
+
+
+class _RecordingWandb(pl.loggers.Logger):
+    """Stands in for the W&B logger: records the analysis images and table."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.images, self.tables = {}, {}
+
+    name = "fake"
+    version = "0"
+
+    def log_hyperparams(self, params, *args, **kwargs) -> None:
+        pass
+
+    def log_metrics(self, metrics, step=None) -> None:
+        pass
+
+    def log_image(self, key, images, step=None) -> None:
+        self.images[key] = images
+
+    def log_table(self, key, columns=None, data=None) -> None:
+        self.tables[key] = (columns, data)
+
+
+def test_analyze_true_writes_the_analysis_and_logs_plots_and_table(synthetic_root: Path, tmp_path, monkeypatch) -> None:
+    import json
+
+    from omegaconf import open_dict
+
+    module, datamodule = _setup(synthetic_root, with_ground_truth=True)
+    with open_dict(module.cfg):
+        module.cfg.analyze = True
+    monkeypatch.setattr(lightning_module, "WandbLogger", _RecordingWandb)
+    logger = _RecordingWandb()
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        logger=logger,
+        default_root_dir=str(tmp_path),
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+    )
+    trainer.validate(module, datamodule=datamodule, verbose=False)
+    analysis = json.loads((tmp_path / "analysis" / "analysis.json").read_text())
+    assert analysis["metrics"]["AP"] == pytest.approx(float(trainer.callback_metrics["val/AP"]))
+    plots = {f"analysis/{n}" for n in ("errors", "by_length", "by_occlusion", "per_category")}
+    assert set(logger.images) == plots | {"val/predictions"}  # beside the predicted tracks of one video
+    assert all(Path(logger.images[k][0]).read_bytes()[:4] == b"\x89PNG" for k in plots)
+    columns, [row] = logger.tables["analysis/errors"]
+    assert columns[0] == "AP" and row[0] == pytest.approx(100 * analysis["errors"]["AP"])

@@ -34,6 +34,9 @@ def test_make_table6_smoke_run_fills_all_fourteen_cells(synthetic_root, tmp_path
     cells = [cell.strip() for row in rows for cell in row.split("|")[2:-2]]
     assert len(cells) == 14 and not any(cell.startswith("missing") for cell in cells)
     assert "Local numbers: synthetic held-out training videos" in proc.stdout
+    # experiment=tableN runs analyze=true: make prints the error decomposition of every cell too
+    error_rows = [line for line in proc.stdout.splitlines() if line.startswith("| model.crossover.enabled=")]
+    assert "**Error decomposition**" in proc.stdout and len(error_rows) == 14
     assert all(
         (run / "holdout_split.json").is_file() and (run / "submission.zip").is_file()
         for run in sweep_dir.glob("[0-9]*")
@@ -74,6 +77,7 @@ def test_wandb_offline_run_holds_the_logged_metrics(synthetic_root, tmp_path, mo
     for key in ("train/loss", "train/loss_cross", "train/loss_id", "train/lr", "val/AP50", "val/AR10"):
         assert key.encode() in log, key
     assert b'"crossover"' in log and b'"sampler"' in log
+    assert b"trainer.max_steps=2" in log  # the run's overrides as tags and in its config
     assert list((runs[0] / "files" / "media" / "images").rglob("*.png")), "validation previews"
 
 

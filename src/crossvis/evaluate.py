@@ -3,7 +3,8 @@
     python -m crossvis.evaluate checkpoint=PATH data=synthetic data.root=DIR
 
 Writes ``results.json`` and the CodaLab ``submission.zip`` into the run folder and prints the
-YouTube-VIS metrics when the split has ground truth. Checkpoint, data json and the checkpoint's
+YouTube-VIS metrics when the split has ground truth; ``analyze=true`` adds the error analysis of
+``crossvis.analyze`` (tables, ``analysis/analysis.json`` and plots). Checkpoint, data json and the checkpoint's
 categories are checked before any frame is read.
 """
 
@@ -18,7 +19,9 @@ from omegaconf import DictConfig
 from crossvis.cli import configure_threads, require_writable_dir, user_errors
 from crossvis.evaluation.frame_ap import format_frame_table
 from crossvis.evaluation.metric import format_table
+from crossvis.evaluation.report import read_long_videos, run_analysis
 from crossvis.evaluation.splits import evaluate_dataset, load_split
+from crossvis.io import read_json
 from crossvis.loading import load_checked_module
 
 
@@ -36,6 +39,11 @@ def main(cfg: DictConfig) -> None:
         print(format_table(metrics))
         if cfg.per_frame:
             print(format_frame_table(metrics))
+        if cfg.analyze:  # breakdowns, error decomposition, oracles: analysis.json and plots in the run folder
+            results = read_json(output_dir / "results.json", "results", list)
+            long_videos = cfg.data.get("long_videos")  # data=ytvis22: its long-video split
+            long_ids = read_long_videos(long_videos, ground_truth) if long_videos else None
+            run_analysis(ground_truth, results, output_dir / "analysis", long_video_ids=long_ids)
         print(json.dumps(metrics))
 
 

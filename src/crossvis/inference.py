@@ -69,7 +69,7 @@ def build_tracker(cfg_tracker: DictConfig | dict) -> OnlineTracker:
     except TypeError as error:  # a key OnlineTracker does not take
         raise ConfigError(
             f"inference.tracker: unknown setting ({error}); expected some of "
-            "match_threshold, scoring, category_vote, masktrack_weights"
+            "match_threshold, scoring, category_vote, masktrack_weights, association, momentum, track_score, reid_threshold"
         ) from None
     except ValueError as error:  # OnlineTracker names its argument: "scoring: expected ..."
         raise ConfigError(f"inference.tracker.{error}") from None

@@ -190,6 +190,21 @@ class CrossVISModule(pl.LightningModule):
         self.last_validated_step = self.global_step
         for name in VAL_METRICS:
             self.log(f"val/{name}", float(metrics[name]), rank_zero_only=True, sync_dist=False)
+        if self.cfg.get("analyze", False) and self.trainer.is_global_zero:
+            self._log_analysis(ground_truth, results)
+
+    def _log_analysis(self, ground_truth: dict, results: list[dict]) -> None:
+        """``analyze=true``: the error analysis of this validation into ``<run>/analysis`` (the last one
+        stays), and to W&B as plots and a ΔAP-per-error-type table."""
+        from crossvis.evaluation.report import ERROR_COLUMNS, error_row, run_analysis
+
+        analysis, plots = run_analysis(
+            ground_truth, results, Path(self.trainer.default_root_dir) / "analysis", quiet=True
+        )
+        if isinstance(self.logger, WandbLogger):
+            for path in plots:  # W&B reads the PNG from its path
+                self.logger.log_image(f"analysis/{path.stem}", [str(path)], step=self.global_step)
+            self.logger.log_table("analysis/errors", columns=ERROR_COLUMNS, data=[error_row(analysis)])
 
     def _log_coco(self, ground_truth: dict, results: list[dict]) -> None:
         """COCO mask/box AP (COCOeval) → ``val/AP_mask``, ``val/AP_box``, …; results json beside the run."""

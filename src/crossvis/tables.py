@@ -23,6 +23,7 @@ import itertools
 import math
 import statistics
 import sys
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -365,6 +366,28 @@ def to_csv(table: Table, collected: Collected) -> str:
     return out.getvalue()
 
 
+def error_table(runs: list[Run], keys: Collection[str] = ()) -> str | None:
+    """The error decomposition of every run that has one (``analyze=true``: ``<run>/analysis/analysis.json``),
+    one row per run named by its overrides of ``keys`` (the sweep's parameters; all if none of
+    them): AP and the ΔAP of fixing each error type, in points."""
+    from crossvis.evaluation.report import ERROR_COLUMNS, error_row
+
+    rows = []
+    for run in runs:
+        path = run.path / "analysis" / "analysis.json"
+        if path.is_file():
+            overrides_path = run.path / ".hydra" / "overrides.yaml"
+            overrides = OmegaConf.load(overrides_path) if overrides_path.is_file() else []
+            named = [str(o) for o in overrides if str(o).split("=")[0] in keys] or [str(o) for o in overrides]
+            label = " ".join(named) or run.path.name
+            rows.append([label, *(f"{v:.1f}" for v in error_row(read_json(path, "error analysis")))])
+    if not rows:
+        return None
+    lines = ["**Error decomposition** — ΔAP when an oracle fixes each error type (docs/analysis.md)", ""]
+    lines += ["| run | " + " | ".join(ERROR_COLUMNS) + " |", "|" + "---|" * (len(ERROR_COLUMNS) + 1)]
+    return "\n".join([*lines, *("| " + " | ".join(row) + " |" for row in rows)])
+
+
 @user_errors
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -388,6 +411,9 @@ def main(argv: list[str] | None = None) -> int:
     collected = collect(table, runs, official)
     print(f"{len(runs)} finished runs in {args.sweep_dir}\n")
     print(to_markdown(table, collected))
+    errors = error_table(runs, sweep_grid(name).keys())
+    if errors:
+        print("\n" + errors)
     if args.csv:
         with atomic_path(args.csv) as tmp:
             tmp.write_text(to_csv(table, collected))

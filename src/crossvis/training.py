@@ -41,9 +41,24 @@ def build_logger(cfg: DictConfig, resume_run_id: str | None = None) -> pl.logger
         return False
     is_wandb = OmegaConf.select(cfg.logger, "_target_", default="").endswith("WandbLogger")
     extra = {"id": resume_run_id, "resume": "allow"} if is_wandb and resume_run_id else {}
+    overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    if is_wandb:
+        extra.update(wandb_sweep_fields(cfg, overrides))
     logger = instantiate(cfg.logger, **extra)
-    logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    logger.log_hyperparams({**OmegaConf.to_container(cfg, resolve=True), "overrides": overrides})
     return logger
+
+
+WANDB_TAG_CHARS = 64  # W&B rejects longer tags
+
+
+def wandb_sweep_fields(cfg: DictConfig, overrides: list[str]) -> dict:
+    """W&B ``group`` and ``tags`` so that a sweep's runs form one W&B table: the runs of a multi-run
+    share a group (the paper table, else the sweep folder) and carry their overrides as tags."""
+    fields = {"tags": [o[:WANDB_TAG_CHARS] for o in overrides]}
+    if HydraConfig.initialized() and HydraConfig.get().mode.name == "MULTIRUN":
+        fields["group"] = cfg.get("table") or Path(HydraConfig.get().sweep.dir).name
+    return fields
 
 
 class WandbRunId(pl.Callback):

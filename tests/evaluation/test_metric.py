@@ -51,7 +51,6 @@ def ground_truth(tracks: list[tuple[int, list]], length: int = 3, size: tuple[in
                 "category_id": c,
                 "iscrowd": 0,
                 "segmentations": segs,
-                "areas": [None] * length,
                 "bboxes": [None] * length,
             }
             for i, (c, segs) in enumerate(tracks)
@@ -139,6 +138,36 @@ def test_area_range_uses_mean_of_non_empty_frames() -> None:
     gt = ground_truth([(1, [rle(big), None, None])], size=size)
     m = evaluate(gt, [result([big, None, None])])
     assert (m["APs"], m["APm"]) == pytest.approx((-1, 1))
+
+
+def test_ground_truth_area_comes_from_json_areas_when_given() -> None:
+    # The official ytvoseval ranges a ground-truth track by the mean of its non-null, non-zero json
+    # `areas`, not by its masks: a 100-pixel mask annotated as 20000 and 70000 pixels is medium.
+    size = (300, 300)
+    small = box(0, 0, 10, 10, size)
+    gt = ground_truth([(1, [rle(small), rle(small), None])], size=size)
+    gt["annotations"][0]["areas"] = [20000, 0, None]  # mean over the truthy entries: 20000 -> medium
+    m = evaluate(gt, [result([small, small, None])])
+    assert (m["APs"], m["APm"], m["APl"]) == pytest.approx((-1, 1, -1))
+    gt["annotations"][0]["areas"] = [70000, 70000, None]  # large
+    assert evaluate(gt, [result([small, small, None])])["APl"] == pytest.approx(1)
+    medium = box(0, 0, 150, 150, size)
+    gt = ground_truth([(1, [rle(medium), rle(medium), None])], size=size)
+    gt["annotations"][0]["areas"] = [None, None, None]  # no area at all: 0, small (as the official code)
+    assert evaluate(gt, [result([medium, medium, None])])["APs"] == pytest.approx(1)
+    del gt["annotations"][0]["areas"]  # no field: the masks' mean area (22500, medium)
+    assert evaluate(gt, [result([medium, medium, None])])["APm"] == pytest.approx(1)
+
+
+@pytest.mark.parametrize(
+    ("areas", "message"),
+    [([1, 2], "expected a list of 3 numbers or nulls"), ("big", "got str"), ([1, "2", None], "got '2'")],
+)
+def test_malformed_ground_truth_areas_are_rejected(areas: object, message: str) -> None:
+    gt = ground_truth([(1, [rle(SQUARE)] * 3)])
+    gt["annotations"][0]["areas"] = areas
+    with pytest.raises(ValueError, match=f"ground truth annotation 10 \\(video 7\\): field 'areas': .*{message}"):
+        evaluate(gt, [result([SQUARE] * 3)])
 
 
 def test_ar1_vs_ar10_with_two_ground_truth_tracks() -> None:

@@ -3,7 +3,8 @@
 The official YouTube-VIS API is a fork of the COCO API in which an "image" is a video and a
 mask is a list of per-frame masks. We keep pycocotools' matching, 101-point interpolation and
 area-range logic by subclassing ``COCOeval`` with each video as an image, and replace only the
-IoU (summed over frames), the area of a track (mean non-empty per-frame area), the area ranges
+IoU (summed over frames), the area of a track (mean non-empty per-frame area; for ground truth
+the json's ``areas`` when present, as the official code), the area ranges
 and the category/video bookkeeping. Crowd ground truth is ignored in matching as in COCO; its
 IoU is the plain spatio-temporal IoU, as in the YouTube-VIS API.
 
@@ -19,7 +20,7 @@ import json
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 from pycocotools import mask as mask_utils
@@ -49,32 +50,61 @@ def track_area(track: Track) -> float:
     return float(nonempty.mean()) if nonempty.size else 0.0
 
 
-def spatiotemporal_iou(dts: Sequence[Track], gts: Sequence[Track]) -> np.ndarray:
-    """IoU matrix [D, G] between tracks of one video, intersection and union summed over frames.
+def json_track_area(areas: Any, where: str, length: int) -> float:
+    """A ground-truth track's area from the json's per-frame ``areas``, as the official ``ytvoseval``
+    reads it: the mean of the entries that are neither null nor 0 (0 if there are none)."""
+    if not isinstance(areas, list) or len(areas) != length:
+        got = f"{len(areas)} entries" if isinstance(areas, list) else type(areas).__name__
+        raise ValueError(
+            f"{where}: field 'areas': expected a list of {length} numbers or nulls (one per frame), got {got}"
+        )
+    bad = [a for a in areas if a is not None and (isinstance(a, bool) or not isinstance(a, (int, float)))]
+    if bad:
+        raise ValueError(f"{where}: field 'areas': expected numbers or nulls, got {bad[0]!r}")
+    present = [float(a) for a in areas if a]
+    return float(np.mean(present)) if present else 0.0
 
-    A frame where only one track is present adds its area to the union. Per frame, one
-    ``mask.iou`` call gives all pairwise IoUs; intersections are recovered from
+
+def frame_overlaps(dts: Sequence[Track], gts: Sequence[Track]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-frame intersections [F, D, G] and areas [F, D], [F, G] of the tracks of one video.
+
+    Per frame, one ``mask.iou`` call gives all pairwise IoUs; intersections are recovered from
     ``i = iou * (a + b) / (1 + iou)`` so no pair of masks is merged individually.
     """
-    inter = np.zeros((len(dts), len(gts)))
-    area_d = np.zeros(len(dts))
-    area_g = np.zeros(len(gts))
-    if not dts or not gts:
-        return inter
-    for f in range(len(gts[0])):
+    frames = len(gts[0]) if gts else (len(dts[0]) if dts else 0)
+    inter = np.zeros((frames, len(dts), len(gts)))
+    area_d = np.zeros((frames, len(dts)))
+    area_g = np.zeros((frames, len(gts)))
+    for f in range(frames):
         di = [i for i, t in enumerate(dts) if t[f] is not None]
         gi = [j for j, t in enumerate(gts) if t[f] is not None]
         d_rles = [dts[i][f] for i in di]
         g_rles = [gts[j][f] for j in gi]
         a_d = mask_utils.area(d_rles).astype(np.float64) if di else np.zeros(0)
         a_g = mask_utils.area(g_rles).astype(np.float64) if gi else np.zeros(0)
-        area_d[di] += a_d
-        area_g[gi] += a_g
+        area_d[f, di] = a_d
+        area_g[f, gi] = a_g
         if di and gi:
             iou = mask_utils.iou(d_rles, g_rles, [0] * len(gi))
-            inter[np.ix_(di, gi)] += np.rint(iou * (a_d[:, None] + a_g[None, :]) / (1.0 + iou))
-    union = area_d[:, None] + area_g[None, :] - inter
+            inter[f][np.ix_(di, gi)] = np.rint(iou * (a_d[:, None] + a_g[None, :]) / (1.0 + iou))
+    return inter, area_d, area_g
+
+
+def overlaps_to_iou(inter: np.ndarray, area_d: np.ndarray, area_g: np.ndarray) -> np.ndarray:
+    """IoU from intersections and areas of the same leading shape ([D, G] with [D], [G])."""
+    union = area_d[..., :, None] + area_g[..., None, :] - inter
     return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+
+def spatiotemporal_iou(dts: Sequence[Track], gts: Sequence[Track]) -> np.ndarray:
+    """IoU matrix [D, G] between tracks of one video, intersection and union summed over frames.
+
+    A frame where only one track is present adds its area to the union.
+    """
+    if not dts or not gts:
+        return np.zeros((len(dts), len(gts)))
+    inter, area_d, area_g = frame_overlaps(dts, gts)
+    return overlaps_to_iou(inter.sum(0), area_d.sum(0), area_g.sum(0))
 
 
 class _VideoCOCO(COCO):
@@ -91,20 +121,62 @@ class _VideoCOCO(COCO):
         return ann["segmentation"]
 
 
-class VideoCOCOeval(COCOeval):
-    """COCOeval over videos with spatio-temporal IoU and the YouTube-VIS area ranges."""
+IouFn = Callable[[int, list[dict], list[dict]], np.ndarray]
 
-    def __init__(self, gt: COCO, dt: COCO) -> None:
+
+class VideoCOCOeval(COCOeval):
+    """COCOeval over videos with spatio-temporal IoU and the YouTube-VIS area ranges.
+
+    ``ranges``: the ranges of the annotations' ``area`` field (the analysis puts other track
+    attributes there, e.g. the duration, to get the official protocol restricted to a subset);
+    ``iou_fn(video_id, sorted_dts, gts)``: an IoU source (e.g. a cache shared by many evaluations).
+    """
+
+    def __init__(
+        self, gt: COCO, dt: COCO, ranges: Sequence[Sequence[float]] = AREA_RANGES, iou_fn: IouFn | None = None
+    ) -> None:
         super().__init__(gt, dt, iouType="segm")
-        self.params.areaRng = AREA_RANGES
+        self.params.areaRng = [list(r) for r in ranges]
+        if self.params.areaRng != AREA_RANGES:  # summarize() only knows the labels of the area ranges
+            self.params.areaRngLbl = [str(i) for i in range(len(ranges))]
         self.params.maxDets = MAX_DETS
+        self._iou_fn = iou_fn
 
     def computeIoU(self, imgId: int, catId: int) -> np.ndarray:  # noqa: N802,N803 (pycocotools names)
         """Rows follow evaluateImg's order: results by descending score, top maxDets[-1]."""
         dts = self._dts[imgId, catId]
         gts = self._gts[imgId, catId]
         order = np.argsort([-d["score"] for d in dts], kind="mergesort")[: self.params.maxDets[-1]]
+        if self._iou_fn is not None:
+            return self._iou_fn(imgId, [dts[i] for i in order], gts) if len(order) and gts else []
         return spatiotemporal_iou([dts[i]["segmentation"] for i in order], [g["segmentation"] for g in gts])
+
+
+def run_protocol(
+    gt: dict,
+    dt: dict,
+    ranges: Sequence[Sequence[float]] = AREA_RANGES,
+    iou_fn: IouFn | None = None,
+    iou_thresholds: Sequence[float] | None = None,
+    video_ids: Sequence[int] | None = None,
+) -> VideoCOCOeval:
+    """The official matching and accumulation on indexed datasets (see :func:`index_datasets`),
+    optionally on some IoU thresholds or videos only; ``.eval['precision']`` is [T, R, K, A, M]."""
+    coco_eval = VideoCOCOeval(_VideoCOCO(gt), _VideoCOCO(dt), ranges, iou_fn)
+    if iou_thresholds is not None:
+        coco_eval.params.iouThrs = np.asarray(iou_thresholds, dtype=np.float64)
+    if video_ids is not None:
+        coco_eval.params.imgIds = sorted(video_ids)
+    with contextlib.redirect_stdout(io.StringIO()):  # COCOeval narrates every step
+        coco_eval.evaluate()
+        coco_eval.accumulate()
+    return coco_eval
+
+
+def mean_valid(values: np.ndarray) -> float:
+    """COCOeval's summary of a slice of precision or recall: the mean of the entries > -1, or -1."""
+    valid = values[values > -1]
+    return float(valid.mean()) if valid.size else -1.0
 
 
 def _field(obj: Any, key: str, where: str) -> Any:
@@ -154,13 +226,15 @@ def _ground_truth_dataset(ground_truth: Mapping[str, Any]) -> dict:
             except (KeyError, TypeError, IndexError) as e:
                 raise ValueError(f"{where}: segmentations[{f}] is not null, polygons or RLE ({e!r})") from None
         _check_track(where, track, video)
+        # As the official evaluator: the json's areas when given (they may differ from the masks').
+        area = json_track_area(ann["areas"], where, video["length"]) if "areas" in ann else track_area(track)
         annotations.append(
             {
                 "id": ann_id,
                 "image_id": vid,
                 "category_id": _field(ann, "category_id", where),
                 "iscrowd": int(ann.get("iscrowd", 0)),
-                "area": track_area(track),
+                "area": area,
                 "segmentation": track,
             }
         )
@@ -202,15 +276,18 @@ def _results_dataset(results: list[dict], gt: dict) -> dict:
     return {"images": gt["images"], "categories": gt["categories"], "annotations": annotations}
 
 
-def evaluate(ground_truth: Mapping[str, Any], results: list[dict]) -> dict[str, float]:
-    """YouTube-VIS AP, AP50, AP75, APs, APm, APl, AR1, AR10 as fractions (-1 where a range has no ground truth)."""
+def index_datasets(ground_truth: Mapping[str, Any], results: list[dict]) -> tuple[dict, dict]:
+    """Checked, RLE-converted ground truth and results in the COCO layout the protocol runs on."""
     gt = _ground_truth_dataset(ground_truth)
     validate_results(results)
-    dt = _results_dataset(results, gt)
-    coco_eval = VideoCOCOeval(_VideoCOCO(gt), _VideoCOCO(dt))
-    with contextlib.redirect_stdout(io.StringIO()):  # COCOeval narrates every step
-        coco_eval.evaluate()
-        coco_eval.accumulate()
+    return gt, _results_dataset(results, gt)
+
+
+def evaluate(ground_truth: Mapping[str, Any], results: list[dict]) -> dict[str, float]:
+    """YouTube-VIS AP, AP50, AP75, APs, APm, APl, AR1, AR10 as fractions (-1 where a range has no ground truth)."""
+    gt, dt = index_datasets(ground_truth, results)
+    coco_eval = run_protocol(gt, dt)
+    with contextlib.redirect_stdout(io.StringIO()):
         coco_eval.summarize()
     # summarize() stats order: AP, AP50, AP75, APs, APm, APl, AR@maxDets[0]=1, AR@maxDets[1]=10, ...
     return {key: float(value) for key, value in zip(METRIC_KEYS, coco_eval.stats[: len(METRIC_KEYS)])}
