@@ -12,6 +12,9 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf, open_dict
 
+from crossvis.errors import ConfigError
+from crossvis.runtime import Runtime
+
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
@@ -27,8 +30,9 @@ REQUIRED = {
     "evaluate": ["checkpoint=c.ckpt"],
     "demo": ["input=v.mp4", "checkpoint=c.ckpt", "output=o.mp4"],
     "cpu_train": ["data.root=d"],
+    "export": ["checkpoint=c.ckpt", "output=m.onnx"],
 }
-ENTRY_POINTS = ["train", "evaluate", "demo", "quickstart", "cpu_train", "benchmark", "peer"]
+ENTRY_POINTS = ["train", "evaluate", "demo", "quickstart", "cpu_train", "benchmark", "peer", "export"]
 
 
 @pytest.fixture(scope="module")
@@ -105,3 +109,12 @@ def test_the_cpu_recipe_for_own_data_is_the_demo_recipe_with_a_resnet10t(compose
 def test_model_and_backbone_options_compose_for_the_entry_points_that_build_a_model(composer, entry_point) -> None:
     for model, backbone in itertools.product(MODELS, BACKBONES):
         assert composer(entry_point, f"model={model}", f"model/backbone={backbone}").model.backbone.name
+
+
+@pytest.mark.parametrize("entry_point", ["demo", "evaluate", "benchmark"])
+def test_the_runtime_keys_of_the_entry_points_that_run_the_network(composer, entry_point) -> None:
+    cfg = composer(entry_point)
+    assert (cfg.runtime, cfg.model_path) == ("eager", None) and Runtime(cfg.runtime, cfg.model_path).name == "eager"
+    cfg = composer(entry_point, "runtime=onnxruntime")
+    with pytest.raises(ConfigError, match="model_path: runtime=onnxruntime needs the ONNX file"):
+        Runtime(cfg.runtime, cfg.model_path)
