@@ -87,6 +87,8 @@ def test_frame_folder_and_video_inputs(tmp_path: Path):
         (["input.path=/nonexistent/clip.mp4"], "input: /nonexistent/clip.mp4 does not exist"),
         (["input.frames=null"], "input.frames: a number is needed"),
         (["compare=[masktrack]"], "compare: unknown rows ['masktrack']"),
+        (["runtimes=[tensorrt]"], "runtimes: unknown ['tensorrt']"),
+        (["runtime=onnxruntime"], "model_path: runtime=onnxruntime needs the ONNX file"),
     ],
 )
 def test_bad_settings_fail_clearly(overrides, message):
@@ -94,6 +96,19 @@ def test_bad_settings_fail_clearly(overrides, message):
     # the user-error contract: exit code 1 and one line naming the setting, no traceback
     assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1].startswith(f"error: {message}")
     assert "Traceback" not in proc.stderr
+
+
+def test_runtime_rows_measure_onnxruntime_beside_eager_with_equal_outputs():
+    proc = bench("input.size=[48,80]", "input.frames=2", "runtimes=[onnxruntime]")
+    rows = last_json_line(proc.stdout)["runtimes"]
+    assert list(rows) == ["eager", "onnxruntime"] and rows["eager"]["over_eager"] == 1.0
+    assert rows["onnxruntime"]["fps"] > 0 and rows["onnxruntime"]["over_eager"] == pytest.approx(
+        rows["onnxruntime"]["fps"] / rows["eager"]["fps"]
+    )
+    # 100 forced detections per frame, the same on both runtimes
+    assert rows["onnxruntime"]["max_score_diff"] <= 1e-4 and rows["onnxruntime"]["max_box_diff"] <= 0.5
+    assert rows["onnxruntime"]["min_mask_iou"] >= 0.99
+    assert next(line for line in proc.stdout.splitlines() if line.startswith("onnxruntime"))
 
 
 @pytest.mark.slow

@@ -12,6 +12,9 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf, open_dict
 
+from crossvis.errors import ConfigError
+from crossvis.runtime import Runtime
+
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
@@ -27,11 +30,12 @@ REQUIRED = {
     "evaluate": ["checkpoint=c.ckpt"],
     "demo": ["input=v.mp4", "checkpoint=c.ckpt", "output=o.mp4"],
     "cpu_train": ["data.root=d"],
+    "export": ["checkpoint=c.ckpt", "output=m.onnx"],
 }
 # The paper tables' required COCO CondInst checkpoints (conf/experiment/table*.yaml: coco_init).
 TABLE1_INIT = {"resnet50": "r50.pth", "resnet101": "r101.pth", "dla34": "dla34.ckpt"}
 COCO_INIT = {"table1": [f"coco_init.{name}={path}" for name, path in TABLE1_INIT.items()]}
-ENTRY_POINTS = ["train", "evaluate", "demo", "quickstart", "cpu_train", "benchmark", "peer"]
+ENTRY_POINTS = ["train", "evaluate", "demo", "quickstart", "cpu_train", "benchmark", "peer", "export"]
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +137,7 @@ def test_wandb_runs_of_a_sweep_share_a_group_and_carry_their_overrides_as_tags(c
     overrides = ["model.crossover.enabled=true", "data.root=/" + "x" * 80]
     hydra = SimpleNamespace(mode=RunMode.MULTIRUN, sweep=SimpleNamespace(dir="multirun/mine/2026-12-06_10-00-00"))
     fake = SimpleNamespace(initialized=lambda: True, get=lambda: hydra)
-    cfg = composer("train", "experiment=table6", overrides[0])
+    cfg = composer("train", "experiment=table6", "coco_init=coco.pth", overrides[0])
     monkeypatch.setattr(training, "HydraConfig", fake)
     fields = training.wandb_sweep_fields(cfg, overrides)
     assert fields["group"] == "table6"
@@ -151,3 +155,12 @@ def test_ytvis22_is_the_2021_layout_at_its_own_root_with_a_long_video_split(comp
     assert cfg.data.val.json == "datasets/ytvis_2022/valid/instances.json"
     assert cfg.data.train.json == "datasets/ytvis_2022/train/instances.json"
     assert composer("train", "data=ytvis22").data.long_videos is None
+
+
+@pytest.mark.parametrize("entry_point", ["demo", "evaluate", "benchmark"])
+def test_the_runtime_keys_of_the_entry_points_that_run_the_network(composer, entry_point) -> None:
+    cfg = composer(entry_point)
+    assert (cfg.runtime, cfg.model_path) == ("eager", None) and Runtime(cfg.runtime, cfg.model_path).name == "eager"
+    cfg = composer(entry_point, "runtime=onnxruntime")
+    with pytest.raises(ConfigError, match="model_path: runtime=onnxruntime needs the ONNX file"):
+        Runtime(cfg.runtime, cfg.model_path)

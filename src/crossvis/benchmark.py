@@ -1,6 +1,7 @@
 """Speed benchmark: the paper's FPS protocol (Table 5) and the end-to-end online cost (Hydra entry point).
 
     python -m crossvis.benchmark [checkpoint=CKPT] [input.path=VIDEO_OR_DIR] [compare=[maskrcnn,condinst]]
+    python -m crossvis.benchmark 'runtimes=[eager,onnxruntime,compile]'   # the runtimes, same protocol
 
 Batch 1, after warm-up, synchronised on CUDA. Every frame is processed twice, alternating which
 comes first (so both figures see the same machine load):
@@ -13,6 +14,12 @@ comes first (so both figures see the same machine load):
   with :class:`crossvis.timing.StageTimer` (backbone+FPN through a module hook, mask paste and RLE
   through their own stage markers, "heads" = the rest of ``forward_infer``).
 
+``runtime=onnxruntime model_path=model.onnx`` measures both on ONNX Runtime (``backbone+fpn`` is
+then part of "heads"). ``runtimes`` adds one row per runtime under the model-only protocol, the
+runtimes called in turn on every frame (rotating which goes first), with their outputs compared
+with eager's; the ONNX row runs ``model_path`` or, without one, the benchmarked model exported
+to a temporary file.
+
 The last line printed is a JSON object with every figure.
 """
 
@@ -22,9 +29,11 @@ import contextlib
 import copy
 import itertools
 import json
+import math
 import resource
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from typing import Any, Callable
@@ -41,8 +50,9 @@ from crossvis.errors import ConfigError, InputFormatError, config_keys
 from crossvis.inference import build_tracker, with_overrides
 from crossvis.lightning_module import MODEL_CONFIG_KEYS, build_model
 from crossvis.loading import load_module
-from crossvis.modeling.crossvis import CrossVIS
+from crossvis.modeling.crossvis import CrossVIS, finish_frame
 from crossvis.modeling.precision import autocast_dtype
+from crossvis.runtime import RUNTIMES, FrameModel, Runtime, export_onnx
 from crossvis.timing import StageTimer, stage
 from crossvis.video_io import FrameSource
 
@@ -103,6 +113,7 @@ class Benchmark:
     """One model + tracker setting measured on one set of frames."""
 
     def __init__(self, cfg: DictConfig) -> None:
+        self.runtime = Runtime(cfg.runtime, cfg.model_path)  # a bad runtime or model_path fails first
         self.device = torch.device(cfg.device)
         self.frames = Frames(cfg.input, int(cfg.seed))
         torch.manual_seed(int(cfg.seed))
@@ -126,6 +137,7 @@ class Benchmark:
         if cfg.score_threshold is not None:
             self.model.cfg.inference.score_threshold = float(cfg.score_threshold)
         self.model.eval()
+        self.forward = self.runtime.frame_model(self.model)
         with config_keys(MODEL_CONFIG_KEYS):
             dtype = autocast_dtype(self.model.cfg.inference.precision)
         self.dtype = str(dtype or torch.float32).replace("torch.", "")
@@ -180,11 +192,11 @@ class Benchmark:
             e2e_s += seconds
 
             def paper() -> None:  # the paper's protocol: resized frame on the device in, detections out
-                self.model.forward_infer(image, frame.shape[:2])
+                self.forward(image, frame.shape[:2])
 
             def online() -> int:
                 with stage("heads"):  # exclusive: backbone+FPN and mask paste are their own stages
-                    out = self.model.forward_infer(image, frame.shape[:2])
+                    out = self.forward(image, frame.shape[:2])
                 with stage("tracker"):  # exclusive: RLE is its own stage
                     tracker.update(index, {key: value.cpu() for key, value in out.items()})
                 return len(out["scores"])
@@ -208,7 +220,7 @@ class Benchmark:
         first = next(iter(self.frames))
         warm_tracker = build_tracker(self.tracker_cfg)
         for index in range(warmup):
-            warm_tracker.update(index, self.model.forward_infer(self.preprocess(first), first.shape[:2]))
+            warm_tracker.update(index, self.forward(self.preprocess(first), first.shape[:2]))
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
         timer = StageTimer(self.device)
@@ -256,6 +268,49 @@ class Benchmark:
         times = [self.model_only(run, prepare) for _ in range(rounds)]
         return self.frames.num_frames / statistics.median(times)
 
+    def frame_model(self, name: str, workdir: str) -> FrameModel:
+        """The benchmarked model on runtime ``name``; ONNX: ``model_path`` or the model exported into ``workdir``."""
+        if name == "compile":
+            network = torch.compile(self.model.forward_frame)
+            threshold = self.model.cfg.inference.mask_threshold
+            mode = self.model.upsample_mode
+            return lambda image, size: finish_frame(network(image), tuple(image.shape[-2:]), size, mode, threshold)
+        if name == "onnxruntime" and not self.runtime.model_path:
+            export_onnx(self.model, f"{workdir}/model.onnx")
+            return Runtime(name, f"{workdir}/model.onnx").frame_model(self.model)
+        return Runtime(name, self.runtime.model_path).frame_model(self.model)
+
+    @torch.inference_mode()
+    def runtime_rows(self, names: list[str], rounds: int, warmup: int) -> dict[str, dict[str, float]]:
+        """Model-only FPS of each runtime, called in turn on every frame; outputs against eager's."""
+        with tempfile.TemporaryDirectory() as workdir:
+            models = {name: self.frame_model(name, workdir) for name in dict.fromkeys(["eager", *names])}
+            first = next(iter(self.frames))
+            for model in models.values():
+                for _ in range(warmup):
+                    model(self.preprocess(first), first.shape[:2])
+            seconds = {name: [] for name in models}
+            diffs = {name: {"max_score_diff": 0.0, "max_box_diff": 0.0, "min_mask_iou": 1.0} for name in models}
+            for _ in range(rounds):
+                totals = dict.fromkeys(models, 0.0)
+                for index, frame in enumerate(self.frames):
+                    image, outputs = self.preprocess(frame), {}
+                    order = list(models)[index % len(models) :] + list(models)[: index % len(models)]
+                    for name in order:
+                        outputs[name], elapsed = self.timed(lambda m=models[name]: m(image, frame.shape[:2]))
+                        totals[name] += elapsed
+                    for name in models:
+                        compare_outputs(outputs["eager"], outputs[name], diffs[name])
+                for name, total in totals.items():
+                    seconds[name].append(total)
+        n = self.frames.num_frames
+        eager_fps = n / statistics.median(seconds["eager"])
+        rows = {}
+        for name in models:
+            fps = n / statistics.median(seconds[name])
+            rows[name] = {"fps": fps, "over_eager": fps / eager_fps, **diffs[name]}
+        return rows
+
     def _maskrcnn(self) -> tuple[Callable[[Any], Any], Callable[[np.ndarray], Any]]:
         """torchvision Mask R-CNN R-50-FPN, random weights, resizing like our model and pasting at frame size.
 
@@ -287,6 +342,38 @@ class Benchmark:
             return torch.from_numpy(frame).permute(2, 0, 1).to(self.device).float().div_(255.0)
 
         return run, prepare
+
+
+def compare_outputs(reference: dict[str, Tensor], other: dict[str, Tensor], diffs: dict[str, float]) -> None:
+    """Fold one frame's differences into ``diffs``: scores, boxes (px), mask IoU (inf / 0 when the counts differ).
+
+    Detections are paired, not compared by position: two of nearly equal score may come out of NMS
+    in either order. Each reference detection takes the unpaired one of its class and score (±1e-3)
+    with the closest box.
+    """
+    count = len(reference["scores"])
+    if count != len(other["scores"]):
+        diffs.update(max_score_diff=math.inf, max_box_diff=math.inf, min_mask_iou=0.0)
+        return
+    if count == 0:
+        return
+    cost = (reference["boxes"][:, None] - other["boxes"][None]).abs().amax(2)
+    score_gap = (reference["scores"][:, None] - other["scores"][None]).abs()
+    cost[(reference["labels"][:, None] != other["labels"][None]) | (score_gap > 1e-3)] = math.inf
+    pair = []
+    for row in cost:
+        j = int(row.argmin())
+        pair.append(j)
+        cost[:, j] = math.inf
+    pair = torch.tensor(pair)
+    a, b = reference["masks"].flatten(1), other["masks"][pair].flatten(1)
+    union = (a | b).sum(1)
+    iou = ((a & b).sum(1) / union.clamp(min=1)).masked_fill(union == 0, 1.0)
+    diffs.update(
+        max_score_diff=max(diffs["max_score_diff"], float(score_gap[torch.arange(count), pair].max())),
+        max_box_diff=max(diffs["max_box_diff"], float((reference["boxes"] - other["boxes"][pair]).abs().max())),
+        min_mask_iou=min(diffs["min_mask_iou"], float(iou.min())),
+    )
 
 
 def peak_memory(device: torch.device) -> dict[str, Any]:
@@ -322,6 +409,14 @@ def table5(report: dict[str, Any]) -> str:
 
 def format_report(report: dict[str, Any]) -> str:
     stages = "\n".join(f"  {name:<13} {ms:9.1f} ms" for name, ms in report["stages_ms"].items())
+    rows = "".join(
+        f"\n{name:<12} {row['fps']:8.2f} {row['over_eager']:7.2f}× {row['max_score_diff']:10.2g} "
+        f"{row['max_box_diff']:9.2g} {row['min_mask_iou']:13.4f}"
+        for name, row in report["runtimes"].items()
+    )
+    runtimes = (
+        f"\n\n{'runtime':<12} {'FPS':>8} {'×eager':>8} {'max Δscore':>10} {'max Δbox':>9} {'min mask IoU':>13}{rows}"
+    )
     return (
         f"{report['frames']} frames × {report['rounds']} rounds, {report['input']['kind']} "
         f"{report['input']['size'][0]}×{report['input']['size'][1]} → {report['input']['resized'][0]}×"
@@ -334,6 +429,7 @@ def format_report(report: dict[str, Any]) -> str:
         f"{report['end_to_end_over_model_only']:.3f}× model-only\n"
         f"end-to-end stages per frame:\n{stages}\n"
         f"peak memory ({report['memory']}): {report['peak_memory_mb']:.0f} MiB"
+        f"{runtimes if report['runtimes'] else ''}"
     )
 
 
@@ -345,12 +441,17 @@ def benchmark(cfg: DictConfig) -> dict[str, Any]:
     unknown = [name for name in compare if name not in COMPARABLE]
     if unknown:
         raise ConfigError(f"compare: unknown rows {unknown}, expected a subset of {list(COMPARABLE)}")
+    runtimes = list(cfg.runtimes or [])
+    unknown = [name for name in runtimes if name not in (*RUNTIMES, "compile")]
+    if unknown:
+        raise ConfigError(f"runtimes: unknown {unknown}, expected a subset of {[*RUNTIMES, 'compile']}")
     rounds, warmup = int(cfg.rounds), int(cfg.warmup)
     if rounds < 1 or warmup < 0:
         raise ConfigError(f"rounds >= 1 and warmup >= 0 expected, got rounds={rounds} warmup={warmup}")
     bench = Benchmark(cfg)
     report = bench.run(rounds, warmup)  # before the baselines are built: their memory is not ours
     report["compare"] = {name: bench.compare(name, rounds, warmup) for name in compare}
+    report["runtimes"] = bench.runtime_rows(runtimes, rounds, warmup) if runtimes else {}
     first = next(iter(bench.frames))
     report.update(
         backbone=str(bench.model.cfg.backbone.name),
@@ -359,6 +460,7 @@ def benchmark(cfg: DictConfig) -> dict[str, Any]:
         precision=str(bench.model.cfg.inference.precision),
         channels_last=bool(bench.model.cfg.inference.channels_last),
         threads=torch.get_num_threads(),
+        runtime=bench.runtime.name,
         frames=bench.frames.num_frames,
         rounds=rounds,
         warmup=warmup,

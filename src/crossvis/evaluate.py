@@ -23,17 +23,19 @@ from crossvis.evaluation.report import read_long_videos, run_analysis
 from crossvis.evaluation.splits import evaluate_dataset, load_split
 from crossvis.io import read_json
 from crossvis.loading import load_checked_module
+from crossvis.runtime import Runtime
 
 
 @hydra.main(config_path="../../conf", config_name="evaluate", version_base="1.3")
 @user_errors
 def main(cfg: DictConfig) -> None:
     configure_threads(cfg.threads)
+    runtime = Runtime(cfg.runtime, cfg.model_path)
     output_dir = require_writable_dir(HydraConfig.get().runtime.output_dir, "hydra.run.dir")
     dataset, ground_truth = load_split(cfg.data)
     module = load_checked_module(cfg.checkpoint, cfg.device, cfg.data, dataset.categories)
     metrics = evaluate_dataset(
-        module, dataset, ground_truth, output_dir, cfg.checkpoint, cfg.inference, per_frame=cfg.per_frame
+        module, dataset, ground_truth, output_dir, cfg.checkpoint, cfg.inference, cfg.per_frame, runtime
     )
     if metrics is not None:
         print(format_table(metrics))

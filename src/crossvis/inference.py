@@ -16,8 +16,9 @@ from crossvis.data.transforms import load_frame_rgb, preprocess_for_inference
 from crossvis.errors import ConfigError, InputFormatError
 from crossvis.evaluation.results import write_results_json
 from crossvis.modeling.crossvis import CrossVIS
+from crossvis.runtime import FrameModel, Runtime
 from crossvis.tracking import OnlineTracker
-from crossvis.video_io import FrameSource
+from crossvis.video_io import FrameSource, StreamSource
 from crossvis.visualize import OverlayVideoWriter, draw_tracks
 
 if TYPE_CHECKING:  # the Lightning module builds a VideoInference: imported for annotations only
@@ -85,8 +86,11 @@ class VideoInference:
         max_size: int,
         tracker_cfg: DictConfig | dict,
         category_ids: Sequence[int],
+        frame_model: FrameModel | None = None,
     ) -> None:
         self.model = model
+        # The seam between runtimes: PyTorch eager (the model's forward_infer) or ONNX Runtime (crossvis.runtime).
+        self.frame_model = frame_model or model.forward_infer
         self.short = int(short)
         self.max_size = int(max_size)
         self.tracker_cfg = dict(tracker_cfg)
@@ -100,16 +104,19 @@ class VideoInference:
         model: CrossVIS,
         category_ids: Sequence[int],
         overrides: DictConfig | dict | None = None,
+        runtime: Runtime | None = None,
     ) -> VideoInference:
         """Online inference as ``inference.*`` (conf/inference/default.yaml) says, with the non-null
-        ``overrides`` (evaluate / demo: conf/inference/checkpoint.yaml) applied."""
+        ``overrides`` (evaluate / demo: conf/inference/checkpoint.yaml) applied, the network on
+        ``runtime`` (default: PyTorch eager)."""
         if model.embedding is None:
             raise ConfigError(
                 "video inference tracks with embeddings: model.embedding.enabled=false suits data=coco only"
             )
         cfg = with_overrides(cfg_inference, overrides)
         apply_detection_settings(model, cfg.get("detection", {}))
-        return cls(model, cfg.short, cfg.max_size, cfg.tracker, category_ids)
+        frame_model = (runtime or Runtime()).frame_model(model)  # after the settings: ONNX checks them
+        return cls(model, cfg.short, cfg.max_size, cfg.tracker, category_ids, frame_model)
 
     @torch.inference_mode()
     def run_frames(
@@ -128,7 +135,7 @@ class VideoInference:
         device = next(self.model.parameters()).device
         for index, frame in enumerate(frames):
             image = preprocess_for_inference(frame, self.short, self.max_size).to(device)
-            detections = self.model.forward_infer(image, frame.shape[:2])
+            detections = self.frame_model(image, frame.shape[:2])
             detections = {key: value.cpu() for key, value in detections.items()}
             track_ids = tracker.update(index, detections)
             if on_frame is not None:
@@ -146,23 +153,36 @@ class VideoInference:
 
 def run_on_video(
     module: CrossVISModule,
-    source: FrameSource,
+    source: FrameSource | StreamSource,
     output: str | Path,
     results_path: str | Path,
     gif: str | Path | None = None,
     min_score: float = 0.0,
     inference_overrides: DictConfig | dict | None = None,
+    runtime: Runtime | None = None,
+    sinks: Sequence[FrameCallback] = (),
+    show: Callable[[np.ndarray], None] | None = None,
 ) -> list[dict]:
-    """Online inference over ``source`` (the module's ``inference`` config with ``inference_overrides``);
-    writes the overlay video and the results json."""
-    inference = VideoInference.from_config(module.cfg.inference, module.model, module.category_ids, inference_overrides)
+    """Online inference over ``source`` (the module's ``inference`` config with ``inference_overrides``,
+    the network on ``runtime``); writes the overlay video and the results json.
+
+    ``sinks`` also receive every frame's detections and track ids (e.g. per-frame outputs);
+    ``show`` receives every overlay frame (a live display)."""
+    inference = VideoInference.from_config(
+        module.cfg.inference, module.model, module.category_ids, inference_overrides, runtime
+    )
     with (
         OverlayVideoWriter(output, source.fps, gif) as writer,
         tqdm(total=source.estimated_frames, desc="frames") as bar,
     ):
 
         def on_frame(index: int, frame: np.ndarray, detections: dict, track_ids: np.ndarray) -> None:
-            writer.append(draw_tracks(frame, detections, track_ids, module.category_names, min_score))
+            overlay = draw_tracks(frame, detections, track_ids, module.category_names, min_score)
+            writer.append(overlay)
+            for sink in sinks:
+                sink(index, frame, detections, track_ids)
+            if show is not None:
+                show(overlay)
             bar.update()
 
         results = inference.run_frames(1, source, on_frame=on_frame)

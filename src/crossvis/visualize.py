@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import colorsys
+import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -11,6 +13,7 @@ import imageio.v2 as imageio
 import numpy as np
 from PIL import Image
 
+from crossvis.errors import ConfigError
 from crossvis.io import atomic_path
 
 
@@ -89,3 +92,35 @@ class OverlayVideoWriter:
                 first, *rest = self._gif_frames
                 first.save(tmp, save_all=True, append_images=rest, duration=int(1000 / self._fps), loop=0)
         self._mp4.__exit__(*exc_info)
+
+
+class LiveDisplay:
+    """``display=true``: the overlay in a window as the frames are processed (OpenCV HighGUI).
+
+    Checked on construction, before any work: no display (Linux without ``DISPLAY`` /
+    ``WAYLAND_DISPLAY``) or an OpenCV without GUI support (``opencv-python-headless``) is a config error.
+    """
+
+    def __init__(self, title: str = "crossvis") -> None:
+        self.title = title
+        if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+            raise ConfigError(
+                "display=true: no display here (DISPLAY and WAYLAND_DISPLAY are unset); drop display=true"
+            )
+        try:
+            cv2.namedWindow(title, cv2.WINDOW_NORMAL)
+        except cv2.error as error:
+            raise ConfigError(
+                f"display=true: OpenCV cannot open a window ({str(error).strip().splitlines()[-1]}); "
+                "install opencv-python instead of opencv-python-headless, or drop display=true"
+            ) from error
+
+    def show(self, overlay: np.ndarray) -> None:
+        cv2.imshow(self.title, cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
+        cv2.waitKey(1)
+
+    def __enter__(self) -> LiveDisplay:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        cv2.destroyWindow(self.title)

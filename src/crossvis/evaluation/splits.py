@@ -15,6 +15,7 @@ from crossvis.evaluation.metric import evaluate as evaluate_results
 from crossvis.evaluation.results import write_results_json, write_submission_zip
 from crossvis.inference import VideoInference
 from crossvis.lightning_module import CrossVISModule
+from crossvis.runtime import Runtime
 from crossvis.training_checkpoints import check_categories
 
 
@@ -53,12 +54,14 @@ def evaluate_dataset(
     checkpoint: str | Path = "checkpoint",
     inference_overrides: DictConfig | dict | None = None,
     per_frame: bool = False,
+    runtime: Runtime | None = None,
 ) -> dict | None:
     """Online inference over every video of ``dataset`` (the module's ``inference`` config with
     ``inference_overrides``); returns the metrics when ground truth exists.
 
     ``per_frame`` adds COCO AP with every frame an image (``frame_AP_mask``, ...: see
     :mod:`crossvis.evaluation.frame_ap`), the detections scored before the tracker links them.
+    ``runtime``: where the network runs (:class:`crossvis.runtime.Runtime`, default PyTorch eager).
 
     The module's categories (ids and names) must be the split's, checked before any frame is
     read, so results and ``submission.zip`` can only hold the dataset's category ids.
@@ -70,7 +73,9 @@ def evaluate_dataset(
         dataset.json_path,
         [(c.id, c.name) for c in dataset.categories],
     )
-    inference = VideoInference.from_config(module.cfg.inference, module.model, module.category_ids, inference_overrides)
+    inference = VideoInference.from_config(
+        module.cfg.inference, module.model, module.category_ids, inference_overrides, runtime
+    )
     results: list[dict] = []
     frames = FrameDetections(ground_truth["videos"], module.category_ids) if per_frame and ground_truth else None
     for video in tqdm(dataset.videos, desc="videos", unit="video"):

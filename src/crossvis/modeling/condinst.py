@@ -77,7 +77,7 @@ class DynamicMaskHead(nn.Module):
         sizes = [o * i for o, i in self.layer_shapes] + [o for o, _ in self.layer_shapes]
         chunks = params.split(sizes, dim=1)
         n = len(self.layer_shapes)
-        weights = [w.reshape(-1, o, i) for w, (o, i) in zip(chunks[:n], self.layer_shapes)]
+        weights = [w.reshape(params.shape[0], o, i) for w, (o, i) in zip(chunks[:n], self.layer_shapes)]
         return weights, list(chunks[n:])
 
     def forward(self, params: Tensor, mask_feats: Tensor, rel_coords: Tensor) -> Tensor:
@@ -85,8 +85,9 @@ class DynamicMaskHead(nn.Module):
 
         All P instances run at once as batched matrix products (a grouped 1×1 conv).
         """
-        p, _, h, w = mask_feats.shape
-        x = torch.cat([rel_coords, mask_feats], dim=1).flatten(2)  # Eq. 1: F̃ = Concat(O, F_mask)
+        p, c, h, w = mask_feats.shape
+        # Explicit sizes, no -1: ONNX Runtime cannot infer a -1 next to zero instances.
+        x = torch.cat([rel_coords, mask_feats], dim=1).reshape(p, c + 2, h * w)  # Eq. 1: F̃ = Concat(O, F_mask)
         weights, biases = self.split_params(params)
         for i, (weight, bias) in enumerate(zip(weights, biases)):  # Eq. 2: MaskHead(F̃; θ)
             x = torch.baddbmm(bias[:, :, None], weight, x)
@@ -98,7 +99,7 @@ class DynamicMaskHead(nn.Module):
         """O_{x,y}: (instance point − pixel point) / soi[level] over the stride-8 grid → [P, 2, H, W]."""
         pixels = grid_points(height, width, MASK_FEATURE_STRIDE, points.device)  # [HW, 2]
         rel = (points[:, None, :] - pixels[None]) / self.soi[levels][:, None, None]
-        return rel.transpose(1, 2).reshape(-1, 2, height, width)
+        return rel.transpose(1, 2).reshape(points.shape[0], 2, height, width)
 
     def predict(self, params: Tensor, mask_feats: Tensor, frame: Tensor, points: Tensor, levels: Tensor) -> Tensor:
         """Masks of instances whose filters ``params`` are applied to frame ``frame`` at ``points``/``levels``.

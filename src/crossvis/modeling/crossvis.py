@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
+from torch.onnx.operators import shape_as_tensor
 
 from crossvis.errors import ArgumentError
 from crossvis.modeling.backbone import FPN_STRIDES, BackboneFPN, pad_to_multiple
@@ -44,6 +45,38 @@ LOSS_NORMALIZERS = ("per_frame", "pair")
 # frames (public code), so train-mode BatchNorm normalises B frames per call and updates its running
 # statistics twice per step; joint = one batch of 2B frames.
 BN_BATCHES = ("per_position", "joint")
+
+
+# What :meth:`CrossVIS.forward_frame` returns (and the exported ONNX graph outputs, in this order).
+FRAME_OUTPUTS = ("boxes", "scores", "labels", "mask_probs", "embeddings")
+
+
+def finish_frame(
+    raw: dict[str, Tensor],
+    input_size: tuple[int, int],
+    orig_size: tuple[int, int],
+    upsample_mode: str,
+    threshold: float,
+) -> dict[str, Tensor]:
+    """:data:`FRAME_OUTPUTS` of an ``input_size`` (h, w) frame → the tracker's detections in ``orig_size`` pixels.
+
+    ``CondInst.postprocess``: boxes (unclipped, from NMS) are scaled to (H0, W0), clipped, and
+    empty ones dropped; masks: ×4 to the padded input → crop the padding → bilinear resize to
+    (H0, W0) → threshold (:func:`paste_masks`). Shared by the PyTorch and ONNX Runtime paths.
+    """
+    h, w = int(input_size[0]), int(input_size[1])
+    orig_h, orig_w = int(orig_size[0]), int(orig_size[1])
+    boxes, nonempty = postprocess_boxes(raw["boxes"], (orig_w / w, orig_h / h), (orig_h, orig_w))
+    masks = upsample(raw["mask_probs"][nonempty][:, None], 4, upsample_mode)[..., :h, :w]
+    detections = {
+        "boxes": boxes[nonempty],
+        "labels": raw["labels"][nonempty],
+        "scores": raw["scores"][nonempty],
+        "masks": paste_masks(masks[:, 0], (orig_h, orig_w), threshold),
+    }
+    if "embeddings" in raw:
+        detections["embeddings"] = raw["embeddings"][nonempty]
+    return detections
 
 
 def _frames(out: HeadOutputs, group: slice) -> HeadOutputs:
@@ -231,15 +264,25 @@ class CrossVIS(nn.Module):
     def forward_infer(self, image: Tensor, orig_size: tuple[int, int]) -> dict[str, Tensor]:
         """Detections of one frame ``image (3, h, w)`` 0..255 (already resized), returned in ``orig_size`` pixels.
 
-        Call in eval mode. Follows ``CondInst.postprocess``: boxes from NMS (unclipped) are scaled to
-        (H0, W0), clipped, and empty ones dropped; masks: dynamic head at stride 4 → ×4 to the
-        padded input → crop the padding → bilinear resize to (H0, W0) → threshold (:func:`paste_masks`).
-        Crossover plays no part here. Precision and layout follow ``inference.precision`` / ``inference.channels_last``.
+        Call in eval mode. :meth:`forward_frame` (the network, what ``crossvis.export`` writes as ONNX)
+        then :func:`finish_frame` (the Python post-processing every runtime shares). Follows
+        ``CondInst.postprocess``. Crossover plays no part here. Precision and layout follow
+        ``inference.precision`` / ``inference.channels_last``.
         """
         cfg = self.cfg.inference
-        h, w = image.shape[-2:]
-        orig_h, orig_w = int(orig_size[0]), int(orig_size[1])
-        sizes = torch.tensor([[h, w]], device=image.device)
+        raw = self.forward_frame(image)
+        return finish_frame(raw, tuple(image.shape[-2:]), orig_size, self.upsample_mode, cfg.mask_threshold)
+
+    def forward_frame(self, image: Tensor) -> dict[str, Tensor]:
+        """The per-frame network: ``image (3, h, w)`` 0..255 → :data:`FRAME_OUTPUTS` at the input's scale.
+
+        Normalisation and padding, backbone, FPN, heads, detection selection and class-aware NMS,
+        dynamic mask head. Boxes are unclipped, masks are probabilities at stride 4 of the padded
+        input; everything is traceable with dynamic h, w (no Python value depends on the data), so
+        ``torch.onnx.export`` records one graph for every frame size.
+        """
+        cfg = self.cfg.inference
+        sizes = shape_as_tensor(image)[1:][None]  # a traced shape, not a constant
         locations, out, mask_feats, embeddings = self._dense(pad_to_multiple(image[None], SIZE_DIVISOR), sizes)
         det = select_detections(
             out.cls_logits[0],
@@ -251,22 +294,18 @@ class CrossVIS(nn.Module):
             cfg.nms_threshold,
             cfg.max_detections,
         )
-        boxes, nonempty = postprocess_boxes(det["boxes"], (orig_w / w, orig_h / h), (orig_h, orig_w))
-        loc = det["location"][nonempty]
+        loc = det["location"]
         frame = torch.zeros_like(loc)
         points, levels = locations.points[loc], locations.levels[loc]
-        masks = self.mask_head.predict(out.params[0, loc], mask_feats, frame, points, levels)
-        masks = upsample(masks[:, None], 4, self.upsample_mode)[..., :h, :w]
-        masks = paste_masks(masks[:, 0], (orig_h, orig_w), cfg.mask_threshold)
-        detections = {
-            "boxes": boxes[nonempty],
-            "labels": det["labels"][nonempty],
-            "scores": det["scores"][nonempty],
-            "masks": masks,
+        raw = {
+            "boxes": det["boxes"],
+            "scores": det["scores"],
+            "labels": det["labels"],
+            "mask_probs": self.mask_head.predict(out.params[0, loc], mask_feats, frame, points, levels),
         }
         if embeddings is not None:
-            detections["embeddings"] = embeddings[0, loc]  # unnormalised: MaskTrack scoring needs raw dot products
-        return detections
+            raw["embeddings"] = embeddings[0, loc]  # unnormalised: MaskTrack scoring needs raw dot products
+        return raw
 
     def load_init(self, path: str | Path, strict: bool | None = None) -> tuple[list[str], list[str]]:
         """Initialise from any checkpoint :mod:`crossvis.modeling.released_weights` reads (``model.init_from``).

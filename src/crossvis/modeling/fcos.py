@@ -236,8 +236,9 @@ def select_detections(
     """One image's detections as AdelaiDet's ``FCOSOutputs.predict_proposals``.
 
     cls·ctr > threshold, top-k per level, class-aware NMS on the *unclipped* boxes, then every
-    detection scoring at least the ``max_detections``-th largest score (``kthvalue``; ties may keep
-    a few more). Clipping and removing empty boxes happen after rescaling (:func:`postprocess_boxes`).
+    detection scoring at least the ``max_detections``-th largest score (``kthvalue``'s rule; ties may
+    keep a few more). No value leaves the tensors, so the function exports to ONNX
+    (``torchvision.ops.batched_nms`` becomes NonMaxSuppression). Clipping and removing empty boxes happen after rescaling (:func:`postprocess_boxes`).
     Returns ``location [K]`` (index into the pyramid), ``boxes [K, 4]``, ``labels [K]`` and
     ``scores [K]`` = sqrt(cls · ctr), in NMS order (descending score).
     """
@@ -247,18 +248,20 @@ def select_detections(
     for level in range(int(locations.levels.max()) + 1):
         level_loc = torch.nonzero(locations.levels == level)[:, 0]
         level_probs = probs[level_loc].flatten()
-        candidates = torch.nonzero(level_probs > score_threshold)[:, 0]
-        top = level_probs[candidates].topk(min(pre_nms_topk, candidates.numel())).indices
-        candidates = candidates[top]
+        # The top pre_nms_topk of the level, then those above the threshold: the same set as the top-k
+        # of the candidates above it, with a fixed k (padding) so the graph exports with any frame size.
+        padded = torch.cat([level_probs, level_probs.new_full((pre_nms_topk,), -math.inf)])
+        top_probs, candidates = padded.topk(pre_nms_topk)
+        candidates = candidates[top_probs > score_threshold]
         keep_loc.append(level_loc[candidates // num_classes])
         keep_cls.append(candidates % num_classes)
         keep_score.append(level_probs[candidates].sqrt())
     location, labels, det_scores = torch.cat(keep_loc), torch.cat(keep_cls), torch.cat(keep_score)
     boxes = ltrb_to_boxes(locations.points[location], box_reg[location])
     keep = batched_nms(boxes, det_scores, labels, nms_threshold)
-    if keep.numel() > max_detections > 0:
-        threshold = torch.kthvalue(det_scores[keep].cpu(), keep.numel() - max_detections + 1).values
-        keep = keep[det_scores[keep] >= threshold.item()]
+    if max_detections > 0:  # NMS sorts by score: the k-th kept score, or -inf when fewer are kept
+        kth = torch.cat([det_scores[keep], det_scores.new_full((max_detections,), -math.inf)])[max_detections - 1]
+        keep = keep[det_scores[keep] >= kth]
     return {"location": location[keep], "boxes": boxes[keep], "labels": labels[keep], "scores": det_scores[keep]}
 
 

@@ -57,9 +57,9 @@ def grid_points(height: int, width: int, stride: int, device: torch.device) -> T
 def pyramid_locations(shapes: list[tuple[int, int]], strides: list[int], device: torch.device) -> PyramidLocations:
     """Locations of all pyramid levels in the flattening order used by :class:`HeadOutputs`."""
     points = [grid_points(h, w, s, device) for (h, w), s in zip(shapes, strides)]
-    sizes = torch.tensor([p.shape[0] for p in points], device=device)
-    levels = torch.repeat_interleave(torch.arange(len(points), device=device), sizes)
-    stride_t = torch.tensor(strides, dtype=torch.float32, device=device)[levels]
+    # Sizes as traced shapes (torch.full), not torch.tensor constants: ONNX export keeps H, W dynamic.
+    levels = torch.cat([torch.full(p.shape[:1], i, dtype=torch.long, device=device) for i, p in enumerate(points)])
+    stride_t = torch.cat([torch.full(p.shape[:1], float(s), device=device) for p, s in zip(points, strides)])
     return PyramidLocations(torch.cat(points), levels, stride_t)
 
 
