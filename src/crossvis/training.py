@@ -22,7 +22,7 @@ from crossvis.lightning_module import MODEL_CONFIG_KEYS, CrossVISModule
 from crossvis.training_checkpoints import (
     AtomicCheckpointIO,
     LastCheckpoint,
-    TorchRNGState,
+    RandomState,
     check_categories,
     read_training_checkpoint,
 )
@@ -103,7 +103,7 @@ def train(cfg: DictConfig) -> tuple[pl.Trainer, CrossVISModule, Path]:
     callbacks: list[pl.Callback] = [
         LastCheckpoint(checkpoint_dir, cfg.checkpoint.every_n_steps),
         WandbRunId(),
-        TorchRNGState(),
+        RandomState(),
     ]
     if has_ground_truth:
         callbacks.append(

@@ -15,9 +15,11 @@ mapped by :mod:`crossvis.modeling.released_weights`.)
 from __future__ import annotations
 
 import os
+import random
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from lightning_fabric.plugins import TorchCheckpointIO
@@ -28,7 +30,8 @@ from crossvis.errors import InputFormatError, UserError
 from crossvis.io import atomic_path
 
 CHECKPOINT_EXPECTED = "a Lightning checkpoint (.ckpt) written by crossvis.train"
-TORCH_RNG_KEY = "torch_rng_state"
+TORCH_RNG_KEY = "torch_rng_state"  # older checkpoints: torch only
+RNG_KEY = "random_state"
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -68,17 +71,45 @@ class LastCheckpoint(ModelCheckpoint):
             self._save_none_monitor_checkpoint(trainer, self._monitor_candidates(trainer))
 
 
-class TorchRNGState(pl.Callback):
-    """Saves and restores torch's global random state, so a resumed run draws what the interrupted run
-    would have (the model samples positives with ``torch.randperm``). The data pipeline seeds its own
-    generators from (seed, epoch, index) and needs nothing."""
+class RandomState(pl.Callback):
+    """Saves and restores the process's global random streams (torch, CUDA, numpy, Python), so a resumed
+    run draws what the interrupted run would have (the model samples positives with ``torch.randperm``).
+
+    The data pipeline uses none of them: every random choice of a training item (reference frame,
+    scale, flip) comes from a generator seeded with (seed, epoch, index), in whichever loader worker
+    it is made, and the loader has its own generator. Stored as tensors and plain numbers, so
+    checkpoints stay loadable with ``weights_only=True``.
+    """
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
-        checkpoint[TORCH_RNG_KEY] = torch.get_rng_state()
+        np_state = np.random.get_state(legacy=False)
+        checkpoint[RNG_KEY] = {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": {
+                **np_state,
+                "state": {
+                    "key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
+                    "pos": int(np_state["state"]["pos"]),
+                },
+            },
+            "python": random.getstate(),
+        }
 
     def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
-        if TORCH_RNG_KEY in checkpoint:
-            torch.set_rng_state(checkpoint[TORCH_RNG_KEY])
+        state = checkpoint.get(RNG_KEY)
+        if state is None:  # checkpoints from before the streams were saved
+            if TORCH_RNG_KEY in checkpoint:
+                torch.set_rng_state(checkpoint[TORCH_RNG_KEY])
+            return
+        torch.set_rng_state(state["torch"])
+        if state["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+        np_state = state["numpy"]
+        key = np_state["state"]["key"].numpy().astype(np.uint32)
+        np.random.set_state({**np_state, "state": {"key": key, "pos": np_state["state"]["pos"]}})
+        version, internal, gauss = state["python"]
+        random.setstate((version, tuple(internal), gauss))
 
 
 def _is_final_batch(trainer: pl.Trainer) -> bool:

@@ -126,6 +126,22 @@ def test_epoch_sampler_tags_epoch_and_shards() -> None:
     assert [i for i, _ in single] != order0
 
 
+@pytest.mark.parametrize("replicas", [1, 2])
+def test_epoch_sampler_resumes_where_an_epoch_stopped_and_only_once(replicas: int) -> None:
+    make = lambda: [EpochSampler(list(range(11)), replicas, rank, shuffle=True, seed=3) for rank in range(replicas)]  # noqa: E731
+    straight, resumed = make(), make()
+    for a, b in zip(straight, resumed):
+        a.set_epoch(2)
+        whole = list(a)
+        b.resume_at(2, 4)
+        assert list(b) == whole[4:]  # the rest of epoch 2, tagged with epoch 2
+        assert list(b) == whole  # the next pass is whole again
+        b.resume_at(2, 4)
+        b.set_epoch(3)  # Lightning moved on to another epoch: nothing to skip there
+        a.set_epoch(3)
+        assert list(b) == list(a)
+
+
 def test_one_frame_video_pairs_with_itself() -> None:
     raw = {
         "videos": [{"id": 3, "width": 4, "height": 3, "length": 1, "file_names": ["x/0.jpg"]}],

@@ -114,9 +114,22 @@ class EpochSampler(DistributedSampler):
     """Shuffled (and, with several replicas, sharded) indices tagged with the current epoch.
 
     Being a ``DistributedSampler``, Lightning keeps it under DDP and calls ``set_epoch`` on it
-    every epoch; the epoch then reaches the dataset inside each index.
+    every epoch; the epoch then reaches the dataset inside each index. The order is a pure function
+    of (seed, epoch), so a resumed run only needs the epoch and how far into it training got
+    (:meth:`resume_at`).
     """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._resume: tuple[int, int] | None = None
+
+    def resume_at(self, epoch: int, consumed: int) -> None:
+        """Make the next pass epoch ``epoch`` without its first ``consumed`` indices (of this replica)."""
+        self.set_epoch(epoch)
+        self._resume = (int(epoch), int(consumed))
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         epoch = self.epoch
-        return ((int(i), epoch) for i in super().__iter__())
+        skip = self._resume[1] if self._resume is not None and self._resume[0] == epoch else 0
+        self._resume = None  # once: the following epochs are whole
+        return ((int(i), epoch) for i in list(super().__iter__())[skip:])
