@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from crossvis.errors import InputFormatError, InputNotFoundError
+from crossvis.errors import InputFormatError, InputNotFoundError, OutputWriteError, UserError
 
 JSON_TYPES = {dict: "a JSON object", list: "a JSON array"}
 
@@ -49,7 +49,11 @@ def read_json(
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds."""
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
+
+    A failing write (full disk, quota, I/O error) becomes an :class:`OutputWriteError` naming ``path``
+    and the cause; the temporary file is removed and the file at ``path`` stays as it was.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # Keep the real suffix last: writers such as imageio pick the format from it.
@@ -62,6 +66,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp_path
         os.replace(tmp_path, path)
+    except OSError as error:
+        if isinstance(error, UserError):  # e.g. a missing input, already reported as such
+            raise
+        kept = "the previous file is unchanged" if path.exists() else "no file was written"
+        raise OutputWriteError(f"{path}: writing failed ({error.strerror or error}); {kept}") from error
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
