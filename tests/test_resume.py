@@ -18,6 +18,7 @@ from omegaconf import open_dict
 
 from crossvis.data.synthetic import write_synthetic
 from crossvis.training import train
+from crossvis.training_checkpoints import resolve_resume
 
 from helpers import KILL_AT_STEP, TINY_MODEL, run_module
 
@@ -67,8 +68,11 @@ class StopAt(pl.Callback):
             raise Stopped
 
 
-def _train_in_process(overrides: list[str], stop_at: int | None = None) -> None:
-    """``crossvis.train`` in this process (no interpreter start-up), optionally dying at ``stop_at``."""
+def _train_in_process(
+    overrides: list[str], stop_at: int | None = None, signal_at: tuple[int, int] | None = None
+) -> None:
+    """``crossvis.train`` in this process (no interpreter start-up), optionally dying after step
+    ``stop_at`` or sent signal ``signal_at[1]`` as step ``signal_at[0]`` starts."""
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("train", overrides=overrides, return_hydra_config=True)
     with open_dict(cfg):
@@ -77,12 +81,11 @@ def _train_in_process(overrides: list[str], stop_at: int | None = None) -> None:
     with open_dict(cfg):
         del cfg["hydra"]
     torch.set_num_threads(1)
+    extra = [StopAt(stop_at)] if stop_at is not None else []
+    extra += [SignalAt(*signal_at)] if signal_at is not None else []
     base = pl.Trainer
     with pytest.MonkeyPatch.context() as patch:
-        if stop_at is not None:
-            patch.setattr(
-                pl, "Trainer", lambda *a, callbacks=(), **kw: base(*a, callbacks=[*callbacks, StopAt(stop_at)], **kw)
-            )
+        patch.setattr(pl, "Trainer", lambda *a, callbacks=(), **kw: base(*a, callbacks=[*callbacks, *extra], **kw))
         try:
             train(cfg)
         except Stopped:
@@ -104,15 +107,82 @@ def _max_abs_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) 
     )
 
 
+@pytest.fixture(scope="module")
+def straight(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory):
+    """Final weights of the uninterrupted run, by ``num_workers`` (trained once per module)."""
+    cache: dict[int, dict[str, torch.Tensor]] = {}
+
+    def weights(workers: int) -> dict[str, torch.Tensor]:
+        if workers not in cache:
+            run_dir = tmp_path_factory.mktemp(f"straight{workers}")
+            _train_in_process(_overrides(tiny_root, run_dir, workers))
+            cache[workers] = _weights(run_dir)
+        return cache[workers]
+
+    return weights
+
+
 @pytest.mark.parametrize("workers,stop_at", [(0, 3), (2, 6)])
-def test_run_stopped_mid_epoch_resumes_to_the_uninterrupted_weights(tiny_root, tmp_path, workers, stop_at):
-    straight, stopped, resumed = tmp_path / "straight", tmp_path / "stopped", tmp_path / "resumed"
-    _train_in_process(_overrides(tiny_root, straight, workers))
+def test_run_stopped_mid_epoch_resumes_to_the_uninterrupted_weights(tiny_root, tmp_path, straight, workers, stop_at):
+    stopped, resumed = tmp_path / "stopped", tmp_path / "resumed"
     _train_in_process(_overrides(tiny_root, stopped, workers), stop_at=stop_at)
     last = stopped / "checkpoints" / "last.ckpt"
     assert torch.load(last, weights_only=True)["global_step"] == stop_at - 1  # mid-epoch: 4 steps an epoch
     _train_in_process(_overrides(tiny_root, resumed, workers, f"resume={last}"))
-    assert _max_abs_difference(_weights(resumed), _weights(straight)) == 0.0
+    assert _max_abs_difference(_weights(resumed), straight(workers)) == 0.0
+
+
+class SignalAt(pl.Callback):
+    """Sends ``signum`` to this process as optimiser step ``step`` starts (the signal lands mid-step)."""
+
+    def __init__(self, step: int, signum: int) -> None:
+        self.step, self.signum = step, signum
+
+    def on_train_batch_start(self, trainer: pl.Trainer, *args) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), self.signum)
+
+
+@pytest.mark.parametrize("signum,slurm", [(signal.SIGUSR1, False), (signal.SIGTERM, True)])
+def test_signal_writes_last_ckpt_after_the_step_and_resume_auto_continues_exactly(
+    tiny_root, tmp_path, straight, monkeypatch, signum, slurm
+):
+    run_dir, requeued = tmp_path / "run", tmp_path / "requeued"
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    monkeypatch.delenv("SLURM_ARRAY_JOB_ID", raising=False)
+    if slurm:  # a SLURM job: the stopped run puts itself back in the queue (scontrol is faked here)
+        bin_dir = tmp_path / "bin"
+        bin_dir.mkdir()
+        (bin_dir / "scontrol").write_text(f'#!/bin/sh\necho "$@" > {requeued}\n')
+        (bin_dir / "scontrol").chmod(0o755)
+        monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+        monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    interval = "checkpoint.every_n_steps=100"  # the signal's save is the only one
+    with pytest.raises(SystemExit) as exited:
+        _train_in_process(_overrides(tiny_root, run_dir, 0, interval), signal_at=(5, signum))
+    assert exited.value.code == 128 + signum
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 6
+    assert requeued.is_file() == slurm and (not slurm or requeued.read_text().split() == ["requeue", "4242"])
+    _train_in_process(_overrides(tiny_root, run_dir, 0, interval, "resume=auto"))
+    assert _max_abs_difference(_weights(run_dir), straight(0)) == 0.0
+
+
+def test_resume_auto_takes_the_newest_readable_checkpoint(tmp_path) -> None:
+    def save(name: str, step: int) -> Path:
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"state_dict": {}, "hyper_parameters": {}, "global_step": step}, path)
+        return path
+
+    assert resolve_resume("auto", tmp_path) is None  # nothing yet: start afresh
+    save("checkpoints/best.ckpt", 40)
+    last = save("checkpoints/last.ckpt", 60)
+    assert resolve_resume("auto", tmp_path) == str(last)
+    hpc = save("hpc_ckpt_1.ckpt", 70)  # Lightning's SLURM checkpoint, newer
+    assert resolve_resume("auto", tmp_path) == str(hpc)
+    hpc.write_bytes(b"cut short by a full disk")
+    assert resolve_resume("auto", tmp_path) == str(last)
+    assert resolve_resume("some/path.ckpt", tmp_path) == "some/path.ckpt"
 
 
 @pytest.mark.slow
