@@ -14,7 +14,7 @@ import torch
 from crossvis.data.ytvis import VISFormatError, read_annotation_json
 from crossvis.errors import InputFormatError, InputNotFoundError, OutputWriteError, UserError
 from crossvis.evaluation.results import write_submission_zip
-from crossvis.io import atomic_directory, atomic_path, read_json, write_json_atomic
+from crossvis.io import FAILURE_RECORD, atomic_directory, atomic_path, read_json, record_failure, write_json_atomic
 from crossvis.training_checkpoints import AtomicCheckpointIO
 
 
@@ -122,3 +122,17 @@ def test_a_failing_write_keeps_the_previous_file_and_says_what_failed(tmp_path, 
     assert isinstance(raised.value, UserError) and isinstance(raised.value, OSError)
     monkeypatch.undo()
     assert read(path) == 1 and [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary file left
+
+
+def test_record_failure_leaves_the_reason_and_a_success_clears_it(tmp_path) -> None:
+    with pytest.raises(InputFormatError), record_failure(tmp_path):
+        raise InputFormatError("train.json: field 'videos': expected a list")
+    assert read_json(tmp_path / FAILURE_RECORD, "failure") == {
+        "error": "InputFormatError: train.json: field 'videos': expected a list"
+    }
+    with record_failure(tmp_path):  # the run, tried again, succeeds
+        pass
+    assert not (tmp_path / FAILURE_RECORD).exists()
+    with pytest.raises(SystemExit), record_failure(tmp_path):  # a pre-empted run exits: not a failure
+        raise SystemExit(138)
+    assert not (tmp_path / FAILURE_RECORD).exists()

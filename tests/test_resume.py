@@ -16,7 +16,6 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 
-from crossvis.data.synthetic import write_synthetic
 from crossvis.training import train
 from crossvis.training_checkpoints import resolve_resume
 
@@ -25,13 +24,6 @@ from helpers import KILL_AT_STEP, TINY_MODEL, run_module
 CONF = Path(__file__).resolve().parents[1] / "conf"
 # 2 videos x 4 frames at 64x96, 2 pairs a step: 4 steps an epoch, 10 steps cross two epoch ends.
 STEPS = 10
-
-
-@pytest.fixture(scope="module")
-def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_synthetic(
-        tmp_path_factory.mktemp("tiny") / "data", videos=2, frames=4, height=64, width=96, val_videos=1
-    )
 
 
 def _overrides(root: Path, run_dir: Path, workers: int, *extra: str) -> list[str]:

@@ -11,9 +11,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from crossvis.errors import InputFormatError, InputNotFoundError, OutputWriteError, UserError
+from crossvis.errors import InputFormatError, InputNotFoundError, OutputWriteError, UserError, user_message
 
 JSON_TYPES = {dict: "a JSON object", list: "a JSON array"}
+# Left in a run folder by a run that failed: read by crossvis.tables to mark the run's cell.
+FAILURE_RECORD = "failed.json"
 
 
 def read_json(
@@ -107,3 +109,17 @@ def atomic_directory(path: str | os.PathLike, overwrite: bool = False) -> Iterat
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+
+
+@contextlib.contextmanager
+def record_failure(run_dir: str | os.PathLike) -> Iterator[None]:
+    """If the block raises, leave :data:`FAILURE_RECORD` (``{"error": "<type>: <message>"}``) in ``run_dir``
+    before passing the error on, so that a sweep's collector can say why the run has no result; a
+    record left by an earlier attempt is removed when the block succeeds."""
+    record = Path(run_dir) / FAILURE_RECORD
+    try:
+        yield
+    except Exception as error:
+        write_json_atomic(record, {"error": f"{type(error).__name__}: {user_message(error)}"})
+        raise
+    record.unlink(missing_ok=True)
