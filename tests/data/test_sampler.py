@@ -88,8 +88,8 @@ def test_pairs_respect_T_on_synthetic(synthetic_root: Path, T) -> None:
     for epoch in range(3):
         for index in range(len(pairs)):
             vi, ref, _ = pairs.pair(index, epoch)
-            video = pairs.vis.videos[vi]
-            key = pairs.keys[index][1]
+            video = pairs.videos[vi]
+            key = pairs.key(index)[1]
             assert key in annotated[video.id] and ref in annotated[video.id]
             others = {j for j in annotated[video.id] if 0 < abs(j - key) <= limit}
             assert (ref in others) if others else ref == key

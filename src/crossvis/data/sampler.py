@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, DistributedSampler
 
+from crossvis.data.packed import PackedList
 from crossvis.data.transforms import FrameSample, PairTransform, mask_boxes
 from crossvis.data.ytvis import Video, VISDataset
 from crossvis.errors import ArgumentError
@@ -53,19 +54,37 @@ def choose_reference(annotated: np.ndarray, key: int, T: float, rng: np.random.G
 
 
 class FramePairDataset(Dataset):
-    """One (key, reference) pair per annotated key frame; items are dicts (see ``datamodule``)."""
+    """One (key, reference) pair per annotated key frame; items are dicts (see ``datamodule``).
+
+    The index loader workers read is compact: the videos (with their tracks and masks) in one
+    :class:`PackedList` buffer and the key frames as numpy arrays, so a worker's memory stays flat
+    over an epoch instead of copying the json's objects page by page.
+    """
 
     def __init__(self, vis: VISDataset, T: int | float | str, transform: PairTransform, seed: int) -> None:
-        self.vis = vis
         self.T = parse_max_offset(T)
         self.transform = transform
         self.seed = int(seed)
         self.epoch = 0
-        self.annotated = [v.annotated_frames() for v in vis.videos]
-        self.keys = [(vi, int(t)) for vi, frames in enumerate(self.annotated) for t in frames]
+        self.videos = PackedList(vis.videos)
+        annotated = [v.annotated_frames() for v in vis.videos]
+        counts = np.array([len(frames) for frames in annotated], dtype=np.int64)
+        # Key frame i is frame key_frames[i] of video key_videos[i]; a video's annotated frames are
+        # key_frames[starts[v]:starts[v + 1]].
+        self.key_frames = np.concatenate(annotated).astype(np.int64) if annotated else np.zeros(0, np.int64)
+        self.key_videos = np.repeat(np.arange(len(annotated), dtype=np.int64), counts)
+        self.starts = np.concatenate([[0], np.cumsum(counts)])
 
     def __len__(self) -> int:
-        return len(self.keys)
+        return len(self.key_frames)
+
+    def key(self, index: int) -> tuple[int, int]:
+        """(video index, key frame) of item ``index``."""
+        return int(self.key_videos[index]), int(self.key_frames[index])
+
+    def annotated(self, video_index: int) -> np.ndarray:
+        """The sorted annotated frames of video ``video_index``."""
+        return self.key_frames[self.starts[video_index] : self.starts[video_index + 1]]
 
     def set_epoch(self, epoch: int) -> None:
         """Epoch used for plain integer indices."""
@@ -74,14 +93,14 @@ class FramePairDataset(Dataset):
     def pair(self, index: int, epoch: int) -> tuple[int, int, np.random.Generator]:
         """(video index, reference frame, generator for the augmentation) of item ``index``."""
         rng = np.random.default_rng((self.seed, epoch, index))
-        vi, key = self.keys[index]
-        return vi, choose_reference(self.annotated[vi], key, self.T, rng), rng
+        vi, key = self.key(index)
+        return vi, choose_reference(self.annotated(vi), key, self.T, rng), rng
 
     def __getitem__(self, item: int | tuple[int, int]) -> dict:
         index, epoch = item if isinstance(item, tuple) else (item, self.epoch)
         vi, ref, rng = self.pair(index, epoch)
-        video = self.vis.videos[vi]
-        key = self.keys[index][1]
+        video = self.videos[vi]  # a private copy, unpickled from the shared buffer
+        key = self.key(index)[1]
         key_sample, ref_sample = self.transform(_frame_sample(video, key), _frame_sample(video, ref), rng)
         images = np.stack([key_sample.image, ref_sample.image]).transpose(0, 3, 1, 2)
         return {
