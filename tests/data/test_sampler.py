@@ -176,3 +176,12 @@ def test_frame_boxes_come_from_json_bboxes_else_masks(synthetic_root: Path, tmp_
     assert boxes[by_ann[anns[0]["id"]].identity] == [10, 20, 40, 60]
     ys, xs = np.nonzero(by_ann[anns[1]["id"]].mask(t))
     assert boxes[by_ann[anns[1]["id"]].identity] == [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
+
+
+def test_key_frames_are_arrays_in_video_order(synthetic_root: Path) -> None:
+    vis = load_vis(synthetic_root / "train.json", synthetic_root / "train" / "JPEGImages", require_annotations=True)
+    pairs = FramePairDataset(vis, 20, PairTransform(), seed=0)
+    assert isinstance(pairs.key_frames, np.ndarray) and isinstance(pairs.key_videos, np.ndarray)
+    expected = [(vi, int(t)) for vi, v in enumerate(vis.videos) for t in v.annotated_frames()]
+    assert [pairs.key(i) for i in range(len(pairs))] == expected
+    assert all(list(pairs.annotated(vi)) == list(v.annotated_frames()) for vi, v in enumerate(vis.videos))

@@ -22,7 +22,6 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, DistributedSampler
 
-from crossvis.data.packed import PackedList
 from crossvis.data.transforms import FrameSample, PairTransform, mask_boxes
 from crossvis.data.ytvis import Video, VISDataset
 from crossvis.errors import ArgumentError
@@ -56,9 +55,8 @@ def choose_reference(annotated: np.ndarray, key: int, T: float, rng: np.random.G
 class FramePairDataset(Dataset):
     """One (key, reference) pair per annotated key frame; items are dicts (see ``datamodule``).
 
-    The index loader workers read is compact: the videos (with their tracks and masks) in one
-    :class:`PackedList` buffer and the key frames as numpy arrays, so a worker's memory stays flat
-    over an epoch instead of copying the json's objects page by page.
+    The key frames are numpy arrays rather than a list of tuples (one object per frame that loader
+    workers would otherwise touch, and copy, item by item).
     """
 
     def __init__(self, vis: VISDataset, T: int | float | str, transform: PairTransform, seed: int) -> None:
@@ -66,7 +64,7 @@ class FramePairDataset(Dataset):
         self.transform = transform
         self.seed = int(seed)
         self.epoch = 0
-        self.videos = PackedList(vis.videos)
+        self.videos = vis.videos
         annotated = [v.annotated_frames() for v in vis.videos]
         counts = np.array([len(frames) for frames in annotated], dtype=np.int64)
         # Key frame i is frame key_frames[i] of video key_videos[i]; a video's annotated frames are
@@ -99,7 +97,7 @@ class FramePairDataset(Dataset):
     def __getitem__(self, item: int | tuple[int, int]) -> dict:
         index, epoch = item if isinstance(item, tuple) else (item, self.epoch)
         vi, ref, rng = self.pair(index, epoch)
-        video = self.videos[vi]  # a private copy, unpickled from the shared buffer
+        video = self.videos[vi]
         key = self.key(index)[1]
         key_sample, ref_sample = self.transform(_frame_sample(video, key), _frame_sample(video, ref), rng)
         images = np.stack([key_sample.image, ref_sample.image]).transpose(0, 3, 1, 2)
