@@ -143,7 +143,7 @@ def test_holdout_split_is_fixed_disjoint_and_recorded(synthetic_root: Path, tmp_
     train_ids = [v.id for v in dm.train_vis.videos]
     assert train_ids == [i for i in ids if i not in held] and not set(train_ids) & set(held)
     pairs = dm.train_dataset
-    assert {pairs.videos[int(vi)].id for vi in pairs.key_videos} <= set(train_ids)
+    assert {int(pairs.index.video_ids[vi]) for vi in pairs.key_videos} <= set(train_ids)
     assert dm.num_identities == sum(a["video_id"] not in held for a in raw["annotations"])
     dm.write_split(tmp_path / "holdout_split.json")
     record = json.loads((tmp_path / "holdout_split.json").read_text())

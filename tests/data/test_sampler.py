@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
+from crossvis.data.index import FrameIndex
 from crossvis.data.sampler import (
     EpochSampler,
     FramePairDataset,
-    _frame_sample,
     choose_reference,
     parse_max_offset,
     reference_candidates,
@@ -88,10 +88,10 @@ def test_pairs_respect_T_on_synthetic(synthetic_root: Path, T) -> None:
     for epoch in range(3):
         for index in range(len(pairs)):
             vi, ref, _ = pairs.pair(index, epoch)
-            video = pairs.videos[vi]
+            video_id = int(pairs.index.video_ids[vi])
             key = pairs.key(index)[1]
-            assert key in annotated[video.id] and ref in annotated[video.id]
-            others = {j for j in annotated[video.id] if 0 < abs(j - key) <= limit}
+            assert key in annotated[video_id] and ref in annotated[video_id]
+            others = {j for j in annotated[video_id] if 0 < abs(j - key) <= limit}
             assert (ref in others) if others else ref == key
             offsets.append(abs(ref - key))
     assert max(offsets) <= limit
@@ -170,7 +170,7 @@ def test_frame_boxes_come_from_json_bboxes_else_masks(synthetic_root: Path, tmp_
     path.write_text(json.dumps(raw))
     vis = load_vis(path, synthetic_root / "train" / "JPEGImages")
     video = vis.video_by_id[video_id]
-    sample = _frame_sample(video, t)
+    sample = FrameIndex.build(vis).sample(vis.videos.index(video), t)
     boxes = dict(zip(sample.identities.tolist(), sample.boxes.tolist()))
     by_ann = {inst.ann_id: inst for inst in video.instances}
     assert boxes[by_ann[anns[0]["id"]].identity] == [10, 20, 40, 60]

@@ -22,8 +22,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, DistributedSampler
 
-from crossvis.data.transforms import FrameSample, PairTransform, mask_boxes
-from crossvis.data.ytvis import Video, VISDataset
+from crossvis.data.index import FrameIndex
+from crossvis.data.transforms import PairTransform
+from crossvis.data.ytvis import VISDataset
 from crossvis.errors import ArgumentError
 
 
@@ -55,8 +56,8 @@ def choose_reference(annotated: np.ndarray, key: int, T: float, rng: np.random.G
 class FramePairDataset(Dataset):
     """One (key, reference) pair per annotated key frame; items are dicts (see ``datamodule``).
 
-    The key frames are numpy arrays rather than a list of tuples (one object per frame that loader
-    workers would otherwise touch, and copy, item by item).
+    Items are read from a :class:`FrameIndex` of numpy arrays, not from the json's objects, so loader
+    workers do not copy the dataset index page by page over an epoch.
     """
 
     def __init__(self, vis: VISDataset, T: int | float | str, transform: PairTransform, seed: int) -> None:
@@ -64,7 +65,7 @@ class FramePairDataset(Dataset):
         self.transform = transform
         self.seed = int(seed)
         self.epoch = 0
-        self.videos = vis.videos
+        self.index = FrameIndex.build(vis)
         annotated = [v.annotated_frames() for v in vis.videos]
         counts = np.array([len(frames) for frames in annotated], dtype=np.int64)
         # Key frame i is frame key_frames[i] of video key_videos[i]; a video's annotated frames are
@@ -97,34 +98,14 @@ class FramePairDataset(Dataset):
     def __getitem__(self, item: int | tuple[int, int]) -> dict:
         index, epoch = item if isinstance(item, tuple) else (item, self.epoch)
         vi, ref, rng = self.pair(index, epoch)
-        video = self.videos[vi]
         key = self.key(index)[1]
-        key_sample, ref_sample = self.transform(_frame_sample(video, key), _frame_sample(video, ref), rng)
+        key_sample, ref_sample = self.transform(self.index.sample(vi, key), self.index.sample(vi, ref), rng)
         images = np.stack([key_sample.image, ref_sample.image]).transpose(0, 3, 1, 2)
         return {
             "images": torch.from_numpy(np.ascontiguousarray(images)),  # uint8 (2, 3, h, w)
             "targets": [key_sample.to_target(), ref_sample.to_target()],
-            "meta": {"video_id": video.id, "frames": (key, ref)},
+            "meta": {"video_id": int(self.index.video_ids[vi]), "frames": (key, ref)},
         }
-
-
-def _frame_sample(video: Video, t: int) -> FrameSample:
-    """Frame ``t`` of ``video`` with its non-crowd instances present in that frame.
-
-    Boxes: the json ``bboxes`` entry of the frame where there is one, the mask's box otherwise.
-    """
-    image = video.load_frame(t)
-    present = [(inst, inst.mask(t)) for inst in video.instances if not inst.iscrowd]
-    present = [(inst, m) for inst, m in present if m is not None]
-    boxes = [inst.box(t) for inst, _ in present]
-    boxes = [b if b is not None else mask_boxes(m[None])[0] for b, (_, m) in zip(boxes, present)]
-    return FrameSample(
-        image=image,
-        masks=np.stack([m for _, m in present]) if present else np.zeros((0, video.height, video.width), bool),
-        labels=np.array([inst.label for inst, _ in present], dtype=np.int64),
-        identities=np.array([inst.identity for inst, _ in present], dtype=np.int64),
-        boxes=np.stack(boxes) if boxes else np.zeros((0, 4), np.float32),
-    )
 
 
 class EpochSampler(DistributedSampler):
