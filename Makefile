@@ -42,17 +42,20 @@ lint: install
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
-# The paper's tables as Hydra multi-runs into SWEEP_DIR (default multirun/tableN/<date>), then
-# collected into the paper's layout (local AP on the held-out training videos; OFFICIAL=scores.csv
-# adds the server's scores). ARGS adds overrides, e.g. a CPU smoke run:
+# The paper's tables as Hydra multi-runs into SWEEP_DIR (default multirun/tableN/<date>; a
+# hydra.sweep.dir= in ARGS counts as SWEEP_DIR), then collected into the paper's layout (local AP on
+# the held-out training videos; OFFICIAL=scores.csv adds the server's scores). Runs resume from their
+# checkpoints (resume=auto): the same command with the same SWEEP_DIR goes on after an interruption.
+# A failed run does not stop the others; its cell says why. ARGS adds overrides, e.g. a CPU smoke run:
 #   make table6 ARGS="data=synthetic data.root=DIR model=cpu model/backbone=regnetx_002 model.init_from=null trainer.max_steps=20"
 NOW       := $(shell date +%Y-%m-%d_%H-%M-%S)
 SWEEP_DIR ?=
 OFFICIAL  ?=
+sweep_dir  = $(or $(patsubst hydra.sweep.dir=%,%,$(filter hydra.sweep.dir=%,$(ARGS))),$(SWEEP_DIR),multirun/$@/$(NOW))
 $(TABLES): install
-	$(PY) -m crossvis.train -m experiment=$@ hydra.sweep.dir=$(or $(SWEEP_DIR),multirun/$@/$(NOW)) $(ARGS)
-	$(PY) -m crossvis.tables $(or $(SWEEP_DIR),multirun/$@/$(NOW)) --csv $(or $(SWEEP_DIR),multirun/$@/$(NOW))/$@.csv \
-		$(if $(OFFICIAL),--official $(OFFICIAL))
+	$(PY) -m crossvis.train -m experiment=$@ hydra.sweep.dir=$(sweep_dir) resume=auto $(filter-out hydra.sweep.dir=%,$(ARGS)); \
+	status=$$?; $(PY) -m crossvis.tables $(sweep_dir) --csv $(sweep_dir)/$@.csv $(if $(OFFICIAL),--official $(OFFICIAL)) \
+		&& exit $$status
 
 # Stage 1: CondInst on COCO (AdelaiDet MS R-50 1x), evaluated with COCO mask / box AP, e.g.
 #   make pretrain-coco ARGS="data.root=datasets/coco trainer.devices=4"

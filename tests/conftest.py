@@ -26,6 +26,15 @@ def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The smallest synthetic set (read-only): 2 train videos x 4 frames and 1 valid video at 64x96,
+    seed 0; at 2 pairs a step, 4 steps an epoch (train with data.transform.short=64 data.transform.max_size=96)."""
+    return write_synthetic(
+        tmp_path_factory.mktemp("tiny") / "data", videos=2, frames=4, height=64, width=96, val_videos=1
+    )
+
+
+@pytest.fixture(scope="session")
 def trained_run(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Run folder of a briefly trained tiny model (ends with a validation), shared by several tests."""
     run_dir = tmp_path_factory.mktemp("trained")

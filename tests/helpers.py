@@ -54,6 +54,27 @@ TINY = [
 ]
 
 
+# Runs crossvis.train with a callback that SIGKILLs the process right after optimiser step K
+# (before any checkpoint of that step: Lightning runs checkpoint callbacks last).
+KILL_AT_STEP = """
+import os, signal, sys
+import pytorch_lightning as pl
+
+class KillAt(pl.Callback):
+    def on_train_batch_end(self, trainer, *args):
+        if trainer.global_step == int(os.environ["KILL_AT_STEP"]):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+class Trainer(pl.Trainer):
+    def __init__(self, *args, callbacks=(), **kwargs):
+        super().__init__(*args, callbacks=[*callbacks, KillAt()], **kwargs)
+
+pl.Trainer = Trainer
+import runpy
+runpy.run_module("crossvis.train", run_name="__main__", alter_sys=True)  # as `python -m crossvis.train`
+"""
+
+
 def run_module(module: str, *args: str, cwd: Path | None = None, check: bool = True) -> subprocess.CompletedProcess:
     """``python -m module args``; on an unexpected exit code the assertion shows the output."""
     proc = subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True, timeout=900)

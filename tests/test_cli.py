@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
 from torch.utils.data import DataLoader, Dataset
 
 from crossvis.cli import configure_threads, require_file, require_writable_dir, user_errors
@@ -121,3 +123,21 @@ def test_category_mismatch_names_both_lists() -> None:
 def test_directory_given_as_annotation_json(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=f"{tmp_path}: is a directory"):
         load_vis(tmp_path, tmp_path)
+
+
+@pytest.mark.parametrize("mode", ["RUN", "MULTIRUN"])
+def test_user_error_ends_a_run_but_only_the_member_of_a_sweep(capsys, mode: str) -> None:
+    @user_errors
+    def job() -> None:
+        raise ConfigError("data.sampler.T: expected a positive integer or 'inf', got 0")
+
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        HydraConfig.instance().set_config(compose("train", [f"hydra.mode={mode}"], return_hydra_config=True))
+    try:
+        # a run exits 1; a sweep member's error goes on to Hydra, which records it and runs the others
+        with pytest.raises(SystemExit if mode == "RUN" else ConfigError):
+            job()
+    finally:
+        HydraConfig.instance().cfg = None
+    assert capsys.readouterr().err == "error: data.sampler.T: expected a positive integer or 'inf', got 0\n"

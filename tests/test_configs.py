@@ -95,6 +95,17 @@ def test_every_logger_and_trainer_option(composer) -> None:
         composer("train", f"logger={logger}", f"trainer={trainer}")
 
 
+@pytest.mark.parametrize("devices,nodes", [(1, 1), (4, 2)])
+def test_slurm_launcher_takes_the_job_shape_from_the_trainer(composer, devices: int, nodes: int) -> None:
+    # Lightning's SLURM environment needs one task per device on each of trainer.num_nodes nodes.
+    # (composer: Hydra initialised on conf/; the launcher is read from the config with its hydra node.)
+    overrides = ["hydra/launcher=slurm", "trainer=ddp", f"trainer.devices={devices}", f"trainer.num_nodes={nodes}"]
+    launcher = compose("train", overrides=overrides, return_hydra_config=True).hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert (launcher.nodes, launcher.tasks_per_node, launcher.gpus_per_node) == (nodes, devices, devices)
+    assert launcher.signal_delay_s > 0  # submitit's signal before the time limit: save, requeue, resume=auto
+
+
 @pytest.mark.parametrize("entry_point", ["evaluate", "peer"])
 def test_data_options_compose_for_the_entry_points_that_take_data(composer, entry_point: str) -> None:
     for data in DATA:

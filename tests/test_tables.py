@@ -1,11 +1,13 @@
 """The sweep collector renders the paper's layouts from finished runs, never inventing cells."""
 
+import csv
 import json
 import statistics
 
 import pytest
 from omegaconf import OmegaConf
 
+from crossvis.io import record_failure
 from crossvis.tables import TABLES, main
 
 
@@ -120,7 +122,7 @@ def test_official_scores_stand_beside_the_local_ones(tmp_path, capsys):
     assert "| + COL + GBE | 23.0 / 34.1 (34.8) | public |" in out
     assert "| + GBE | 21.0 / – (33.5) | public |" in out  # not submitted
     rows = (tmp_path / "t8.csv").read_text().splitlines()
-    assert rows[0].split(",")[5] == "official_median" and "Baseline,AP,20.0,,1,31.9,1,32.1,masktrack" in rows
+    assert rows[0].split(",")[5] == "official_median" and "Baseline,AP,20.0,,1,31.9,1,32.1,masktrack,0" in rows
 
 
 @pytest.mark.parametrize(
@@ -187,3 +189,25 @@ def test_error_decomposition_of_every_analysed_run_is_one_table(tmp_path, capsys
     ]
     header = next(line for line in out.splitlines() if line.startswith("| run |"))
     assert header.split("|")[2:-1] == [f" {c} " for c in ["AP", *(f"dAP_{t}" for t in ERROR_TYPES), "dAP_all"]]
+
+
+def test_failed_runs_mark_their_cells_with_the_reason(tmp_path, capsys):
+    # Table 7, Global Focal: seed 0 finished, seed 1 crashed; Global CE: its only run had a bad value.
+    cell = {"table": "table7", "model": {"embedding": {"type": "global", "loss": "focal"}}}
+    _write_run(tmp_path / "0", {**cell, "seed": 0}, {"AP": 0.3, "AP50": 0.5, "AP75": 0.3})
+    for name, config, error in [
+        ("1", {**cell, "seed": 1}, RuntimeError("CUDA error: an illegal memory access")),
+        ("2", {**cell, "model": {"embedding": {"type": "global", "loss": "ce"}}}, ValueError("bad | value\nhere")),
+    ]:
+        _write_run(tmp_path / name, config, None)
+        with pytest.raises(type(error)), record_failure(tmp_path / name):  # as crossvis.train leaves it
+            raise error
+    assert main([str(tmp_path), "--csv", str(tmp_path / "t7.csv")]) == 0
+    out = capsys.readouterr().out
+    assert f"1 finished runs, 2 failed in {tmp_path}" in out
+    assert "| Global Focal | 30.0 (1 failed) (34.8) |" in out
+    assert "| Global CE | failed: ValueError: bad / value here (33.4) |" in out
+    assert f"failed: {tmp_path / '1'}: RuntimeError: CUDA error: an illegal memory access" in out
+    assert "| Pair-wise CE | missing (33.1) |" in out
+    rows = {(r["row"], r["column"]): r for r in csv.DictReader(open(tmp_path / "t7.csv"))}
+    assert rows[("Global Focal", "AP")]["failed"] == "1" and rows[("Global Focal", "AP")]["runs"] == "1"

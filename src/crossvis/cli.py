@@ -10,7 +10,9 @@ argparse ``main``) with :func:`user_errors`::
 Any :class:`crossvis.errors.UserError` raised inside (including the data errors
 ``VISFormatError`` / ``VISFileNotFoundError`` and errors re-raised from data-loader workers) is
 printed as ``error: <message>`` and the process exits with status 1; other exceptions are bugs
-and keep their traceback. ``HYDRA_FULL_ERROR=1`` shows the traceback of user errors too.
+and keep their traceback. ``HYDRA_FULL_ERROR=1`` shows the traceback of user errors too. In a
+Hydra multi-run the error goes on to Hydra after the message, which records that member as failed
+and runs the others.
 Outputs must be written atomically (:mod:`crossvis.io`) so that nothing half-written remains.
 """
 
@@ -24,6 +26,8 @@ from typing import Callable, TypeVar
 
 import cv2
 import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 
 from crossvis.errors import ConfigError, InputNotFoundError, UserError, user_message
 
@@ -41,9 +45,16 @@ def user_errors(func: F) -> F:
             if os.environ.get("HYDRA_FULL_ERROR") == "1":
                 raise
             print(f"error: {user_message(error)}", file=sys.stderr)
+            if in_hydra_multirun():
+                raise  # Hydra records the failed sweep member and goes on with the others
             sys.exit(1)
 
     return wrapper  # type: ignore[return-value]
+
+
+def in_hydra_multirun() -> bool:
+    """True inside a job of a Hydra multi-run (``-m``): its errors must not end the whole sweep."""
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 def require_file(path: str | os.PathLike, field: str, expected: str) -> Path:

@@ -25,6 +25,10 @@ class InputNotFoundError(UserError, FileNotFoundError):
     """A required input file or folder does not exist."""
 
 
+class OutputWriteError(UserError, OSError):
+    """Writing an output failed (full disk, quota, I/O error); the file it was to replace is unchanged."""
+
+
 class ConfigError(UserError, ValueError):
     """A config value is not one of the accepted ones."""
 

@@ -11,9 +11,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from crossvis.errors import InputFormatError, InputNotFoundError
+from crossvis.errors import InputFormatError, InputNotFoundError, OutputWriteError, UserError, user_message
 
 JSON_TYPES = {dict: "a JSON object", list: "a JSON array"}
+# Left in a run folder by a run that failed: read by crossvis.tables to mark the run's cell.
+FAILURE_RECORD = "failed.json"
 
 
 def read_json(
@@ -49,7 +51,11 @@ def read_json(
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds."""
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
+
+    A failing write (full disk, quota, I/O error) becomes an :class:`OutputWriteError` naming ``path``
+    and the cause; the temporary file is removed and the file at ``path`` stays as it was.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # Keep the real suffix last: writers such as imageio pick the format from it.
@@ -62,6 +68,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp_path
         os.replace(tmp_path, path)
+    except OSError as error:
+        if isinstance(error, UserError):  # e.g. a missing input, already reported as such
+            raise
+        kept = "the previous file is unchanged" if path.exists() else "no file was written"
+        raise OutputWriteError(f"{path}: writing failed ({error.strerror or error}); {kept}") from error
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
@@ -98,3 +109,17 @@ def atomic_directory(path: str | os.PathLike, overwrite: bool = False) -> Iterat
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+
+
+@contextlib.contextmanager
+def record_failure(run_dir: str | os.PathLike) -> Iterator[None]:
+    """If the block raises, leave :data:`FAILURE_RECORD` (``{"error": "<type>: <message>"}``) in ``run_dir``
+    before passing the error on, so that a sweep's collector can say why the run has no result; a
+    record left by an earlier attempt is removed when the block succeeds."""
+    record = Path(run_dir) / FAILURE_RECORD
+    try:
+        yield
+    except Exception as error:
+        write_json_atomic(record, {"error": f"{type(error).__name__}: {user_message(error)}"})
+        raise
+    record.unlink(missing_ok=True)

@@ -10,7 +10,8 @@ Each run folder holds Hydra's ``.hydra/config.yaml`` and the ``metrics.json`` wr
 submitted: a CSV with a ``run`` column (the run folder, absolute or relative to the sweep folder
 or the current directory) and metric columns (``AP``, ``AP50``, ... in percent, as the server
 prints them). Runs that repeat a cell (seeds) are summarised as median ± std; cells with no
-finished run are printed as ``missing``. Each row also says which tracker its runs used
+finished run are printed as ``missing``, and cells whose runs failed as ``failed: <reason>`` (the
+``failed.json`` the run left; the full reasons are listed below the table). Each row also says which tracker its runs used
 (``inference.tracker.scoring``), and the paper's figures stand beside ours.
 """
 
@@ -33,7 +34,7 @@ from omegaconf import OmegaConf
 
 from crossvis.cli import user_errors
 from crossvis.errors import InputNotFoundError, UserError
-from crossvis.io import atomic_path, read_json
+from crossvis.io import FAILURE_RECORD, atomic_path, read_json
 
 METRICS = ("AP", "AP50", "AP75", "AR1", "AR10")
 
@@ -217,20 +218,25 @@ class Run:
     path: Path
     config: dict
     metrics: dict
+    failure: str | None = None  # why the run failed (its failed.json), None for a finished run
 
     def matches(self, match: dict) -> bool:
         return all(_normalise(OmegaConf.select(self.config, key)) == _normalise(value) for key, value in match.items())
 
 
 def load_runs(sweep_dir: Path) -> list[Run]:
-    """Finished runs below ``sweep_dir`` (a run without metrics.json is unfinished and left out)."""
+    """Finished and failed runs below ``sweep_dir`` (a run with neither metrics.json nor the failure
+    record of ``crossvis.train`` is unfinished, e.g. still running, and left out)."""
     runs = []
     for config_path in sorted(sweep_dir.glob("**/.hydra/config.yaml")):
         run_dir = config_path.parent.parent
-        metrics_path = run_dir / "metrics.json"
+        metrics_path, failure_path = run_dir / "metrics.json", run_dir / FAILURE_RECORD
         if metrics_path.is_file():
             config = OmegaConf.load(config_path)
             runs.append(Run(run_dir, config, read_json(metrics_path, "run metrics (crossvis.train)")))
+        elif failure_path.is_file():
+            reason = read_json(failure_path, "failure record (crossvis.train)").get("error", "?")
+            runs.append(Run(run_dir, OmegaConf.load(config_path), {}, str(reason)))
     return runs
 
 
@@ -264,6 +270,7 @@ class Cell:
     values: list[float]  # local percentages, one per run
     paper: float | None
     official: list[float] = field(default_factory=list)  # server percentages of the submitted runs
+    failures: list[str] = field(default_factory=list)  # reasons of the cell's failed runs
 
     @property
     def median(self) -> float | None:
@@ -278,12 +285,23 @@ class Cell:
         return statistics.median(self.official) if self.official else None
 
     def text(self, with_official: bool = False) -> str:
-        ours = "missing" if self.median is None else f"{self.median:.1f}"
+        if self.median is None:
+            ours = f"failed: {_cell_text(self.failures[0])}" if self.failures else "missing"
+        else:
+            ours = f"{self.median:.1f}"
         if self.std is not None:
             ours += f" ± {self.std:.2f}"
+        if self.failures and self.median is not None:
+            ours += f" ({len(self.failures)} failed)"
         if with_official:
             ours += " / " + ("–" if self.official_median is None else f"{self.official_median:.1f}")
         return ours if self.paper is None else f"{ours} ({self.paper:.1f})"
+
+
+def _cell_text(reason: str, limit: int = 80) -> str:
+    """A failure reason fit for one Markdown table cell: one line, no ``|``, at most ``limit`` characters."""
+    text = " ".join(reason.split()).replace("|", "/")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 @dataclass(frozen=True)
@@ -323,7 +341,9 @@ def collect(table: Table, runs: list[Run], official: dict[Path, dict[str, float]
                 for p in (r.path.resolve() for r in matching)
                 if column.metric in official.get(p, {})
             ]
-            cells[(row_label, column.label)] = Cell(values, table.paper.get((row_label, column.label)), served)
+            failures = [r.failure for r in matching if r.failure is not None]
+            paper = table.paper.get((row_label, column.label))
+            cells[(row_label, column.label)] = Cell(values, paper, served, failures)
         used = sorted({_scoring_of(r) for r in row_runs})
         trackers[row_label] = ", ".join(used) or "–"
     return Collected(cells, trackers, sorted({_split_of(r) for r in runs}), bool(official))
@@ -348,7 +368,19 @@ def to_markdown(table: Table, collected: Collected) -> str:
 def to_csv(table: Table, collected: Collected) -> str:
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(["row", "column", "median", "std", "runs", "official_median", "official_runs", "paper", "tracker"])
+    header = [
+        "row",
+        "column",
+        "median",
+        "std",
+        "runs",
+        "official_median",
+        "official_runs",
+        "paper",
+        "tracker",
+        "failed",
+    ]
+    writer.writerow(header)
     for (row, column), cell in collected.cells.items():
         writer.writerow(
             [
@@ -361,6 +393,7 @@ def to_csv(table: Table, collected: Collected) -> str:
                 len(cell.official),
                 cell.paper,
                 collected.trackers[row],
+                len(cell.failures),
             ]
         )
     return out.getvalue()
@@ -403,14 +436,17 @@ def main(argv: list[str] | None = None) -> int:
     if name not in TABLES:
         raise UserError(f"cannot tell which table {args.sweep_dir} is; pass --table {{{','.join(TABLES)}}}")
     table = TABLES[name]
+    finished, failed = [r for r in runs if r.failure is None], [r for r in runs if r.failure is not None]
     try:
-        official = read_official(args.official, args.sweep_dir, runs) if args.official else None
+        official = read_official(args.official, args.sweep_dir, finished) if args.official else None
     except (OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     collected = collect(table, runs, official)
-    print(f"{len(runs)} finished runs in {args.sweep_dir}\n")
+    print(f"{len(finished)} finished runs" + (f", {len(failed)} failed" if failed else "") + f" in {args.sweep_dir}\n")
     print(to_markdown(table, collected))
+    for run in failed:
+        print(f"\nfailed: {run.path}: {run.failure}")
     errors = error_table(runs, sweep_grid(name).keys())
     if errors:
         print("\n" + errors)

@@ -6,17 +6,20 @@ python -m crossvis.train data=synthetic data.root=DIR model/backbone=resnet18 tr
 from __future__ import annotations
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from crossvis.cli import configure_threads, user_errors
+from crossvis.io import record_failure
 from crossvis.training import train
 
 
 @hydra.main(config_path="../../conf", config_name="train", version_base="1.3")
 @user_errors
 def main(cfg: DictConfig) -> None:
-    configure_threads(cfg.threads, int(cfg.data.num_workers))
-    train(cfg)
+    with record_failure(HydraConfig.get().runtime.output_dir):  # a failed sweep member says why
+        configure_threads(cfg.threads, int(cfg.data.num_workers))
+        train(cfg)
 
 
 if __name__ == "__main__":

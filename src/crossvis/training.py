@@ -24,9 +24,10 @@ from crossvis.schedule import set_training_length
 from crossvis.training_checkpoints import (
     AtomicCheckpointIO,
     LastCheckpoint,
-    TorchRNGState,
+    RandomState,
     check_categories,
     read_training_checkpoint,
+    resolve_resume,
 )
 
 WANDB_RUN_ID_KEY = "wandb_run_id"
@@ -69,15 +70,15 @@ class WandbRunId(pl.Callback):
             checkpoint[WANDB_RUN_ID_KEY] = trainer.logger.version
 
 
-def check_resume(cfg: DictConfig, datamodule: VISDataModule) -> str | None:
-    """Check ``cfg.resume`` (if set): a training checkpoint of the data's categories; returns its W&B run id."""
-    if not cfg.resume:
+def check_resume(resume: str | None, datamodule: VISDataModule) -> str | None:
+    """Check ``resume`` (if set): a training checkpoint of the data's categories; returns its W&B run id."""
+    if not resume:
         return None
-    checkpoint = read_training_checkpoint(cfg.resume)
+    checkpoint = read_training_checkpoint(resume)
     hparams = checkpoint["hyper_parameters"]
     train_vis = datamodule.train_vis
     check_categories(
-        cfg.resume,
+        resume,
         hparams.get("category_names", []),
         hparams.get("category_ids", []),
         train_vis.json_path,
@@ -108,7 +109,8 @@ def train(cfg: DictConfig) -> tuple[pl.Trainer, CrossVISModule, Path]:
     output_dir = require_writable_dir(HydraConfig.get().runtime.output_dir, "hydra.run.dir")
     datamodule = build_datamodule(cfg)  # video, COCO (data=coco) or joint (data=*_coco)
     datamodule.setup("fit")
-    resume_run_id = check_resume(cfg, datamodule)
+    resume = resolve_resume(cfg.resume, output_dir)
+    resume_run_id = check_resume(resume, datamodule)
     if datamodule.holdout_ids:
         datamodule.write_split(output_dir / "holdout_split.json")
     module = CrossVISModule(
@@ -133,10 +135,11 @@ def train(cfg: DictConfig) -> tuple[pl.Trainer, CrossVISModule, Path]:
     validates = trainer_kwargs["limit_val_batches"] != 0
     has_ground_truth = validates and datamodule.val_ground_truth is not None
     checkpoint_dir = output_dir / "checkpoints"
+    last = LastCheckpoint(checkpoint_dir, cfg.checkpoint.every_n_steps)
     callbacks: list[pl.Callback] = [
-        LastCheckpoint(checkpoint_dir, cfg.checkpoint.every_n_steps),
+        last,
         WandbRunId(),
-        TorchRNGState(),
+        RandomState(),
     ]
     if has_ground_truth:
         callbacks.append(
@@ -152,7 +155,8 @@ def train(cfg: DictConfig) -> tuple[pl.Trainer, CrossVISModule, Path]:
         default_root_dir=str(output_dir),
     )
     set_training_length(trainer, cfg.optim, cfg.data.batch_size)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.resume)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
+    last.hand_over(trainer)  # stopped by a signal (pre-emption, time limit): last.ckpt written, exit
     if has_ground_truth and module.last_validated_step != trainer.global_step:
         trainer.validate(module, datamodule=datamodule)  # runs stopped by max_steps mid-epoch
     metrics = {

@@ -142,7 +142,8 @@ def test_holdout_split_is_fixed_disjoint_and_recorded(synthetic_root: Path, tmp_
     )
     train_ids = [v.id for v in dm.train_vis.videos]
     assert train_ids == [i for i in ids if i not in held] and not set(train_ids) & set(held)
-    assert {dm.train_dataset.vis.videos[vi].id for vi, _ in dm.train_dataset.keys} <= set(train_ids)
+    pairs = dm.train_dataset
+    assert {int(pairs.index.video_ids[vi]) for vi in pairs.key_videos} <= set(train_ids)
     assert dm.train_vis.num_identities == sum(a["video_id"] not in held for a in raw["annotations"])
     assert dm.num_identities == len(raw["annotations"])  # M (the proxies) from the whole training json
     dm.write_split(tmp_path / "holdout_split.json")

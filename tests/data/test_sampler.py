@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
+from crossvis.data.index import FrameIndex
 from crossvis.data.sampler import (
     EpochSampler,
     FramePairDataset,
-    _frame_sample,
     choose_reference,
     parse_max_offset,
     reference_candidates,
@@ -88,10 +88,10 @@ def test_pairs_respect_T_on_synthetic(synthetic_root: Path, T) -> None:
     for epoch in range(3):
         for index in range(len(pairs)):
             vi, ref, _ = pairs.pair(index, epoch)
-            video = pairs.vis.videos[vi]
-            key = pairs.keys[index][1]
-            assert key in annotated[video.id] and ref in annotated[video.id]
-            others = {j for j in annotated[video.id] if 0 < abs(j - key) <= limit}
+            video_id = int(pairs.index.video_ids[vi])
+            key = pairs.key(index)[1]
+            assert key in annotated[video_id] and ref in annotated[video_id]
+            others = {j for j in annotated[video_id] if 0 < abs(j - key) <= limit}
             assert (ref in others) if others else ref == key
             offsets.append(abs(ref - key))
     assert max(offsets) <= limit
@@ -126,6 +126,22 @@ def test_epoch_sampler_tags_epoch_and_shards() -> None:
     assert [i for i, _ in single] != order0
 
 
+@pytest.mark.parametrize("replicas", [1, 2])
+def test_epoch_sampler_resumes_where_an_epoch_stopped_and_only_once(replicas: int) -> None:
+    make = lambda: [EpochSampler(list(range(11)), replicas, rank, shuffle=True, seed=3) for rank in range(replicas)]  # noqa: E731
+    straight, resumed = make(), make()
+    for a, b in zip(straight, resumed):
+        a.set_epoch(2)
+        whole = list(a)
+        b.resume_at(2, 4)
+        assert list(b) == whole[4:]  # the rest of epoch 2, tagged with epoch 2
+        assert list(b) == whole  # the next pass is whole again
+        b.resume_at(2, 4)
+        b.set_epoch(3)  # Lightning moved on to another epoch: nothing to skip there
+        a.set_epoch(3)
+        assert list(b) == list(a)
+
+
 def test_one_frame_video_pairs_with_itself() -> None:
     raw = {
         "videos": [{"id": 3, "width": 4, "height": 3, "length": 1, "file_names": ["x/0.jpg"]}],
@@ -154,9 +170,18 @@ def test_frame_boxes_come_from_json_bboxes_else_masks(synthetic_root: Path, tmp_
     path.write_text(json.dumps(raw))
     vis = load_vis(path, synthetic_root / "train" / "JPEGImages")
     video = vis.video_by_id[video_id]
-    sample = _frame_sample(video, t)
+    sample = FrameIndex.build(vis).sample(vis.videos.index(video), t)
     boxes = dict(zip(sample.identities.tolist(), sample.boxes.tolist()))
     by_ann = {inst.ann_id: inst for inst in video.instances}
     assert boxes[by_ann[anns[0]["id"]].identity] == [10, 20, 40, 60]
     ys, xs = np.nonzero(by_ann[anns[1]["id"]].mask(t))
     assert boxes[by_ann[anns[1]["id"]].identity] == [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
+
+
+def test_key_frames_are_arrays_in_video_order(synthetic_root: Path) -> None:
+    vis = load_vis(synthetic_root / "train.json", synthetic_root / "train" / "JPEGImages", require_annotations=True)
+    pairs = FramePairDataset(vis, 20, PairTransform(), seed=0)
+    assert isinstance(pairs.key_frames, np.ndarray) and isinstance(pairs.key_videos, np.ndarray)
+    expected = [(vi, int(t)) for vi, v in enumerate(vis.videos) for t in v.annotated_frames()]
+    assert [pairs.key(i) for i in range(len(pairs))] == expected
+    assert all(list(pairs.annotated(vi)) == list(v.annotated_frames()) for vi, v in enumerate(vis.videos))

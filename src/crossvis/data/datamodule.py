@@ -141,6 +141,8 @@ class VISDataModule(pl.LightningDataModule):
         self.val_ground_truth: dict | None = None
         self.holdout_ids: list[int] = []  # held-out training videos (validate_on=holdout)
         self._num_identities = 0
+        self._train_sampler: EpochSampler | None = None
+        self._resume: dict | None = None  # position in the pair order of a resumed run (load_state_dict)
 
     @classmethod
     def from_run_config(cls, cfg: DictConfig) -> VISDataModule:
@@ -223,13 +225,39 @@ class VISDataModule(pl.LightningDataModule):
             shuffle=True,
             seed=self.seed,
         )
-        return DataLoader(
+        loader = DataLoader(
             self.train_dataset,
             batch_size=int(self.cfg.batch_size),
             sampler=sampler,
             collate_fn=collate_pairs,
+            # Its own generator: creating an iterator must not draw from torch's global stream, which
+            # the model's sampling uses (a resumed run creates its first iterator mid-epoch).
+            generator=torch.Generator().manual_seed(self.seed),
             **self._loader_kwargs(),
         )
+        if self._resume:
+            epoch, batches = int(self._resume["epoch"]), int(self._resume["batches"])
+            if batches >= len(loader):  # saved at the end of an epoch: the next one starts whole
+                epoch, batches = epoch + 1, 0
+            sampler.resume_at(epoch, batches * loader.batch_size)
+            self._resume = None
+        self._train_sampler = sampler
+        return loader
+
+    def state_dict(self) -> dict:
+        """How far training got in its pair order: Lightning stores this in every checkpoint.
+
+        A resumed run gets it back (:meth:`load_state_dict`, before its loader is made) and goes on
+        with the pairs the interrupted run had not trained on; Lightning alone would restart the
+        interrupted epoch's order from its first pair.
+        """
+        if self.trainer is None or self._train_sampler is None:
+            return {}
+        done = self.trainer.fit_loop.epoch_loop.batch_progress.current.processed  # batches trained this epoch
+        return {"epoch": int(self._train_sampler.epoch), "batches": int(done)}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._resume = state_dict or None
 
     def val_dataloader(self) -> DataLoader | list:
         if self.val_dataset is None:

@@ -22,8 +22,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, DistributedSampler
 
-from crossvis.data.transforms import FrameSample, PairTransform, mask_boxes
-from crossvis.data.ytvis import Video, VISDataset
+from crossvis.data.index import FrameIndex
+from crossvis.data.transforms import PairTransform
+from crossvis.data.ytvis import VISDataset
 from crossvis.errors import ArgumentError
 
 
@@ -53,19 +54,36 @@ def choose_reference(annotated: np.ndarray, key: int, T: float, rng: np.random.G
 
 
 class FramePairDataset(Dataset):
-    """One (key, reference) pair per annotated key frame; items are dicts (see ``datamodule``)."""
+    """One (key, reference) pair per annotated key frame; items are dicts (see ``datamodule``).
+
+    Items are read from a :class:`FrameIndex` of numpy arrays, not from the json's objects, so loader
+    workers do not copy the dataset index page by page over an epoch.
+    """
 
     def __init__(self, vis: VISDataset, T: int | float | str, transform: PairTransform, seed: int) -> None:
-        self.vis = vis
         self.T = parse_max_offset(T)
         self.transform = transform
         self.seed = int(seed)
         self.epoch = 0
-        self.annotated = [v.annotated_frames() for v in vis.videos]
-        self.keys = [(vi, int(t)) for vi, frames in enumerate(self.annotated) for t in frames]
+        self.index = FrameIndex.build(vis)
+        annotated = [v.annotated_frames() for v in vis.videos]
+        counts = np.array([len(frames) for frames in annotated], dtype=np.int64)
+        # Key frame i is frame key_frames[i] of video key_videos[i]; a video's annotated frames are
+        # key_frames[starts[v]:starts[v + 1]].
+        self.key_frames = np.concatenate(annotated).astype(np.int64) if annotated else np.zeros(0, np.int64)
+        self.key_videos = np.repeat(np.arange(len(annotated), dtype=np.int64), counts)
+        self.starts = np.concatenate([[0], np.cumsum(counts)])
 
     def __len__(self) -> int:
-        return len(self.keys)
+        return len(self.key_frames)
+
+    def key(self, index: int) -> tuple[int, int]:
+        """(video index, key frame) of item ``index``."""
+        return int(self.key_videos[index]), int(self.key_frames[index])
+
+    def annotated(self, video_index: int) -> np.ndarray:
+        """The sorted annotated frames of video ``video_index``."""
+        return self.key_frames[self.starts[video_index] : self.starts[video_index + 1]]
 
     def set_epoch(self, epoch: int) -> None:
         """Epoch used for plain integer indices."""
@@ -74,49 +92,42 @@ class FramePairDataset(Dataset):
     def pair(self, index: int, epoch: int) -> tuple[int, int, np.random.Generator]:
         """(video index, reference frame, generator for the augmentation) of item ``index``."""
         rng = np.random.default_rng((self.seed, epoch, index))
-        vi, key = self.keys[index]
-        return vi, choose_reference(self.annotated[vi], key, self.T, rng), rng
+        vi, key = self.key(index)
+        return vi, choose_reference(self.annotated(vi), key, self.T, rng), rng
 
     def __getitem__(self, item: int | tuple[int, int]) -> dict:
         index, epoch = item if isinstance(item, tuple) else (item, self.epoch)
         vi, ref, rng = self.pair(index, epoch)
-        video = self.vis.videos[vi]
-        key = self.keys[index][1]
-        key_sample, ref_sample = self.transform(_frame_sample(video, key), _frame_sample(video, ref), rng)
+        key = self.key(index)[1]
+        key_sample, ref_sample = self.transform(self.index.sample(vi, key), self.index.sample(vi, ref), rng)
         images = np.stack([key_sample.image, ref_sample.image]).transpose(0, 3, 1, 2)
         return {
             "images": torch.from_numpy(np.ascontiguousarray(images)),  # uint8 (2, 3, h, w)
             "targets": [key_sample.to_target(), ref_sample.to_target()],
-            "meta": {"video_id": video.id, "frames": (key, ref)},
+            "meta": {"video_id": int(self.index.video_ids[vi]), "frames": (key, ref)},
         }
-
-
-def _frame_sample(video: Video, t: int) -> FrameSample:
-    """Frame ``t`` of ``video`` with its non-crowd instances present in that frame.
-
-    Boxes: the json ``bboxes`` entry of the frame where there is one, the mask's box otherwise.
-    """
-    image = video.load_frame(t)
-    present = [(inst, inst.mask(t)) for inst in video.instances if not inst.iscrowd]
-    present = [(inst, m) for inst, m in present if m is not None]
-    boxes = [inst.box(t) for inst, _ in present]
-    boxes = [b if b is not None else mask_boxes(m[None])[0] for b, (_, m) in zip(boxes, present)]
-    return FrameSample(
-        image=image,
-        masks=np.stack([m for _, m in present]) if present else np.zeros((0, video.height, video.width), bool),
-        labels=np.array([inst.label for inst, _ in present], dtype=np.int64),
-        identities=np.array([inst.identity for inst, _ in present], dtype=np.int64),
-        boxes=np.stack(boxes) if boxes else np.zeros((0, 4), np.float32),
-    )
 
 
 class EpochSampler(DistributedSampler):
     """Shuffled (and, with several replicas, sharded) indices tagged with the current epoch.
 
     Being a ``DistributedSampler``, Lightning keeps it under DDP and calls ``set_epoch`` on it
-    every epoch; the epoch then reaches the dataset inside each index.
+    every epoch; the epoch then reaches the dataset inside each index. The order is a pure function
+    of (seed, epoch), so a resumed run only needs the epoch and how far into it training got
+    (:meth:`resume_at`).
     """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._resume: tuple[int, int] | None = None
+
+    def resume_at(self, epoch: int, consumed: int) -> None:
+        """Make the next pass epoch ``epoch`` without its first ``consumed`` indices (of this replica)."""
+        self.set_epoch(epoch)
+        self._resume = (int(epoch), int(consumed))
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         epoch = self.epoch
-        return ((int(i), epoch) for i in super().__iter__())
+        skip = self._resume[1] if self._resume is not None and self._resume[0] == epoch else 0
+        self._resume = None  # once: the following epochs are whole
+        return ((int(i), epoch) for i in list(super().__iter__())[skip:])
