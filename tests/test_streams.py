@@ -11,9 +11,11 @@ import time
 from pathlib import Path
 
 import av
+import imageio.v2 as imageio
 import imageio_ffmpeg
 import numpy as np
 import pytest
+from PIL import Image
 
 import crossvis.video_io as video_io
 from crossvis.errors import InputFormatError, InputNotFoundError
@@ -114,8 +116,17 @@ def test_sources_that_cannot_be_opened_fail_clearly(tmp_path):
 
 
 def test_files_and_folders_keep_the_frame_source_unless_realtime(clip, tmp_path):
-    assert isinstance(open_source(clip, 10.0), FrameSource)
-    assert isinstance(open_source(clip, 10.0, realtime=True), StreamSource)
+    mp4 = tmp_path / "clip.mp4"
+    imageio.mimwrite(mp4, [np.zeros((H, W, 3), np.uint8)] * 3, fps=5, macro_block_size=8)
+    (tmp_path / "frames").mkdir()
+    Image.fromarray(np.zeros((H, W, 3), np.uint8)).save(tmp_path / "frames" / "00000.png")
+    assert isinstance(open_source(mp4, 10.0), FrameSource)
+    assert isinstance(open_source(tmp_path / "frames", 10.0), FrameSource)
+    assert isinstance(open_source(mp4, 10.0, realtime=True), StreamSource)
+    assert isinstance(open_source(clip, 10.0), StreamSource)  # imageio refuses the .ts suffix: PyAV reads it
+    (tmp_path / "noise.mp4").write_bytes(b"not a video")
+    with pytest.raises(InputFormatError, match="cannot decode .*noise.mp4 as a video"):  # neither can: imageio's error
+        open_source(tmp_path / "noise.mp4", 10.0)
     with pytest.raises(InputFormatError, match="is a folder; input_format= and realtime=true apply to streams"):
         open_source(tmp_path, 10.0, realtime=True)
 

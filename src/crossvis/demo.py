@@ -50,9 +50,18 @@ def main(cfg: DictConfig) -> None:
         cfg.jsonl, cfg.masks_dir, module.category_ids, module.category_names, lambda: source.last_timestamp
     )
     with display, outputs:
-        show = display.show if cfg.display else None
-        args = (cfg.gif, cfg.min_score, cfg.inference, runtime, [outputs], show)
-        results = run_on_video(module, source, output, results_path, *args)
+        results = run_on_video(
+            module,
+            source,
+            output,
+            results_path,
+            cfg.gif,
+            cfg.min_score,
+            cfg.inference,
+            runtime,
+            sinks=[outputs],
+            show=display.show if cfg.display else None,
+        )
     print(f"{len(results)} tracks over {source.frames_read} frames → {output}, {results_path}")
     if cfg.realtime:
         print(f"realtime: {source.frames_read} frames processed, {source.frames_dropped} dropped")

@@ -76,7 +76,7 @@ def export_onnx(
     score ties at the cap). ``sample_size`` is the frame traced; any other size runs the same graph.
     It must need padding (not a multiple of 32): the tracer records only the branch it takes.
     """
-    import onnx  # the export's own dependency, imported where it is used
+    import onnx  # imported when used: a slow import that inference does not need
 
     if model.embedding is None:
         raise ConfigError(
@@ -122,12 +122,12 @@ def export_onnx(
 class OnnxFrameModel:
     """The frame model on ONNX Runtime (CPU): the exported graph, then the shared :func:`finish_frame`."""
 
-    def __init__(self, path: str | Path, model: CrossVIS, threads: int | None = None) -> None:
-        import onnxruntime as ort
+    def __init__(self, path: str | Path, model: CrossVIS) -> None:
+        import onnxruntime as ort  # imported when used: a slow import the PyTorch path does not need
 
         self.path = require_file(path, "model_path", "an ONNX file written by python -m crossvis.export")
         options = ort.SessionOptions()
-        options.intra_op_num_threads = int(threads or torch.get_num_threads())
+        options.intra_op_num_threads = torch.get_num_threads()  # the entry points' `threads`
         options.inter_op_num_threads = 1
         try:
             self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])

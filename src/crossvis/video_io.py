@@ -115,13 +115,25 @@ def is_stream(spec: str | Path) -> bool:
     return spec == STDIN or "://" in spec or spec.startswith("/dev/video")
 
 
-def open_source(spec: str | Path, fps: float, input_format: str | None = None, realtime: bool = False):
-    """:class:`StreamSource` for ``-``, URLs and devices (or when ``input_format``/``realtime`` is set), else :class:`FrameSource`."""
+def open_source(
+    spec: str | Path, fps: float, input_format: str | None = None, realtime: bool = False
+) -> FrameSource | StreamSource:
+    """:class:`StreamSource` for ``-``, URLs and devices (or when ``input_format``/``realtime`` is set), else
+    :class:`FrameSource`; a file imageio's reader refuses (it goes by the suffix: e.g. MPEG-TS ``.ts``)
+    is opened with PyAV, and when neither can, the error is imageio's."""
     if is_stream(spec) or input_format or realtime:
         if Path(str(spec)).is_dir():
             raise InputFormatError(f"input: {spec} is a folder; input_format= and realtime=true apply to streams")
         return StreamSource(str(spec), fps, input_format, realtime)
-    return FrameSource(spec, fps)
+    try:
+        return FrameSource(spec, fps)
+    except InputFormatError as error:
+        if Path(spec).is_dir():
+            raise
+        try:
+            return StreamSource(str(spec), fps)
+        except InputFormatError:
+            raise error from None
 
 
 class StreamSource:
