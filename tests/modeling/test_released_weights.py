@@ -94,7 +94,7 @@ def test_every_adelaidet_key_has_a_model_counterpart_of_the_same_shape(condinst_
         "identity_loss.proxies.weight": "CondInst checkpoint has no embedding branch",
         "identity_loss.proxies.bias": "CondInst checkpoint has no embedding branch",
     }
-    # spot checks of the table (DESIGN.md "Checkpoint interop")
+    # spot checks of the table against the published key names
     assert map_detectron2_key("backbone.bottom_up.res2.0.shortcut.norm.running_var") == (
         "features.backbone.body.layer1.0.downsample.1.running_var"
     )

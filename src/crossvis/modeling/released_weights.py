@@ -1,6 +1,6 @@
 """Checkpoints from detectron2 / AdelaiDet (CondInst) and the authors' CrossVIS fork, mapped to this model.
 
-One key table (DESIGN.md "Checkpoint interop") serves ``model.init_from`` (:meth:`CrossVIS.load_init`),
+One key table (detectron2 / AdelaiDet / CrossVIS names → ours) serves ``model.init_from`` (:meth:`CrossVIS.load_init`),
 ``python -m crossvis.convert`` and ``crossvis.evaluate checkpoint=PATH`` on released weights.
 
 Formats read: this project's Lightning checkpoints (``state_dict`` with ``model.`` keys), its bare
