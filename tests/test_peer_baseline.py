@@ -97,8 +97,10 @@ def test_peer_defaults_match_the_cpu_recipe_budget() -> None:
     with initialize_config_dir(conf, version_base="1.3"):
         recipe = compose("quickstart")
         peer = compose("peer")
-    assert peer.steps == recipe.trainer.max_steps
-    assert peer.frames_per_step == 2 * recipe.data.batch_size * recipe.trainer.devices  # pairs per process
+    pairs_per_step = recipe.data.batch_size * recipe.trainer.devices  # pairs per process x processes
+    assert recipe.optim.base_batch_size == pairs_per_step  # so the recipe's optim.length is its own step count
+    assert peer.steps == recipe.optim.length
+    assert peer.frames_per_step == 2 * pairs_per_step
     assert (peer.data.transform.short, peer.data.transform.max_size) == (
         recipe.data.transform.short,
         recipe.data.transform.max_size,
