@@ -65,11 +65,13 @@ def test_init_from_is_strict_unless_relaxed(synthetic_root, tmp_path, trained_ru
     "switches",
     [
         ["model.crossover.enabled=false"],
-        ["model.crossover.weight=0.5", "data.sampler.T=inf"],
-        ["model.embedding.type=global", "model.embedding.loss=ce"],
-        ["model.embedding.type=pairwise", "model.embedding.loss=ce"],
+        pytest.param(["model.crossover.weight=0.5", "data.sampler.T=inf"], marks=pytest.mark.slow),
+        pytest.param(["model.embedding.type=global", "model.embedding.loss=ce"], marks=pytest.mark.slow),
+        pytest.param(["model.embedding.type=pairwise", "model.embedding.loss=ce"], marks=pytest.mark.slow),
         ["model.embedding.type=pairwise", "model.embedding.loss=focal"],
-        ["data.transform.multiscale=true", "data.transform.scales=[[224,128],[288,160]]"],
+        pytest.param(
+            ["data.transform.multiscale=true", "data.transform.scales=[[224,128],[288,160]]"], marks=pytest.mark.slow
+        ),
     ],
     ids=lambda s: ",".join(s),
 )

@@ -17,6 +17,7 @@ SMOKE = ["data=synthetic", "logger=none", *TINY, "trainer.max_steps=1"]
 TABLE_SMOKE = [*SMOKE, "model/backbone=regnetx_002", "model.init_from=null"]
 
 
+@pytest.mark.slow
 def test_make_table6_smoke_run_fills_all_fourteen_cells(synthetic_root, tmp_path):
     sweep_dir = tmp_path / "table6"
     args = " ".join([*TABLE_SMOKE, f"data.root={synthetic_root}"])
@@ -43,6 +44,7 @@ def test_make_table6_smoke_run_fills_all_fourteen_cells(synthetic_root, tmp_path
     )
 
 
+@pytest.mark.slow
 def test_table7_seeds_are_summarised_by_median_and_std(synthetic_root, tmp_path):
     sweep_dir = tmp_path / "table7"
     run_module(
