@@ -113,14 +113,17 @@ def test_data_options_compose_for_the_entry_points_that_take_data(composer, entr
 
 
 def test_the_cpu_recipe_for_own_data_is_the_demo_recipe_with_a_resnet10t(composer) -> None:
-    """conf/cpu_train.yaml differs from make demo's conf/quickstart.yaml in the backbone only (and needs data)."""
+    """conf/cpu_train.yaml differs from make demo's conf/quickstart.yaml in the backbone and the BatchNorm
+    batches (the demo's joint batch buys time; cpu_train keeps the public code's per-position batches)."""
     own, demo = composer("cpu_train", "data.root=/data/own"), composer("quickstart")
     assert (own.model.backbone.name, demo.model.backbone.name) == ("resnet10t", "regnetx_002")
+    assert (own.model.bn_batches, demo.model.bn_batches) == ("per_position", "joint")
     assert own.data.train.json == "/data/own/train.json"
     for key in ("optim", "trainer", "inference"):
         assert own[key] == demo[key], key
-    assert {k: v for k, v in own.model.items() if k != "backbone"} == {
-        k: v for k, v in demo.model.items() if k != "backbone"
+    differ = ("backbone", "bn_batches")
+    assert {k: v for k, v in own.model.items() if k not in differ} == {
+        k: v for k, v in demo.model.items() if k not in differ
     }
     # model=cpu's from-scratch settings, not the backbone group's ImageNet defaults
     assert not own.model.backbone.pretrained and not own.model.backbone.frozen_bn and own.model.backbone.freeze_at == 0
