@@ -6,10 +6,13 @@ STAMP  := $(VENV)/.installed
 ARGS   ?=
 TABLES := table1 table2 table3 table6 table7 table8
 
-.PHONY: install demo bench peer test test-slow lint clean pretrain-coco $(TABLES)
+help: ## this list
+	@grep -E '^[^ :#]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^\$$\(TABLES\)/table1..8/' | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
+
+.PHONY: help install demo bench peer test test-slow lint clean pretrain-coco $(TABLES)
 
 # Creates the venv and installs the package editable with its dev extra; a no-op when done.
-install: $(STAMP)
+install: $(STAMP) ## create .venv and install the package (editable, dev extra)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
@@ -17,28 +20,28 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # Synthetic data → train a small CrossVIS on CPU → online evaluation → overlay video.
-demo: install
+demo: install ## synthetic data -> train on CPU -> evaluate -> overlay video (ARGS=overrides)
 	$(PY) -m crossvis.quickstart $(ARGS)
 
 # Speed in the paper's Table-5 layout (model-only and end-to-end FPS, stages, memory) on this
 # machine; ARGS adds overrides, e.g. ARGS="device=cuda input.frames=200 rounds=3" on a GPU.
-bench: install
+bench: install ## speed in the paper's Table-5 layout on this machine
 	$(PY) -m crossvis.benchmark 'compare=[maskrcnn,condinst]' $(ARGS)
 
 # A yardstick: torchvision Mask R-CNN R-18-FPN from scratch, same data and budget in frames,
 # scored by our metric, e.g. make peer ARGS="data.root=demo_output/data"
-peer: install
+peer: install ## the yardstick: torchvision Mask R-CNN R-18-FPN, same data and budget
 	$(PY) scripts/peer_baseline.py $(ARGS)
 
 # The fast suite (CI); the long end-to-end tests are marked slow.
-test: install
+test: install ## the fast test suite (what CI runs)
 	$(PY) -m pytest -q
 
-test-slow: install
+test-slow: install ## the long end-to-end tests (marked slow)
 	$(PY) -m pytest -q -m slow
 
 # ruff (settings in pyproject.toml): lint rules, then the formatter's check; `ruff format` fixes the latter.
-lint: install
+lint: install ## ruff check and ruff format --check
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
@@ -52,15 +55,15 @@ NOW       := $(shell date +%Y-%m-%d_%H-%M-%S)
 SWEEP_DIR ?=
 OFFICIAL  ?=
 sweep_dir  = $(or $(patsubst hydra.sweep.dir=%,%,$(filter hydra.sweep.dir=%,$(ARGS))),$(SWEEP_DIR),multirun/$@/$(NOW))
-$(TABLES): install
+$(TABLES): install ## make table1 ... table8: a paper table as a Hydra sweep, collected
 	$(PY) -m crossvis.train -m experiment=$@ hydra.sweep.dir=$(sweep_dir) resume=auto $(filter-out hydra.sweep.dir=%,$(ARGS)); \
 	status=$$?; $(PY) -m crossvis.tables $(sweep_dir) --csv $(sweep_dir)/$@.csv $(if $(OFFICIAL),--official $(OFFICIAL)) \
 		&& exit $$status
 
 # Stage 1: CondInst on COCO (AdelaiDet MS R-50 1x), evaluated with COCO mask / box AP, e.g.
 #   make pretrain-coco ARGS="data.root=datasets/coco trainer.devices=4"
-pretrain-coco: install
+pretrain-coco: install ## stage 1: CondInst on COCO (AdelaiDet MS R-50 1x)
 	$(PY) -m crossvis.train experiment=coco_condinst $(ARGS)
 
-clean:
+clean: ## remove outputs, multirun and demo_output
 	rm -rf outputs multirun demo_output

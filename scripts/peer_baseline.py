@@ -181,7 +181,7 @@ def train(model: MaskRCNN, datamodule: VISDataModule, cfg: DictConfig) -> list[d
     return log
 
 
-@hydra.main(config_path="../conf", config_name="peer", version_base="1.3")
+@hydra.main(config_path="pkg://crossvis.conf", config_name="peer", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     torch.set_num_threads(int(cfg.threads))
     pl.seed_everything(cfg.seed, workers=True)

@@ -10,17 +10,16 @@ from __future__ import annotations
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 from hydra import compose, initialize_config_dir
 from torch import nn
 
+from crossvis.conf import CONF_DIR
 from crossvis.data.datamodule import VISDataModule, collate_pairs
 from crossvis.modeling.crossvis import CrossVIS
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
 STEPS = 8  # the first 2 are warm-up
 
 
@@ -43,7 +42,7 @@ def profile(data_root: str, overrides: list[str]) -> dict[str, float]:
     """Median CPU seconds per stage of a training step."""
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    with initialize_config_dir(str(CONF), version_base="1.3"):
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         cfg = compose("quickstart", overrides=[f"data.root={data_root}", *overrides])
     datamodule = VISDataModule(cfg.data, int(cfg.seed))
     datamodule.setup("fit")

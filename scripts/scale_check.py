@@ -30,6 +30,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from crossvis.conf import CONF_DIR
+
 VIDEOS, FRAMES, TRACKS, CATEGORIES, HEIGHT, WIDTH = 2238, 61845, 3774, 40, 720, 1280
 
 
@@ -155,7 +157,7 @@ def main() -> None:
         write_split(args.out)
     figures = {"json_mb": round(json_path.stat().st_size / 2**20)}
     figures["check_no_decode"] = _measure(CHECK, str(json_path), str(args.out / "train" / "JPEGImages"))
-    conf = str(Path(__file__).resolve().parents[1] / "conf")
+    conf = str(CONF_DIR)
     figures["loader"] = _measure(LOADER, conf, str(args.out), str(args.workers), str(args.batches))
     print(json.dumps(figures))
 

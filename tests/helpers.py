@@ -9,9 +9,11 @@ import sys
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-MODEL_CONF = Path(__file__).resolve().parents[1] / "conf" / "model"
+from crossvis.conf import CONF_DIR
+
+MODEL_CONF = CONF_DIR / "model"
 
 # conf/model/default.yaml shrunk (ResNet-18 from scratch), for tests that build a CrossVIS directly.
 TINY_DEFAULT_MODEL = [
@@ -30,6 +32,14 @@ def compose_tiny_model(*overrides: str) -> DictConfig:
     """The model group's default config at :data:`TINY_DEFAULT_MODEL` size, plus ``overrides``."""
     with initialize_config_dir(config_dir=str(MODEL_CONF), version_base=None):
         return compose("default", overrides=[*TINY_DEFAULT_MODEL, *overrides])
+
+
+def group_option(group: str, name: str) -> DictConfig:
+    """Option ``name`` of config group ``group`` (e.g. ``data``, ``model/backbone``) with its base merged in,
+    detached from the run config it was composed in (its relative interpolations resolve inside it)."""
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+        node = OmegaConf.select(compose("train", overrides=[f"{group}={name}"]), group.replace("/", "."))
+    return OmegaConf.create(OmegaConf.to_container(node, resolve=False))
 
 
 # The CPU model shrunk further (used by every entry point that builds a model).

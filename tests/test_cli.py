@@ -12,6 +12,7 @@ from hydra.core.hydra_config import HydraConfig
 from torch.utils.data import DataLoader, Dataset
 
 from crossvis.cli import configure_threads, require_file, require_writable_dir, user_errors
+from crossvis.conf import CONF_DIR
 from crossvis.data.ytvis import load_vis
 from crossvis.errors import ConfigError, InputFormatError, UserError, user_message
 from crossvis.training_checkpoints import check_categories, read_training_checkpoint
@@ -78,7 +79,7 @@ def test_threads_auto_counts_idle_available_cores_minus_workers(monkeypatch) -> 
 def test_threads_key_of_the_composed_configs() -> None:
     from hydra import compose, initialize_config_dir
 
-    conf = Path(__file__).resolve().parents[1] / "conf"
+    conf = CONF_DIR
     with initialize_config_dir(str(conf), version_base="1.3"):
         assert all(compose(name).threads == "auto" for name in ("train", "evaluate", "demo", "quickstart"))
         assert compose("train", overrides=["threads=3"]).threads == 3
@@ -131,7 +132,7 @@ def test_user_error_ends_a_run_but_only_the_member_of_a_sweep(capsys, mode: str)
     def job() -> None:
         raise ConfigError("data.sampler.T: expected a positive integer or 'inf', got 0")
 
-    conf = Path(__file__).resolve().parents[1] / "conf"
+    conf = CONF_DIR
     with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
         HydraConfig.instance().set_config(compose("train", [f"hydra.mode={mode}"], return_hydra_config=True))
     try:

@@ -10,6 +10,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+from crossvis.conf import CONF_DIR
 from crossvis.evaluation.coco_eval import evaluate_coco
 from crossvis.modeling.crossvis import CrossVIS
 
@@ -17,7 +18,6 @@ from helpers import TINY, run_module, train_args
 
 pytestmark = pytest.mark.filterwarnings("ignore:model.backbone.frozen_bn=true with random")
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
 # The tiny model's train sizes; a low score threshold so that a few steps already give detections.
 COCO_ARGS = ["logger=csv", *TINY, "data.transform.train_short=[96,128]", "model.inference.score_threshold=0.001"]
 REINIT = ("head.cls_logits.", "embedding.", "identity_loss.")  # class logits (5 → 4 classes) and the new branch
@@ -62,7 +62,7 @@ def test_coco_checkpoint_initialises_the_video_model(coco_run: tuple[Path, str])
     """Only the class logits (5 COCO → 4 video classes) and the embedding branch keep their fresh init."""
     ckpt = coco_run[0] / "checkpoints" / "last.ckpt"
     stage1 = {k.removeprefix("model."): v for k, v in torch.load(ckpt, weights_only=False)["state_dict"].items()}
-    with initialize_config_dir(config_dir=str(CONF), version_base=None):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
         cfg = compose("train", overrides=TINY)
     torch.manual_seed(0)
     video = CrossVIS(cfg.model, num_classes=4, num_identities=30)

@@ -5,21 +5,20 @@ every logger / trainer option."""
 from __future__ import annotations
 
 import itertools
-from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf, open_dict
 
+from crossvis.conf import CONF_DIR
 from crossvis.errors import ConfigError
 from crossvis.runtime import Runtime
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
-
 
 def _options(group: str) -> list[str]:
-    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+    """The options of a config group: its yaml files, without the bases (`_name.yaml`)."""
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml") if not p.stem.startswith("_"))
 
 
 EXPERIMENTS = [None, *_options("experiment")]
@@ -40,7 +39,7 @@ ENTRY_POINTS = ["train", "evaluate", "demo", "quickstart", "cpu_train", "benchma
 
 @pytest.fixture(scope="module")
 def composer():
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
 
         def run(name: str, *overrides: str):
             cfg = compose(name, overrides=[*REQUIRED.get(name, []), *overrides], return_hydra_config=True)

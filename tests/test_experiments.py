@@ -14,11 +14,10 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from crossvis.conf import CONF_DIR
 from crossvis.tables import TABLES, Run
 
 from helpers import run_module, train_args
-
-CONF = Path(__file__).resolve().parents[1] / "conf"
 
 # The paper's settings (Sec. 4 and the table captions); every key is checked on every cell.
 FULL_CROSSVIS = {
@@ -76,7 +75,7 @@ def expected_setting(table: str, cell: dict[str, str]) -> dict:
 
 
 def sweep_cells(table: str) -> list[dict[str, str]]:
-    experiment = OmegaConf.load(CONF / "experiment" / f"{table}.yaml")
+    experiment = OmegaConf.load(CONF_DIR / "experiment" / f"{table}.yaml")
     params = experiment.hydra.sweeper.params
     keys = list(params)
     values = [str(params[k]).split(",") for k in keys]
@@ -84,7 +83,7 @@ def sweep_cells(table: str) -> list[dict[str, str]]:
 
 
 def compose_cell(table: str, cell: dict[str, str]):
-    with initialize_config_dir(config_dir=str(CONF), version_base=None):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
         init = [f"coco_init.{b}={b}.pth" for b in ("resnet50", "resnet101", "dla34")] if table == "table1" else []
         overrides = [f"experiment={table}", *(init or ["coco_init=coco.pth"]), *(f"{k}={v}" for k, v in cell.items())]
         return compose("train", overrides=overrides)

@@ -3,21 +3,18 @@ resized as configured, tracked and written as one result per track."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+from crossvis.conf import CONF_DIR
 from crossvis.errors import ConfigError
 from crossvis.inference import VideoInference, with_overrides
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
-
 
 def _compose(name: str, *overrides: str):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose(name, overrides=list(overrides))
 
 
@@ -29,7 +26,7 @@ class RecordingModel(torch.nn.Module):
         self.weight = torch.nn.Parameter(torch.zeros(1))
         self.embedding = torch.nn.Identity()
         self.sizes: list[tuple[int, int]] = []
-        with initialize_config_dir(config_dir=str(CONF / "model"), version_base="1.3"):
+        with initialize_config_dir(config_dir=str(CONF_DIR / "model"), version_base="1.3"):
             self.cfg = compose("default")  # its inference.* post-processing settings
 
     def forward_infer(self, image: torch.Tensor, orig_size: tuple[int, int]) -> dict[str, torch.Tensor]:

@@ -9,16 +9,15 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from crossvis.conf import CONF_DIR
 from crossvis.lightning_module import CrossVISModule
 from crossvis.loading import load_module
 
 from helpers import TINY_MODEL
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
-
 
 def test_checkpoint_from_before_the_inference_group_gets_its_resize_and_tracker(tmp_path: Path) -> None:
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("train", overrides=["data=synthetic", "logger=none", *TINY_MODEL])
     old = OmegaConf.to_container(cfg, resolve=True)
     del old["inference"]  # the layout of earlier checkpoints: tracker at the top, resize in data.transform

@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from hydra import compose, initialize_config_dir
 
+from crossvis.conf import CONF_DIR
 from crossvis.errors import ConfigError
 from crossvis.lightning_module import CrossVISModule, build_model
 
 from helpers import TINY_MODEL
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
-
 
 def _model_cfg(*overrides: str):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose("train", overrides=[*TINY_MODEL, "logger=none", *overrides])
 
 

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 from hydra import compose, initialize_config_dir
 from torch import nn
 
+from crossvis.conf import CONF_DIR
 from crossvis.lightning_module import CrossVISModule
-
-CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
 def test_norm_layers_have_no_weight_decay_biases_do():
-    with initialize_config_dir(config_dir=str(CONF), version_base=None):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
         cfg = compose(
             "train", overrides=["logger=none", "model=cpu", "model.head.num_convs=1", "model.mask_branch.num_convs=1"]
         )

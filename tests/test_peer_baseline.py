@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from crossvis.conf import CONF_DIR
 from crossvis.evaluation.metric import evaluate
 
 from helpers import last_json_line
@@ -93,7 +94,7 @@ def test_peer_defaults_match_the_cpu_recipe_budget() -> None:
     """Equal budget: the peer's steps, frames per step and frame size are those of conf/quickstart.yaml."""
     from hydra import compose, initialize_config_dir
 
-    conf = str(Path(__file__).resolve().parents[1] / "conf")
+    conf = str(CONF_DIR)
     with initialize_config_dir(conf, version_base="1.3"):
         recipe = compose("quickstart")
         peer = compose("peer")

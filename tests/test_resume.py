@@ -16,12 +16,12 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 
+from crossvis.conf import CONF_DIR
 from crossvis.training import train
 from crossvis.training_checkpoints import resolve_resume
 
 from helpers import KILL_AT_STEP, TINY_MODEL, run_module
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
 # 2 videos x 4 frames at 64x96, 2 pairs a step: 4 steps an epoch, 10 steps cross two epoch ends.
 STEPS = 10
 
@@ -65,7 +65,7 @@ def _train_in_process(
 ) -> None:
     """``crossvis.train`` in this process (no interpreter start-up), optionally dying after step
     ``stop_at`` or sent signal ``signal_at[1]`` as step ``signal_at[0]`` starts."""
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("train", overrides=overrides, return_hydra_config=True)
     with open_dict(cfg):
         cfg.hydra.runtime.output_dir = cfg.hydra.run.dir

@@ -11,17 +11,17 @@ import torch
 from hydra import compose, initialize_config_dir
 
 import crossvis.lightning_module as lightning_module
+from crossvis.conf import CONF_DIR
 from crossvis.data.datamodule import VISDataModule
 from crossvis.lightning_module import CrossVISModule
 
 from helpers import TINY
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
 FAKE_METRICS = {"AP": 0.25, "AP50": 0.5, "AP75": 0.125, "AR1": 0.375, "AR10": 0.625}
 
 
 def _setup(synthetic_root: Path, with_ground_truth: bool) -> tuple[CrossVISModule, VISDataModule]:
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("train", overrides=["data=synthetic", f"data.root={synthetic_root}", "logger=none", *TINY])
     datamodule = VISDataModule(cfg.data)
     datamodule.setup("fit")

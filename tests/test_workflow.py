@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from crossvis.conf import CONF_DIR
+
 from helpers import TINY, last_json_line, run_module, train_args
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -114,7 +116,7 @@ def test_ddp_on_cpu_validates_like_a_single_process(synthetic_root, tmp_path):
 def test_slurm_launcher_config_composes():
     from hydra import compose, initialize_config_dir
 
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("train", overrides=["hydra/launcher=slurm", "experiment=table7"], return_hydra_config=True)
     assert cfg.hydra.launcher._target_.endswith("submitit_launcher.SlurmLauncher")
     assert cfg.hydra.sweeper.params["seed"] == "0,1,2,3,4"

@@ -478,7 +478,7 @@ def benchmark(cfg: DictConfig) -> dict[str, Any]:
     return report
 
 
-@hydra.main(config_path="../../conf", config_name="benchmark", version_base="1.3")
+@hydra.main(config_path="pkg://crossvis.conf", config_name="benchmark", version_base="1.3")
 @user_errors
 def main(cfg: DictConfig) -> None:
     report = benchmark(cfg)

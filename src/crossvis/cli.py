@@ -3,7 +3,7 @@
 Wrap the function an entry point runs (under ``@hydra.main`` for Hydra entry points, or the
 argparse ``main``) with :func:`user_errors`::
 
-    @hydra.main(config_path="../../conf", config_name="benchmark", version_base="1.3")
+    @hydra.main(config_path="pkg://crossvis.conf", config_name="benchmark", version_base="1.3")
     @user_errors
     def main(cfg: DictConfig) -> None: ...
 

@@ -30,7 +30,7 @@ from crossvis.video_io import open_source
 from crossvis.visualize import LiveDisplay
 
 
-@hydra.main(config_path="../../conf", config_name="demo", version_base="1.3")
+@hydra.main(config_path="pkg://crossvis.conf", config_name="demo", version_base="1.3")
 @user_errors
 def main(cfg: DictConfig) -> None:
     configure_threads(cfg.threads)

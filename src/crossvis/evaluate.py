@@ -26,7 +26,7 @@ from crossvis.loading import load_checked_module
 from crossvis.runtime import Runtime
 
 
-@hydra.main(config_path="../../conf", config_name="evaluate", version_base="1.3")
+@hydra.main(config_path="pkg://crossvis.conf", config_name="evaluate", version_base="1.3")
 @user_errors
 def main(cfg: DictConfig) -> None:
     configure_threads(cfg.threads)

@@ -21,7 +21,7 @@ from crossvis.loading import load_checked_module
 from crossvis.runtime import export_onnx
 
 
-@hydra.main(config_path="../../conf", config_name="export", version_base="1.3")
+@hydra.main(config_path="pkg://crossvis.conf", config_name="export", version_base="1.3")
 @user_errors
 def main(cfg: DictConfig) -> None:
     output = Path(cfg.output)

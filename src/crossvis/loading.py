@@ -13,6 +13,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
 from crossvis.cli import require_file
+from crossvis.conf import CONF_DIR
 from crossvis.data.ytvis import Category
 from crossvis.errors import InputFormatError, UserError
 from crossvis.io import atomic_path
@@ -27,7 +28,6 @@ from crossvis.modeling.released_weights import (
 )
 from crossvis.training_checkpoints import CHECKPOINT_EXPECTED
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 # Test-time resize of the public CrossVIS configs (INPUT.MIN_SIZE_TEST, INPUT.MAX_SIZE_TEST): released
 # files carry no config, and conf/train.yaml's default data (synthetic) would resize to 192 / 320.
 RELEASED_TEST_SIZE = (360, 640)

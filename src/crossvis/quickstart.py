@@ -30,7 +30,7 @@ from crossvis.training_checkpoints import read_training_checkpoint
 from crossvis.video_io import FrameSource
 
 
-@hydra.main(config_path="../../conf", config_name="quickstart", version_base="1.3")
+@hydra.main(config_path="pkg://crossvis.conf", config_name="quickstart", version_base="1.3")
 @user_errors
 def main(cfg: DictConfig) -> None:
     start = time.perf_counter()

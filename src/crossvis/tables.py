@@ -33,13 +33,13 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 from crossvis.cli import user_errors
+from crossvis.conf import CONF_DIR
 from crossvis.errors import InputNotFoundError, UserError
 from crossvis.io import FAILURE_RECORD, atomic_path, read_json
 
 METRICS = ("AP", "AP50", "AP75", "AR1", "AR10")
 
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 # Sweep parameters that choose a config group, and the config value that records the choice (the
 # option's own value of it: model/backbone=resnet50_d2 records model.backbone.name=resnet50).
 GROUP_KEYS = {"model/backbone": ("model.backbone.name", "name")}

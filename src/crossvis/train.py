@@ -14,7 +14,7 @@ from crossvis.io import record_failure
 from crossvis.training import train
 
 
-@hydra.main(config_path="../../conf", config_name="train", version_base="1.3")
+@hydra.main(config_path="pkg://crossvis.conf", config_name="train", version_base="1.3")
 @user_errors
 def main(cfg: DictConfig) -> None:
     with record_failure(HydraConfig.get().runtime.output_dir):  # a failed sweep member says why

@@ -9,6 +9,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+from crossvis.conf import CONF_DIR
 from crossvis.data.coco_datamodule import ConfigError, build_datamodule, check_config
 from crossvis.data.datamodule import collate_pairs
 from crossvis.data.pseudo_pairs import StillTransform
@@ -22,18 +23,17 @@ from helpers import TINY
 
 pytestmark = pytest.mark.filterwarnings("ignore:model.backbone.frozen_bn=true with random")
 
-CONF = Path(__file__).resolve().parents[2] / "conf"
 SMALL_TRAIN = "data.transform.train_short=[96,128]"
 
 
 def train_cfg(*overrides: str):
-    with initialize_config_dir(config_dir=str(CONF), version_base=None):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
         return compose("train", overrides=[*TINY, *overrides])
 
 
 def compose_default_scale() -> float:
     """feature_grad_scale of the video stage's paper-size model (the CrossVIS fork's 0.1x rule)."""
-    with initialize_config_dir(config_dir=str(CONF), version_base=None):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
         return compose("train").model.feature_grad_scale
 
 
@@ -47,7 +47,7 @@ def test_coco_condinst_recipe() -> None:
     assert [schedule.lr_at(s) for s in (1000, 59999, 60000, 79999, 80000, 89999)] == pytest.approx(
         [0.01, 0.01, 0.001, 0.001, 0.0001, 0.0001]
     )
-    with initialize_config_dir(config_dir=str(CONF), version_base=None):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
         full = compose("train", overrides=["experiment=coco_condinst"])
     data = full.data
     # the paper-size model of the COCO stage: no 0.1x backbone gradient (AdelaiDet's CondInst has none)

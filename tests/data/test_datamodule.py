@@ -10,15 +10,16 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from crossvis.conf import CONF_DIR
 from crossvis.data.datamodule import VISDataModule, holdout_video_ids
 from crossvis.errors import ConfigError
 
-CONF = Path(__file__).resolve().parents[2] / "conf" / "data"
+from helpers import group_option
 
 
 def _run_cfg(root: Path, *overrides: str):
     """The composed run config (conf/train.yaml), as ``python -m crossvis.train`` sees it."""
-    with initialize_config_dir(config_dir=str(CONF.parent), version_base=None):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
         return compose(
             "train",
             overrides=[
@@ -39,7 +40,7 @@ def _first_batch(cfg) -> dict:
 
 
 def _cfg(root: Path, **overrides):
-    cfg = OmegaConf.load(CONF / "synthetic.yaml")
+    cfg = group_option("data", "synthetic")
     cfg.root = str(root)
     cfg.num_workers = 0
     cfg.batch_size = 3
@@ -51,7 +52,7 @@ def _cfg(root: Path, **overrides):
 
 @pytest.mark.parametrize("name", ["ytvis19", "ytvis21", "ovis", "synthetic"])
 def test_configs_have_the_contract_keys(name: str) -> None:
-    cfg = OmegaConf.load(CONF / f"{name}.yaml")
+    cfg = group_option("data", name)
     cfg.root = "/data/x"
     assert cfg.name == name
     assert cfg.train.json.startswith("/data/x/") and cfg.train.images.startswith("/data/x/")

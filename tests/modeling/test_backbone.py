@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import timm
 import torch
-from omegaconf import OmegaConf
 from torchvision.ops import FrozenBatchNorm2d
 
 from crossvis.modeling.backbone import Backbone, BackboneFPN, pad_to_multiple
 
-pytestmark = pytest.mark.filterwarnings("ignore:model.backbone.frozen_bn=true with random")
+from helpers import group_option
 
-CONF = Path(__file__).resolve().parents[2] / "conf" / "model" / "backbone"
+pytestmark = pytest.mark.filterwarnings("ignore:model.backbone.frozen_bn=true with random")
 
 
 def backbone_cfg(name: str, **overrides):
-    cfg = OmegaConf.load(CONF / f"{name}.yaml")
+    cfg = group_option("model/backbone", name)
     cfg.pretrained = False
     for key, value in overrides.items():
         cfg[key] = value

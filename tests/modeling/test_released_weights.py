@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import pickle
 import shutil
-from pathlib import Path
 
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
+from crossvis.conf import CONF_DIR
 from crossvis.convert import main as convert_main
 from crossvis.data.ytvis import load_vis
 from crossvis.loading import load_module
@@ -29,11 +29,9 @@ from crossvis.modeling.released_weights import (
 from adelaidet_keys import R101_BLOCKS, condinst_keys, crossvis_extras
 from helpers import last_json_line, run_module
 
-CONF = Path(__file__).resolve().parents[2] / "conf"
-
 
 def d2_model_cfg(*overrides: str) -> DictConfig:
-    with initialize_config_dir(config_dir=str(CONF / "model"), version_base=None):
+    with initialize_config_dir(config_dir=str(CONF_DIR / "model"), version_base=None):
         return compose("default", overrides=["backbone=resnet50_d2", *overrides])
 
 
@@ -177,7 +175,7 @@ def test_strict_init_fails_listing_unmatched_keys_and_can_be_relaxed(condinst_st
 def test_detectron2_checkpoint_needs_the_detectron2_backbone(condinst_state, tmp_path):
     path = tmp_path / "condinst.pth"
     torch.save({"model": condinst_state}, path)
-    with initialize_config_dir(config_dir=str(CONF / "model"), version_base=None):
+    with initialize_config_dir(config_dir=str(CONF_DIR / "model"), version_base=None):
         cfg = compose("default", overrides=["backbone.pretrained=false"])
     model = CrossVIS(cfg, num_classes=80, num_identities=5)
     with pytest.raises(CheckpointError, match="use model/backbone=resnet50_d2"):
@@ -228,7 +226,7 @@ def test_converter_round_trip_loads_every_tensor(condinst_state, tmp_path, capsy
 def test_evaluate_builds_released_crossvis_checkpoints_from_the_data_split(
     crossvis_state, synthetic_root, tmp_path, capsys
 ):
-    with initialize_config_dir(config_dir=str(CONF), version_base=None):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
         data = compose("evaluate", overrides=["checkpoint=x", f"data.root={synthetic_root}"]).data
     split = load_vis(data.val.json, data.val.images)  # the evaluated split names the categories
     categories = json.loads((synthetic_root / "valid_gt.json").read_text())["categories"]
@@ -273,7 +271,7 @@ def test_resnet101_checkpoint_selects_and_fills_the_r101_backbone(tmp_path):
     torch.save({"model": make_state(condinst_keys(num_classes=80, blocks=R101_BLOCKS))}, path)
     source = read_weights(path)
     assert backbone_for(source) == "resnet101_d2"
-    with initialize_config_dir(config_dir=str(CONF / "model"), version_base=None):
+    with initialize_config_dir(config_dir=str(CONF_DIR / "model"), version_base=None):
         cfg = compose("default", overrides=["backbone=resnet101_d2"])
     plan = plan_init(source, CrossVIS(cfg, num_classes=80, num_identities=5).state_dict())
     assert plan.unmatched == [] and len(plan.loaded) == len(source.tensors)
