@@ -1,4 +1,4 @@
-"""Issue 9's acceptance check: our inference vs AdelaiDet's own CondInst inference, same weights, same frame.
+"""Inference parity: our inference vs AdelaiDet's own CondInst inference, same weights, same frame.
 
     python scripts/compare_adelaidet.py --frame FRAME --reference-path D2:ADET:SITE [--short 360 --max-size 640]
 
@@ -22,7 +22,7 @@ within 0.01 px, scores within 1e-4, every mask IoU >= 0.999, nothing unpaired; e
 
     python scripts/compare_adelaidet.py --losses --reference-path D2:ADET:SITE
 
-Issue 15's training-loss parity: the same seeded random weights, and a batch of two images of
+Training-loss parity: the same seeded random weights, and a batch of two images of
 different sizes with ground truth (:func:`synthetic_loss_batch`: ellipses on noise, sizes that give
 positives on four FPN levels, few enough that neither side samples positives). The reference
 process runs AdelaiDet's CondInst in training mode on it (detectron2-style inputs: BGR uint8 images,
@@ -62,7 +62,7 @@ from pathlib import Path
 
 import numpy as np
 
-BOX_TOLERANCE = 0.01  # px; float32 reordering alone moves boxes by ~2e-3 px (issue 9)
+BOX_TOLERANCE = 0.01  # px; float32 reordering alone moves boxes by ~2e-3 px
 SCORE_TOLERANCE = 1e-4
 EMBEDDING_TOLERANCE = 1e-4  # CrossVIS fork: max |difference| of a paired detection's embedding (values ~0.1-1)
 MIN_MASK_IOU = 0.999
@@ -465,8 +465,8 @@ def run_ours(workdir: Path) -> tuple[dict[str, dict[str, np.ndarray]], dict]:
     """
     import torch
 
+    from crossvis.checkpoint.loading import convert, load_module
     from crossvis.data.transforms import preprocess_for_inference
-    from crossvis.loading import convert, load_module
 
     torch.set_num_threads(1)
     converted = workdir / "condinst_converted.pth"
@@ -567,8 +567,8 @@ def run_ours_losses(workdir: Path, seed: int, overrides: list[str], batch_statis
 def build_ours(workdir: Path, overrides: list[str]):
     """Our model from the reference's ``condinst_random.pth``, converted with ``crossvis.convert`` and
     loaded strictly (every tensor). Returns (config, model, class count)."""
-    from crossvis.lightning_module import build_model
-    from crossvis.loading import convert, released_model_config
+    from crossvis.checkpoint.loading import convert, released_model_config
+    from crossvis.engine.lightning_module import build_model
     from crossvis.modeling.released_weights import read_weights
 
     converted = workdir / "condinst_converted.pth"
@@ -645,9 +645,7 @@ def run_reference_process(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--frame", help="image file, or a video (see --frame-index); required without --losses")
-    parser.add_argument(
-        "--losses", action="store_true", help="compare training losses on a synthetic batch instead (issue 15)"
-    )
+    parser.add_argument("--losses", action="store_true", help="compare training losses on a synthetic batch instead")
     parser.add_argument("--frame-index", type=int, default=0, help="frame of a video --frame")
     parser.add_argument(
         "--reference-path",

@@ -1,4 +1,4 @@
-"""Issue 23 (items 7 and 9): one training step of the authors' CrossVIS fork against ours, and its speed.
+"""Training parity with the authors' code: one training step of the authors' CrossVIS fork against ours, and its speed.
 
     python scripts/compare_crossvis_fork.py --reference-path D2:FORK:SITE
     python scripts/compare_crossvis_fork.py --time --reference-path D2:FORK:SITE [--rounds 5 --warmup 2 --threads 1]
@@ -24,7 +24,7 @@ weights, builds our model with the paper defaults (:data:`FORK_OVERRIDES`), runs
 :data:`FORK_LOSS_TOLERANCE` in float64 (:data:`FLOAT32_LOSS_TOLERANCE` in float32, where the
 saturated random masks make the dice mostly rounding), every parameter gradient within
 :data:`FORK_GRADIENT_TOLERANCE` (float64, under the fork's names via the converter's key table), and
-the LR of our training's scheduler (``crossvis.schedule``, stepped through the whole schedule of
+the LR of our training's scheduler (``crossvis.engine.schedule``, stepped through the whole schedule of
 ``conf/train.yaml`` for the same global batch) against the fork's at every iteration: no difference
 at all (exact float equality), and the same number of iterations. Neither side samples positives
 (:func:`positives_per_position` stays below the fork's ``MAX_PROPOSALS`` = 500 per frame position),
@@ -85,7 +85,7 @@ FORK_CONFIG = "configs/CrossVIS/R_50_1x.yaml"
 FORK_IDENTITIES = 3774  # the fork's hard-coded nID
 FORK_MAX_PROPOSALS = 500  # MODEL.CONDINST.MAX_PROPOSALS: the fork samples beyond this many per frame position
 FORK_LOSS_TOLERANCE = 1e-6  # relative, float64
-FLOAT32_LOSS_TOLERANCE = LOSS_TOLERANCE  # relative, float32 (issue 15's)
+FLOAT32_LOSS_TOLERANCE = LOSS_TOLERANCE  # relative, float32 (as the AdelaiDet loss check)
 FORK_GRADIENT_TOLERANCE = 1e-5  # float64 ||g_ours − g_fork|| / ||g_fork|| per parameter
 # float64 gradient norms up to this are zero but for rounding (reid_pred's bias, in front of train-mode
 # BatchNorm: ~2e-16, against 1e-6..1e3 for every other gradient): compared in absolute terms
@@ -229,11 +229,11 @@ def stepped_lrs(
 
 def our_lr_schedule(global_batch: int, overrides: list[str]) -> np.ndarray:
     """Our LR at every iteration of ``conf/train.yaml``'s schedule for ``global_batch`` pairs: the training's own
-    ``crossvis.schedule.WarmupMultiStepLR`` on ``resolve_schedule``'s schedule, stepped to its end."""
+    ``crossvis.engine.schedule.WarmupMultiStepLR`` on ``resolve_schedule``'s schedule, stepped to its end."""
     import torch
 
-    from crossvis.loading import compose_train_config
-    from crossvis.schedule import WarmupMultiStepLR, resolve_schedule
+    from crossvis.checkpoint.loading import compose_train_config
+    from crossvis.engine.schedule import WarmupMultiStepLR, resolve_schedule
 
     schedule = resolve_schedule(compose_train_config(overrides).optim, global_batch)
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=schedule.lr)
@@ -384,8 +384,8 @@ def run_timing(args: argparse.Namespace) -> None:
     import torch
     from detectron2.solver import build_optimizer
 
-    from crossvis.lightning_module import param_groups
-    from crossvis.loading import compose_train_config
+    from crossvis.checkpoint.loading import compose_train_config
+    from crossvis.engine.lightning_module import param_groups
 
     cfg, fork = build_reference(args)
     workdir = Path(args.workdir)

@@ -32,11 +32,11 @@ from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredic
 
 from crossvis.data.datamodule import VISDataModule
 from crossvis.data.transforms import load_frame_rgb, preprocess_for_inference
+from crossvis.engine.schedule import Schedule, WarmupMultiStepLR
 from crossvis.evaluation.frame_ap import FrameDetections, format_frame_table, frame_ap
 from crossvis.evaluation.metric import evaluate, format_table
 from crossvis.evaluation.results import write_results_json
 from crossvis.rle import encode_masks
-from crossvis.schedule import Schedule, WarmupMultiStepLR
 
 
 def build_model(num_classes: int, channels: int, size: tuple[int, int]) -> MaskRCNN:

@@ -11,11 +11,11 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from torch.utils.data import DataLoader, Dataset
 
+from crossvis.checkpoint.training_state import check_categories, read_training_checkpoint
 from crossvis.cli import configure_threads, require_file, require_writable_dir, user_errors
 from crossvis.conf import CONF_DIR
 from crossvis.data.ytvis import load_vis
 from crossvis.errors import ConfigError, InputFormatError, UserError, user_message
-from crossvis.training_checkpoints import check_categories, read_training_checkpoint
 
 
 class _BadFrames(Dataset):

@@ -12,8 +12,8 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf, open_dict
 
 from crossvis.conf import CONF_DIR
+from crossvis.engine.runtime import Runtime
 from crossvis.errors import ConfigError
-from crossvis.runtime import Runtime
 
 
 def _options(group: str) -> list[str]:
@@ -145,7 +145,7 @@ def test_wandb_runs_of_a_sweep_share_a_group_and_carry_their_overrides_as_tags(c
 
     from hydra.types import RunMode
 
-    import crossvis.training as training
+    import crossvis.engine.training as training
 
     overrides = ["model.crossover.enabled=true", "data.root=/" + "x" * 80]
     hydra = SimpleNamespace(mode=RunMode.MULTIRUN, sweep=SimpleNamespace(dir="multirun/mine/2026-12-06_10-00-00"))

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
+from crossvis.checkpoint.loading import load_checked_module
 from crossvis.data.ytvis import load_vis
 from crossvis.evaluation.coco_eval import STATS
 from crossvis.evaluation.metric import METRIC_KEYS
-from crossvis.loading import load_checked_module
 
 from helpers import last_json_line, run_module
 

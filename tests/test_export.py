@@ -9,13 +9,13 @@ import pytest
 import torch
 from pycocotools import mask as mask_utils
 
+from crossvis.checkpoint.loading import load_module
 from crossvis.data.transforms import load_frame_rgb, preprocess_for_inference
 from crossvis.data.ytvis import load_vis
+from crossvis.engine.runtime import OnnxFrameModel, Runtime, export_onnx
+from crossvis.engine.splits import evaluate_dataset
 from crossvis.errors import ConfigError, InputFormatError, InputNotFoundError
-from crossvis.evaluation.splits import evaluate_dataset
-from crossvis.loading import load_module
 from crossvis.modeling.crossvis import FRAME_OUTPUTS, CrossVIS
-from crossvis.runtime import OnnxFrameModel, Runtime, export_onnx
 
 from helpers import compose_tiny_model
 

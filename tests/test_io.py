@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from crossvis.checkpoint.training_state import AtomicCheckpointIO
 from crossvis.data.ytvis import VISFormatError, read_annotation_json
 from crossvis.errors import InputFormatError, InputNotFoundError, OutputWriteError, UserError
 from crossvis.evaluation.results import write_submission_zip
 from crossvis.io import FAILURE_RECORD, atomic_directory, atomic_path, read_json, record_failure, write_json_atomic
-from crossvis.training_checkpoints import AtomicCheckpointIO
 
 
 def test_atomic_path_replaces_only_on_success(tmp_path: Path) -> None:

@@ -6,8 +6,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from crossvis.conf import CONF_DIR
+from crossvis.engine.lightning_module import CrossVISModule, build_model
 from crossvis.errors import ConfigError
-from crossvis.lightning_module import CrossVISModule, build_model
 
 from helpers import TINY_MODEL
 

@@ -9,7 +9,7 @@ from hydra import compose, initialize_config_dir
 from torch import nn
 
 from crossvis.conf import CONF_DIR
-from crossvis.lightning_module import CrossVISModule
+from crossvis.engine.lightning_module import CrossVISModule
 
 
 def test_norm_layers_have_no_weight_decay_biases_do():

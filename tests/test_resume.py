@@ -16,9 +16,9 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 
+from crossvis.checkpoint.training_state import resolve_resume
 from crossvis.conf import CONF_DIR
-from crossvis.training import train
-from crossvis.training_checkpoints import resolve_resume
+from crossvis.engine.training import train
 
 from helpers import KILL_AT_STEP, TINY_MODEL, run_module
 

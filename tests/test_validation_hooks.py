@@ -10,10 +10,10 @@ import pytorch_lightning as pl
 import torch
 from hydra import compose, initialize_config_dir
 
-import crossvis.lightning_module as lightning_module
+import crossvis.engine.lightning_module as lightning_module
 from crossvis.conf import CONF_DIR
 from crossvis.data.datamodule import VISDataModule
-from crossvis.lightning_module import CrossVISModule
+from crossvis.engine.lightning_module import CrossVISModule
 
 from helpers import TINY
 

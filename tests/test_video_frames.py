@@ -18,8 +18,9 @@ import torch
 from omegaconf import OmegaConf
 
 import crossvis.video_io as video_io
+from crossvis.engine.inference import VideoInference
+from crossvis.engine.video import run_on_video
 from crossvis.errors import ConfigError, InputFormatError
-from crossvis.inference import VideoInference, run_on_video
 from crossvis.video_io import FrameSource
 
 H, W = 48, 64

@@ -44,15 +44,15 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
+from crossvis.checkpoint.loading import load_module
 from crossvis.cli import user_errors
 from crossvis.data.transforms import preprocess_for_inference
+from crossvis.engine.inference import build_tracker, with_overrides
+from crossvis.engine.lightning_module import MODEL_CONFIG_KEYS, build_model
+from crossvis.engine.runtime import RUNTIMES, FrameModel, Runtime, export_onnx
 from crossvis.errors import ConfigError, InputFormatError, config_keys
-from crossvis.inference import build_tracker, with_overrides
-from crossvis.lightning_module import MODEL_CONFIG_KEYS, build_model
-from crossvis.loading import load_module
 from crossvis.modeling.crossvis import CrossVIS, finish_frame
 from crossvis.modeling.precision import autocast_dtype
-from crossvis.runtime import RUNTIMES, FrameModel, Runtime, export_onnx
 from crossvis.timing import StageTimer, stage
 from crossvis.video_io import FrameSource
 

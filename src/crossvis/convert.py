@@ -18,7 +18,7 @@ import argparse
 import json
 import sys
 
-from crossvis.loading import convert
+from crossvis.checkpoint.loading import convert
 from crossvis.modeling.released_weights import CheckpointError
 
 

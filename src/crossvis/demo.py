@@ -21,11 +21,11 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from crossvis.checkpoint.loading import load_checked_module
 from crossvis.cli import configure_threads, require_writable_dir, user_errors
+from crossvis.engine.runtime import Runtime
+from crossvis.engine.video import run_on_video
 from crossvis.frame_outputs import FrameOutputs, require_new_dir
-from crossvis.inference import run_on_video
-from crossvis.loading import load_checked_module
-from crossvis.runtime import Runtime
 from crossvis.video_io import open_source
 from crossvis.visualize import LiveDisplay
 

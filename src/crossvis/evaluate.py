@@ -16,14 +16,14 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from crossvis.checkpoint.loading import load_checked_module
 from crossvis.cli import configure_threads, require_writable_dir, user_errors
+from crossvis.engine.runtime import Runtime
+from crossvis.engine.splits import evaluate_dataset, load_split
 from crossvis.evaluation.frame_ap import format_frame_table
 from crossvis.evaluation.metric import format_table
 from crossvis.evaluation.report import read_long_videos, run_analysis
-from crossvis.evaluation.splits import evaluate_dataset, load_split
 from crossvis.io import read_json
-from crossvis.loading import load_checked_module
-from crossvis.runtime import Runtime
 
 
 @hydra.main(config_path="pkg://crossvis.conf", config_name="evaluate", version_base="1.3")

@@ -4,7 +4,7 @@
 
 The graph takes a resized frame (float32 [3, height, width], RGB 0..255, any height and width)
 and returns boxes, scores, labels, stride-4 mask probabilities and identity embeddings
-(:func:`crossvis.runtime.export_onnx`); ``crossvis.demo``, ``evaluate`` and ``benchmark`` run it
+(:func:`crossvis.engine.runtime.export_onnx`); ``crossvis.demo``, ``evaluate`` and ``benchmark`` run it
 with ``runtime=onnxruntime model_path=model.onnx``. The file appears only when the export succeeds.
 """
 
@@ -15,10 +15,10 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from crossvis.checkpoint.loading import load_checked_module
 from crossvis.cli import require_writable_dir, user_errors
-from crossvis.inference import apply_detection_settings, with_overrides
-from crossvis.loading import load_checked_module
-from crossvis.runtime import export_onnx
+from crossvis.engine.inference import apply_detection_settings, with_overrides
+from crossvis.engine.runtime import export_onnx
 
 
 @hydra.main(config_path="pkg://crossvis.conf", config_name="export", version_base="1.3")

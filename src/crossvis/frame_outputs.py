@@ -64,7 +64,7 @@ class FrameOutputs:
         self._stack.__exit__(*exc_info)
 
     def __call__(self, index: int, frame: np.ndarray, detections: dict, track_ids: np.ndarray) -> None:
-        """An ``on_frame`` callback of the online loop (:data:`crossvis.inference.FrameCallback`)."""
+        """An ``on_frame`` callback of the online loop (:data:`crossvis.engine.inference.FrameCallback`)."""
         tracked = [i for i, track in enumerate(track_ids) if track >= 0]
         masks = np.asarray(detections["masks"])
         if self._lines is not None:

@@ -18,15 +18,15 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from crossvis.checkpoint.loading import load_module
+from crossvis.checkpoint.training_state import read_training_checkpoint
 from crossvis.cli import configure_threads, require_writable_dir, user_errors
 from crossvis.data.synthetic import write_synthetic
 from crossvis.data.ytvis import load_vis
+from crossvis.engine.splits import evaluate_split
+from crossvis.engine.training import train
+from crossvis.engine.video import run_on_video
 from crossvis.evaluation.metric import format_table
-from crossvis.evaluation.splits import evaluate_split
-from crossvis.inference import run_on_video
-from crossvis.loading import load_module
-from crossvis.training import train
-from crossvis.training_checkpoints import read_training_checkpoint
 from crossvis.video_io import FrameSource
 
 

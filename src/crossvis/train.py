@@ -10,8 +10,8 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from crossvis.cli import configure_threads, user_errors
+from crossvis.engine.training import train
 from crossvis.io import record_failure
-from crossvis.training import train
 
 
 @hydra.main(config_path="pkg://crossvis.conf", config_name="train", version_base="1.3")

@@ -14,10 +14,10 @@ from crossvis.data.coco_datamodule import ConfigError, build_datamodule, check_c
 from crossvis.data.datamodule import collate_pairs
 from crossvis.data.pseudo_pairs import StillTransform
 from crossvis.data.transforms import FrameSample
-from crossvis.inference import VideoInference
-from crossvis.lightning_module import CrossVISModule
+from crossvis.engine.inference import VideoInference
+from crossvis.engine.lightning_module import CrossVISModule
+from crossvis.engine.schedule import resolve_schedule
 from crossvis.modeling.crossvis import CrossVIS
-from crossvis.schedule import resolve_schedule
 
 from helpers import TINY
 

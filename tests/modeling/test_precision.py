@@ -6,8 +6,8 @@ import pytest
 import torch
 from torchvision.ops import box_iou
 
+from crossvis.checkpoint.loading import load_module
 from crossvis.data.transforms import load_frame_rgb, preprocess_for_inference
-from crossvis.loading import load_module
 from crossvis.modeling.crossvis import CrossVIS
 
 from helpers import compose_tiny_model

@@ -11,10 +11,10 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
+from crossvis.checkpoint.loading import load_module
 from crossvis.conf import CONF_DIR
 from crossvis.convert import main as convert_main
 from crossvis.data.ytvis import load_vis
-from crossvis.loading import load_module
 from crossvis.modeling.crossvis import CrossVIS
 from crossvis.modeling.released_weights import (
     CONDINST,
@@ -287,7 +287,7 @@ def test_resnet101_checkpoint_selects_and_fills_the_r101_backbone(tmp_path):
 
 @pytest.mark.slow  # ~30 s: two R-50 entry points; the loading itself is tested in-process above
 def test_released_crossvis_checkpoint_runs_through_evaluate_and_demo(synthetic_root, tmp_path):
-    """Issue 9: the authors' CrossVIS R-50 format runs through both entry points, no key unmatched."""
+    """The authors' CrossVIS R-50 format runs through both entry points, no key unmatched."""
     categories = json.loads((synthetic_root / "valid_gt.json").read_text())["categories"]
     path = tmp_path / "CrossVIS_R_50_1x.pth"
     torch.save({"model": random_state({**condinst_keys(num_classes=len(categories)), **crossvis_extras(3774)})}, path)

@@ -32,7 +32,7 @@ class FrameDetections:
         self.results.extend(detections_to_coco(image_id, dict(detections), self.category_ids))
 
     def collector(self, video_id: int) -> Callable[[int, Any, Mapping[str, Any], Any], None]:
-        """An ``on_frame`` callback of :class:`crossvis.inference.VideoInference` adding ``video_id``'s frames."""
+        """An ``on_frame`` callback of :class:`crossvis.engine.inference.VideoInference` adding ``video_id``'s frames."""
         return lambda frame_index, _frame, detections, _track_ids: self.add(video_id, frame_index, detections)
 
 

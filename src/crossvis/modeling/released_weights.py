@@ -10,7 +10,7 @@ numpy array}}``). Tensors are renamed only: the BGR channel order of the MSRA Re
 the backbone (``model.backbone.input_format``), never by flipping conv1 here.
 
 Model weights only: writing, resuming and checking this project's Lightning training checkpoints is
-:mod:`crossvis.training_checkpoints`.
+:mod:`crossvis.checkpoint.training_state`.
 """
 
 from __future__ import annotations

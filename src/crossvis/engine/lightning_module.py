@@ -15,13 +15,13 @@ from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities import rank_zero_info
 from torch import nn
 
+from crossvis.engine.inference import VideoInference
+from crossvis.engine.schedule import Schedule, WarmupMultiStepLR, global_batch, resolve_schedule
 from crossvis.errors import config_keys
 from crossvis.evaluation.coco_eval import evaluate_coco, image_results
 from crossvis.evaluation.metric import evaluate as evaluate_results
-from crossvis.inference import VideoInference
 from crossvis.io import write_json_atomic
 from crossvis.modeling.crossvis import CrossVIS
-from crossvis.schedule import Schedule, WarmupMultiStepLR, global_batch, resolve_schedule
 from crossvis.visualize import draw_tracks
 
 LOSS_NAMES = ("loss_cls", "loss_box", "loss_ctr", "loss_mask", "loss_cross", "loss_id")

@@ -13,15 +13,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities import rank_zero_info
 
-from crossvis.cli import require_writable_dir
-from crossvis.data.coco_datamodule import build_datamodule
-from crossvis.data.datamodule import VISDataModule, official_split
-from crossvis.errors import ConfigError, config_keys
-from crossvis.evaluation.splits import evaluate_split
-from crossvis.io import write_json_atomic
-from crossvis.lightning_module import MODEL_CONFIG_KEYS, CrossVISModule
-from crossvis.schedule import set_training_length
-from crossvis.training_checkpoints import (
+from crossvis.checkpoint.training_state import (
     AtomicCheckpointIO,
     LastCheckpoint,
     RandomState,
@@ -29,6 +21,14 @@ from crossvis.training_checkpoints import (
     read_training_checkpoint,
     resolve_resume,
 )
+from crossvis.cli import require_writable_dir
+from crossvis.data.coco_datamodule import build_datamodule
+from crossvis.data.datamodule import VISDataModule, official_split
+from crossvis.engine.lightning_module import MODEL_CONFIG_KEYS, CrossVISModule
+from crossvis.engine.schedule import set_training_length
+from crossvis.engine.splits import evaluate_split
+from crossvis.errors import ConfigError, config_keys
+from crossvis.io import write_json_atomic
 
 WANDB_RUN_ID_KEY = "wandb_run_id"
 

@@ -7,7 +7,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from crossvis.schedule import WarmupMultiStepLR, resolve_schedule
+from crossvis.engine.schedule import WarmupMultiStepLR, resolve_schedule
 
 from helpers import MODEL_CONF
 

@@ -9,8 +9,8 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from crossvis.conf import CONF_DIR
+from crossvis.engine.inference import VideoInference, with_overrides
 from crossvis.errors import ConfigError
-from crossvis.inference import VideoInference, with_overrides
 
 
 def _compose(name: str, *overrides: str):

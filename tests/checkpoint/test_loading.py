@@ -1,4 +1,4 @@
-"""crossvis.loading: a checkpoint written before the `inference` config group keeps its test-time settings."""
+"""crossvis.checkpoint.loading: a checkpoint written before the `inference` config group keeps its test-time settings."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from crossvis.checkpoint.loading import load_module
 from crossvis.conf import CONF_DIR
-from crossvis.lightning_module import CrossVISModule
-from crossvis.loading import load_module
+from crossvis.engine.lightning_module import CrossVISModule
 
 from helpers import TINY_MODEL
 

@@ -7,16 +7,16 @@ from pathlib import Path
 from omegaconf import DictConfig
 from tqdm import tqdm
 
+from crossvis.checkpoint.training_state import check_categories
 from crossvis.data.datamodule import holdout_split
 from crossvis.data.ytvis import VISDataset, load_vis
+from crossvis.engine.inference import VideoInference
+from crossvis.engine.lightning_module import CrossVISModule
+from crossvis.engine.runtime import Runtime
 from crossvis.errors import ConfigError
 from crossvis.evaluation.frame_ap import FrameDetections, frame_ap
 from crossvis.evaluation.metric import evaluate as evaluate_results
 from crossvis.evaluation.results import write_results_json, write_submission_zip
-from crossvis.inference import VideoInference
-from crossvis.lightning_module import CrossVISModule
-from crossvis.runtime import Runtime
-from crossvis.training_checkpoints import check_categories
 
 
 def load_split(cfg_data: DictConfig) -> tuple[VISDataset, dict | None]:
@@ -61,7 +61,7 @@ def evaluate_dataset(
 
     ``per_frame`` adds COCO AP with every frame an image (``frame_AP_mask``, ...: see
     :mod:`crossvis.evaluation.frame_ap`), the detections scored before the tracker links them.
-    ``runtime``: where the network runs (:class:`crossvis.runtime.Runtime`, default PyTorch eager).
+    ``runtime``: where the network runs (:class:`crossvis.engine.runtime.Runtime`, default PyTorch eager).
 
     The module's categories (ids and names) must be the split's, checked before any frame is
     read, so results and ``submission.zip`` can only hold the dataset's category ids.

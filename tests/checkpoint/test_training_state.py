@@ -13,7 +13,7 @@ import pytest
 import torch
 from lightning_fabric.plugins.io import torch_io
 
-from crossvis.training_checkpoints import AtomicCheckpointIO
+from crossvis.checkpoint.training_state import AtomicCheckpointIO
 
 from helpers import KILL_AT_STEP, run_module, train_args
 

@@ -2,27 +2,19 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
-from tqdm import tqdm
 
 from crossvis.data.transforms import load_frame_rgb, preprocess_for_inference
-from crossvis.errors import ConfigError, InputFormatError
-from crossvis.evaluation.results import write_results_json
+from crossvis.engine.runtime import FrameModel, Runtime
+from crossvis.errors import ConfigError
 from crossvis.modeling.crossvis import CrossVIS
-from crossvis.runtime import FrameModel, Runtime
 from crossvis.tracking import OnlineTracker
-from crossvis.video_io import FrameSource, StreamSource
-from crossvis.visualize import OverlayVideoWriter, draw_tracks
-
-if TYPE_CHECKING:  # the Lightning module builds a VideoInference: imported for annotations only
-    from crossvis.lightning_module import CrossVISModule
 
 # Called after each frame with (frame index, RGB frame, detections, track id per detection;
 # -1 where the tracker dropped the detection).
@@ -89,7 +81,7 @@ class VideoInference:
         frame_model: FrameModel | None = None,
     ) -> None:
         self.model = model
-        # The seam between runtimes: PyTorch eager (the model's forward_infer) or ONNX Runtime (crossvis.runtime).
+        # The seam between runtimes: PyTorch eager (the model's forward_infer) or ONNX Runtime (crossvis.engine.runtime).
         self.frame_model = frame_model or model.forward_infer
         self.short = int(short)
         self.max_size = int(max_size)
@@ -149,46 +141,3 @@ class VideoInference:
         """Same as :meth:`run_frames` for frames stored as image files (read lazily)."""
         frames = (load_frame_rgb(path) for path in frame_paths)
         return self.run_frames(video_id, frames, on_frame)
-
-
-def run_on_video(
-    module: CrossVISModule,
-    source: FrameSource | StreamSource,
-    output: str | Path,
-    results_path: str | Path,
-    gif: str | Path | None = None,
-    min_score: float = 0.0,
-    inference_overrides: DictConfig | dict | None = None,
-    runtime: Runtime | None = None,
-    sinks: Sequence[FrameCallback] = (),
-    show: Callable[[np.ndarray], None] | None = None,
-) -> list[dict]:
-    """Online inference over ``source`` (the module's ``inference`` config with ``inference_overrides``,
-    the network on ``runtime``); writes the overlay video and the results json.
-
-    ``sinks`` also receive every frame's detections and track ids (e.g. per-frame outputs);
-    ``show`` receives every overlay frame (a live display)."""
-    inference = VideoInference.from_config(
-        module.cfg.inference, module.model, module.category_ids, inference_overrides, runtime
-    )
-    with (
-        OverlayVideoWriter(output, source.fps, gif) as writer,
-        tqdm(total=source.estimated_frames, desc="frames") as bar,
-    ):
-
-        def on_frame(index: int, frame: np.ndarray, detections: dict, track_ids: np.ndarray) -> None:
-            overlay = draw_tracks(frame, detections, track_ids, module.category_names, min_score)
-            writer.append(overlay)
-            for sink in sinks:
-                sink(index, frame, detections, track_ids)
-            if show is not None:
-                show(overlay)
-            bar.update()
-
-        results = inference.run_frames(1, source, on_frame=on_frame)
-        if source.frames_read == 0:  # inside the block: the overlay is discarded
-            raise InputFormatError(source.read_error or f"input: {source.path} yielded no frames")
-    write_results_json(results_path, results)
-    if source.read_error:
-        print(f"warning: {source.read_error}; the outputs cover frames 0-{source.frames_read - 1}", file=sys.stderr)
-    return results

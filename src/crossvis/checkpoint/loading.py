@@ -12,12 +12,13 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
+from crossvis.checkpoint.training_state import CHECKPOINT_EXPECTED
 from crossvis.cli import require_file
 from crossvis.conf import CONF_DIR
 from crossvis.data.ytvis import Category
+from crossvis.engine.lightning_module import CrossVISModule, build_model
 from crossvis.errors import InputFormatError, UserError
 from crossvis.io import atomic_path
-from crossvis.lightning_module import CrossVISModule, build_model
 from crossvis.modeling.released_weights import (
     CheckpointError,
     SourceCheckpoint,
@@ -26,7 +27,6 @@ from crossvis.modeling.released_weights import (
     plan_init,
     read_weights,
 )
-from crossvis.training_checkpoints import CHECKPOINT_EXPECTED
 
 # Test-time resize of the public CrossVIS configs (INPUT.MIN_SIZE_TEST, INPUT.MAX_SIZE_TEST): released
 # files carry no config, and conf/train.yaml's default data (synthetic) would resize to 192 / 320.

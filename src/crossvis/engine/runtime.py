@@ -1,6 +1,6 @@
 """Where the per-frame network runs: PyTorch eager or ONNX Runtime, behind one frame-model callable.
 
-The online loop (:class:`crossvis.inference.VideoInference`) calls a *frame model*
+The online loop (:class:`crossvis.engine.inference.VideoInference`) calls a *frame model*
 ``(image (3, h, w) 0..255 resized, (H0, W0)) → detections``. Both runtimes compute the network
 part, :meth:`CrossVIS.forward_frame` (normalise and pad, backbone, FPN, heads, detection
 selection and NMS, dynamic mask head: boxes, scores, labels, stride-4 mask probabilities and

@@ -1,0 +1,1 @@
+"""The Lightning module, the online runner, and the training / evaluation orchestration."""
