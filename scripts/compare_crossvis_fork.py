@@ -4,7 +4,7 @@
     python scripts/compare_crossvis_fork.py --time --reference-path D2:FORK:SITE [--rounds 5 --warmup 2 --threads 1]
 
 ``D2``: detectron2 at the fork's pinned commit 9eb4831; ``FORK``: the fork (hustvl/CrossVIS, package
-``adet``); ``SITE``: their pure-python dependencies (README "Checking against AdelaiDet"). Built on
+``adet``); ``SITE``: their pure-python dependencies (docs/parity.md). Built on
 ``scripts/compare_adelaidet.py``: its reference process, seeded random weights, conversion with
 ``crossvis.convert`` and the loss / gradient verdicts.
 

@@ -1,7 +1,7 @@
 """scripts/compare_adelaidet.py's reference-free part: pairing two detection sets and the tolerance verdict;
 for ``--losses`` the synthetic batch, its padding for our model and the loss / gradient verdicts.
 
-The AdelaiDet side needs detectron2 and is run by hand (README "Checking against AdelaiDet").
+The AdelaiDet side needs detectron2 and is run by hand (docs/parity.md).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 and report verdicts, the interleaved timing; and (slow) the whole comparison against a snapshot of the fork.
 
 The slow test needs the reference path (detectron2 9eb4831, the fork, their pure-python dependencies) in
-``CROSSVIS_FORK_REFERENCE_PATH`` (README "Checking against AdelaiDet", docs/parity.md).
+``CROSSVIS_FORK_REFERENCE_PATH`` (docs/parity.md).
 """
 
 from __future__ import annotations
