@@ -31,7 +31,7 @@ bench: install ## speed in the paper's Table-5 layout on this machine
 # A yardstick: torchvision Mask R-CNN R-18-FPN from scratch, same data and budget in frames,
 # scored by our metric, e.g. make peer ARGS="data.root=demo_output/data"
 peer: install ## the yardstick: torchvision Mask R-CNN R-18-FPN, same data and budget
-	$(PY) scripts/peer_baseline.py $(ARGS)
+	$(PY) -m crossvis.baselines.peer $(ARGS)
 
 # The fast suite (CI); the long end-to-end tests are marked slow.
 test: install ## the fast test suite (what CI runs)

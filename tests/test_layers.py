@@ -38,6 +38,7 @@ LAYERS = {
         f"crossvis.{name}": 4
         for name in ("train", "evaluate", "demo", "quickstart", "benchmark", "export", "analyze", "tables", "convert")
     },
+    "crossvis.baselines": 4,
 }
 
 

@@ -112,7 +112,7 @@ def test_online_path_gives_the_same_rles_and_tracks_as_the_straightforward_path(
     """
 
     import crossvis.modeling.crossvis as crossvis_module
-    import crossvis.tracking as tracking_module
+    import crossvis.tracking.crossvis as tracking_module
     from crossvis.engine.inference import VideoInference
     from crossvis.modeling.crossvis import CrossVIS
 

@@ -1,4 +1,4 @@
-"""The peer yardstick (scripts/peer_baseline.py): its mask-IoU tracker and an end-to-end smoke run."""
+"""The peer yardstick (src/crossvis/baselines/peer.py): an end-to-end smoke run and its budget."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from crossvis.conf import CONF_DIR
@@ -15,46 +14,13 @@ from crossvis.evaluation.metric import evaluate
 
 from helpers import last_json_line
 
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
-sys.path.insert(0, str(SCRIPTS))
-from peer_baseline import MaskIoUTracker  # noqa: E402
-
-
-def _box(y0: int, x0: int, size: int = 4) -> np.ndarray:
-    m = np.zeros((12, 16), dtype=bool)
-    m[y0 : y0 + size, x0 : x0 + size] = True
-    return m
-
-
-def test_mask_iou_tracker_links_by_overlap() -> None:
-    tracker = MaskIoUTracker(3, match_iou=0.3)
-    tracker.update(0, np.stack([_box(0, 0), _box(6, 10)]), np.array([0.9, 0.6]), np.array([0, 1]))
-    # frame 1: both moved by one pixel (IoU 9/23 ≈ 0.39, linked); a third object appears far away
-    tracker.update(1, np.stack([_box(7, 11), _box(0, 1), _box(8, 0)]), np.array([0.5, 0.7, 0.4]), np.array([1, 0, 0]))
-    tracker.update(2, np.zeros((0, 12, 16), dtype=bool), np.zeros(0), np.zeros(0, dtype=int))
-    results = tracker.results(video_id=7, category_ids=[10, 20])
-    assert len(results) == 3
-    first, second, third = results
-    assert [s is not None for s in first["segmentations"]] == [True, True, False]
-    assert first["category_id"] == 10 and first["score"] == pytest.approx(0.8)
-    assert second["category_id"] == 20 and second["score"] == pytest.approx(0.55)
-    assert [s is not None for s in third["segmentations"]] == [False, True, False]
-
-
-def test_mask_iou_tracker_gives_a_track_one_detection_per_frame() -> None:
-    tracker = MaskIoUTracker(2, match_iou=0.3)
-    tracker.update(0, _box(0, 0)[None], np.array([0.9]), np.array([0]))
-    tracker.update(1, np.stack([_box(0, 0), _box(0, 1)]), np.array([0.5, 0.8]), np.array([0, 0]))
-    results = tracker.results(0, [3])
-    assert len(results) == 2  # the higher-scoring detection continued the track, the other started one
-    assert results[0]["score"] == pytest.approx((0.9 + 0.8) / 2)
-
 
 def _run_peer(synthetic_root: Path, run_dir: Path, *overrides: str) -> dict:
     proc = subprocess.run(
         [
             sys.executable,
-            str(SCRIPTS / "peer_baseline.py"),
+            "-m",
+            "crossvis.baselines.peer",
             f"data.root={synthetic_root}",
             "threads=1",
             "data.num_workers=0",

@@ -5,8 +5,8 @@ same budget in frames (``steps`` x ``frames_per_step``), AdamW and the CPU recip
 valid split is then tracked online and scored with crossvis's YouTube-VIS metric, and with COCO
 mask AP per frame (every frame an image, before tracking), as ``crossvis.evaluate per_frame=true``.
 
-    python scripts/peer_baseline.py data.root=DIR [steps=700 frames_per_step=8 ...]   # or make peer ARGS=...
-    python scripts/peer_baseline.py data.root=DIR checkpoint=RUN/model.pt              # evaluate only
+    python -m crossvis.baselines.peer data.root=DIR [steps=700 frames_per_step=8 ...]   # or make peer ARGS=...
+    python -m crossvis.baselines.peer data.root=DIR checkpoint=RUN/model.pt              # evaluate only
 """
 
 from __future__ import annotations
@@ -16,13 +16,11 @@ import time
 from pathlib import Path
 
 import hydra
-import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
-from pycocotools import mask as mask_utils
 from torch import nn
 from torchvision.models import resnet18
 from torchvision.models.detection import MaskRCNN
@@ -36,7 +34,7 @@ from crossvis.engine.schedule import Schedule, WarmupMultiStepLR
 from crossvis.evaluation.frame_ap import FrameDetections, format_frame_table, frame_ap
 from crossvis.evaluation.metric import evaluate, format_table
 from crossvis.evaluation.results import write_results_json
-from crossvis.rle import encode_masks
+from crossvis.tracking import MaskIoUTracker
 
 
 def build_model(num_classes: int, channels: int, size: tuple[int, int]) -> MaskRCNN:
@@ -72,51 +70,6 @@ def single_frames(batch: dict) -> tuple[list[torch.Tensor], list[dict]]:
     return images, targets
 
 
-class MaskIoUTracker:
-    """Links each frame's detections (best score first) to the free track whose last mask overlaps most."""
-
-    def __init__(self, num_frames: int, match_iou: float) -> None:
-        self.num_frames, self.match_iou = num_frames, match_iou
-        self.last: list[dict] = []  # per track: last RLE
-        self.tracks: list[dict] = []  # per track: {frame: rle}, scores, labels
-
-    def update(self, frame: int, masks: np.ndarray, scores: np.ndarray, labels: np.ndarray) -> None:
-        rles = encode_masks(masks.astype(bool), range(len(masks)))
-        matched: dict[int, int] = {}
-        if self.last and len(rles):
-            iou = mask_utils.iou(rles, self.last, [0] * len(self.last))
-            for det in np.argsort(-scores):
-                best = int(iou[det].argmax())
-                if iou[det, best] >= self.match_iou:
-                    matched[int(det)] = best
-                    iou[:, best] = -1.0  # a track takes one detection per frame
-        for det, rle in enumerate(rles):
-            if det not in matched:
-                matched[det] = len(self.tracks)
-                self.tracks.append({"rles": {}, "scores": [], "labels": []})
-                self.last.append(rle)
-            track = self.tracks[matched[det]]
-            track["rles"][frame] = rle
-            track["scores"].append(float(scores[det]))
-            track["labels"].append(int(labels[det]))
-            self.last[matched[det]] = rle
-
-    def results(self, video_id: int, category_ids: list[int]) -> list[dict]:
-        """One entry per track: mean score, the category with the highest summed score, RLE or None per frame."""
-        entries = []
-        for t in self.tracks:
-            votes = np.bincount(t["labels"], weights=t["scores"])
-            entries.append(
-                {
-                    "video_id": video_id,
-                    "category_id": category_ids[int(votes.argmax())],
-                    "score": float(np.mean(t["scores"])),
-                    "segmentations": [t["rles"].get(f) for f in range(self.num_frames)],
-                }
-            )
-        return entries
-
-
 @torch.inference_mode()
 def track_split(model: MaskRCNN, datamodule: VISDataModule, cfg: DictConfig) -> tuple[list[dict], FrameDetections]:
     """Online inference on every valid video: detect each frame, link by mask IoU.
@@ -129,7 +82,7 @@ def track_split(model: MaskRCNN, datamodule: VISDataModule, cfg: DictConfig) -> 
     frames = FrameDetections(datamodule.val_ground_truth["videos"], category_ids)
     results = []
     for video in datamodule.val_dataset.videos:
-        tracker = MaskIoUTracker(video.length, cfg.tracker.match_iou)
+        tracker = MaskIoUTracker(cfg.tracker.match_iou)
         for index in range(video.length):
             frame = load_frame_rgb(video.frame_path(index))
             image = preprocess_for_inference(frame, t.short, t.max_size) / 255.0
@@ -137,12 +90,12 @@ def track_split(model: MaskRCNN, datamodule: VISDataModule, cfg: DictConfig) -> 
             keep = det["scores"] >= cfg.tracker.min_score
             probs = F.interpolate(det["masks"][keep], size=frame.shape[:2], mode="bilinear", align_corners=False)
             masks, scores, labels = probs[:, 0] > 0.5, det["scores"][keep], det["labels"][keep] - 1
-            tracker.update(index, masks.numpy(), scores.numpy(), labels.numpy())
+            tracker.update(index, {"masks": masks.numpy(), "scores": scores.numpy(), "labels": labels.numpy()})
             # boxes come at the resized input's scale; the masks were resized to the frame above
             (h, w), (in_h, in_w) = frame.shape[:2], image.shape[-2:]
             boxes = det["boxes"][keep] * torch.tensor([w / in_w, h / in_h, w / in_w, h / in_h])
             frames.add(video.id, index, {"boxes": boxes, "masks": masks, "labels": labels, "scores": scores})
-        results.extend(tracker.results(video.id, category_ids))
+        results.extend(tracker.video_results(video.id, category_ids))
     return results, frames
 
 

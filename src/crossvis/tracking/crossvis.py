@@ -33,7 +33,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torchvision.ops import box_iou
 
 from crossvis.rle import encode_masks
+from crossvis.tracking.base import CategoryLookup, Tracker, category_of
 
 Scoring = Literal["public", "masktrack"]
 CategoryVote = Literal["first", "majority"]
@@ -58,7 +59,7 @@ class _Track:
     label_votes: Counter[int] = field(default_factory=Counter)  # insertion order: first label first
 
 
-class OnlineTracker:
+class OnlineTracker(Tracker):
     """Assigns per-frame detections of one video to tracks and produces its official result entries."""
 
     def __init__(
@@ -259,13 +260,9 @@ class OnlineTracker:
         mean = track.score_sum / len(track.rles)
         return mean if self.track_score == "mean" else mean * len(track.rles) / self.num_frames
 
-    def video_results(
-        self, video_id: int, label_to_category_id: Callable[[int], int] | Mapping[int, int]
-    ) -> list[dict]:
+    def video_results(self, video_id: int, label_to_category_id: CategoryLookup) -> list[dict]:
         """Official result entries, one per track: mean detection score, voted category, RLE or None per frame seen."""
-        to_category = (
-            label_to_category_id.__getitem__ if isinstance(label_to_category_id, Mapping) else label_to_category_id
-        )
+        to_category = category_of(label_to_category_id)
         results = []
         for track in self._tracks:
             votes = track.label_votes
