@@ -10,7 +10,7 @@ import pytest
 
 from helpers import TINY_MODEL, run_module
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _sweep(root: Path, sweep_dir: Path, *extra: str) -> list[str]:

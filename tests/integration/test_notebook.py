@@ -9,7 +9,7 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 
-NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "demo.ipynb"
+NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "demo.ipynb"
 
 
 def test_demo_notebook_executes(trained_run, synthetic_root, monkeypatch):

@@ -12,7 +12,7 @@ from crossvis.conf import CONF_DIR
 
 from helpers import TINY, last_json_line, run_module, train_args
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SMOKE = ["data=synthetic", "logger=none", *TINY, "trainer.max_steps=1"]
 # The paper tables' CPU smoke run: model=cpu's backbone instead of the tables' detectron2 ResNet-50,
 # and no COCO initialisation (opted out explicitly).
