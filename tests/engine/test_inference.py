@@ -11,6 +11,7 @@ from hydra import compose, initialize_config_dir
 from crossvis.conf import CONF_DIR
 from crossvis.engine.inference import VideoInference, with_overrides
 from crossvis.errors import ConfigError
+from crossvis.tracking import MaskIoUTracker
 
 
 def _compose(name: str, *overrides: str):
@@ -133,6 +134,32 @@ def test_run_frames_resizes_tracks_and_restores_the_mode() -> None:
     assert track["video_id"] == 4 and track["category_id"] == 9  # label 1 -> category_ids[1]
     assert len(track["segmentations"]) == 3 and all(s["size"] == [48, 64] for s in track["segmentations"])
     assert model.training  # run_frames evaluates, then puts the model back as it was
+
+
+def test_the_runner_takes_another_frame_model_and_tracker_and_gives_each_video_a_fresh_tracker() -> None:
+    """The peer's path: its own frame model (masks at the frame's size) and the mask-IoU tracker."""
+
+    def square_at(x0: int):
+        def frame_model(image: torch.Tensor, frame_size: tuple[int, int]) -> dict[str, torch.Tensor]:
+            masks = torch.zeros((1, *frame_size), dtype=torch.bool)
+            masks[0, :8, x0 : x0 + 8] = True
+            return {"masks": masks, "scores": torch.tensor([0.7]), "labels": torch.tensor([1])}
+
+        return frame_model
+
+    made: list[MaskIoUTracker] = []
+
+    def new_tracker() -> MaskIoUTracker:
+        made.append(MaskIoUTracker(match_iou=0.5))
+        return made[-1]
+
+    frames = [np.zeros((16, 32, 3), dtype=np.uint8)] * 3
+    runner = VideoInference(RecordingModel(), 16, 32, {}, [5, 9], frame_model=square_at(0), new_tracker=new_tracker)
+    [track] = runner.run_frames(1, frames)  # the same square in every frame: one track
+    assert track["category_id"] == 9 and [s is not None for s in track["segmentations"]] == [True] * 3
+    runner.frame_model = square_at(12)  # IoU 0 with the last video's square: a fresh tracker starts over anyway
+    [track] = runner.run_frames(2, frames[:2])
+    assert len(made) == 2 and made[1].num_tracks == 1 and len(track["segmentations"]) == 2
 
 
 def test_detection_settings_are_overridable_at_evaluate_time_and_reach_the_model() -> None:

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import hydra
+import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
@@ -29,7 +30,7 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 
 from crossvis.data.datamodule import VISDataModule
-from crossvis.data.transforms import load_frame_rgb, preprocess_for_inference
+from crossvis.engine.inference import VideoInference
 from crossvis.engine.schedule import Schedule, WarmupMultiStepLR
 from crossvis.evaluation.frame_ap import FrameDetections, format_frame_table, frame_ap
 from crossvis.evaluation.metric import evaluate, format_table
@@ -72,30 +73,48 @@ def single_frames(batch: dict) -> tuple[list[torch.Tensor], list[dict]]:
 
 @torch.inference_mode()
 def track_split(model: MaskRCNN, datamodule: VISDataModule, cfg: DictConfig) -> tuple[list[dict], FrameDetections]:
-    """Online inference on every valid video: detect each frame, link by mask IoU.
+    """Online inference on every valid video through the project's online runner: Mask R-CNN detects
+    each frame, the mask-IoU tracker links them.
 
     Returns the video results and the per-frame detections (for the per-frame AP).
     """
-    model.eval()
     t = cfg.data.transform
     category_ids = [datamodule.label_to_category_id(i) for i in range(datamodule.num_classes)]
     frames = FrameDetections(datamodule.val_ground_truth["videos"], category_ids)
+    min_score = cfg.tracker.min_score
+
+    def detect(image: torch.Tensor, frame_size: tuple[int, int]) -> dict[str, torch.Tensor]:
+        """The peer's frame model: detections above min_score, masks and boxes at the frame's size."""
+        det = model([image / 255.0])[0]
+        keep = det["scores"] >= min_score
+        probs = F.interpolate(det["masks"][keep], size=frame_size, mode="bilinear", align_corners=False)
+        (h, w), (in_h, in_w) = frame_size, image.shape[-2:]
+        boxes = det["boxes"][keep] * torch.tensor([w / in_w, h / in_h, w / in_w, h / in_h])
+        return {
+            "boxes": boxes,
+            "masks": probs[:, 0] > 0.5,
+            "labels": det["labels"][keep] - 1,
+            "scores": det["scores"][keep],
+        }
+
+    runner = VideoInference(
+        model,
+        t.short,
+        t.max_size,
+        {},
+        category_ids,
+        frame_model=detect,
+        new_tracker=lambda: MaskIoUTracker(cfg.tracker.match_iou),
+    )
     results = []
     for video in datamodule.val_dataset.videos:
-        tracker = MaskIoUTracker(cfg.tracker.match_iou)
-        for index in range(video.length):
-            frame = load_frame_rgb(video.frame_path(index))
-            image = preprocess_for_inference(frame, t.short, t.max_size) / 255.0
-            det = model([image])[0]
-            keep = det["scores"] >= cfg.tracker.min_score
-            probs = F.interpolate(det["masks"][keep], size=frame.shape[:2], mode="bilinear", align_corners=False)
-            masks, scores, labels = probs[:, 0] > 0.5, det["scores"][keep], det["labels"][keep] - 1
-            tracker.update(index, {"masks": masks.numpy(), "scores": scores.numpy(), "labels": labels.numpy()})
-            # boxes come at the resized input's scale; the masks were resized to the frame above
-            (h, w), (in_h, in_w) = frame.shape[:2], image.shape[-2:]
-            boxes = det["boxes"][keep] * torch.tensor([w / in_w, h / in_h, w / in_w, h / in_h])
-            frames.add(video.id, index, {"boxes": boxes, "masks": masks, "labels": labels, "scores": scores})
-        results.extend(tracker.video_results(video.id, category_ids))
+
+        def collect(
+            index: int, frame: np.ndarray, detections: dict, track_ids: np.ndarray, video_id: int = video.id
+        ) -> None:
+            frames.add(video_id, index, detections)
+
+        results.extend(runner.run_paths(video.id, [video.frame_path(i) for i in range(video.length)], collect))
     return results, frames
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Callable
@@ -14,7 +15,7 @@ from crossvis.data.transforms import load_frame_rgb, preprocess_for_inference
 from crossvis.engine.runtime import FrameModel, Runtime
 from crossvis.errors import ConfigError
 from crossvis.modeling.crossvis import CrossVIS
-from crossvis.tracking import OnlineTracker
+from crossvis.tracking import OnlineTracker, Tracker
 
 # Called after each frame with (frame index, RGB frame, detections, track id per detection;
 # -1 where the tracker dropped the detection).
@@ -79,7 +80,10 @@ class VideoInference:
         tracker_cfg: DictConfig | dict,
         category_ids: Sequence[int],
         frame_model: FrameModel | None = None,
+        new_tracker: Callable[[], Tracker] | None = None,
     ) -> None:
+        """``frame_model`` (image, frame size) -> detections: default the model's ``forward_infer``;
+        ``new_tracker`` gives each video a fresh tracker: default the CrossVIS tracker of ``tracker_cfg``."""
         self.model = model
         # The seam between runtimes: PyTorch eager (the model's forward_infer) or ONNX Runtime (crossvis.engine.runtime).
         self.frame_model = frame_model or model.forward_infer
@@ -87,6 +91,7 @@ class VideoInference:
         self.max_size = int(max_size)
         self.tracker_cfg = dict(tracker_cfg)
         build_tracker(self.tracker_cfg)  # a bad tracker setting fails here, before any frame is read
+        self.new_tracker = new_tracker or functools.partial(build_tracker, self.tracker_cfg)
         self.category_ids = list(category_ids)
 
     @classmethod
@@ -123,7 +128,7 @@ class VideoInference:
         """
         was_training = self.model.training
         self.model.eval()
-        tracker = build_tracker(self.tracker_cfg)
+        tracker = self.new_tracker()
         device = next(self.model.parameters()).device
         for index, frame in enumerate(frames):
             image = preprocess_for_inference(frame, self.short, self.max_size).to(device)
