@@ -90,8 +90,10 @@ class VideoInference:
         self.short = int(short)
         self.max_size = int(max_size)
         self.tracker_cfg = dict(tracker_cfg)
-        build_tracker(self.tracker_cfg)  # a bad tracker setting fails here, before any frame is read
-        self.new_tracker = new_tracker or functools.partial(build_tracker, self.tracker_cfg)
+        if new_tracker is None:
+            build_tracker(self.tracker_cfg)  # a bad tracker setting fails here, before any frame is read
+            new_tracker = functools.partial(build_tracker, self.tracker_cfg)
+        self.new_tracker = new_tracker
         self.category_ids = list(category_ids)
 
     @classmethod
