@@ -467,12 +467,15 @@ def run_ours(workdir: Path) -> tuple[dict[str, dict[str, np.ndarray]], dict]:
 
     from crossvis.checkpoint.loading import convert, load_module
     from crossvis.data.transforms import preprocess_for_inference
+    from crossvis.engine.inference import frame_settings
+    from crossvis.engine.runtime import Runtime
 
     torch.set_num_threads(1)
     converted = workdir / "condinst_converted.pth"
     report = convert(str(workdir / "condinst_random.pth"), str(converted), None, None, [])
     ref = np.load(workdir / "reference.npz")
     module = load_module(converted)
+    frame_model = Runtime().frame_model(module.model, frame_settings(module.cfg.inference))
     frame_rgb = np.ascontiguousarray(ref["frame_bgr"][..., ::-1])
     resized_rgb = np.ascontiguousarray(ref["resized_bgr"][..., ::-1])
     short, max_size = (int(v) for v in ref["test_size"])
@@ -482,7 +485,7 @@ def run_ours(workdir: Path) -> tuple[dict[str, dict[str, np.ndarray]], dict]:
     }
     outputs = {}
     for name, image in inputs.items():
-        det = module.model.forward_infer(image, frame_rgb.shape[:2])
+        det = frame_model(image, frame_rgb.shape[:2])
         outputs[name] = {
             "boxes": det["boxes"].numpy(),
             "scores": det["scores"].numpy(),
@@ -568,14 +571,14 @@ def build_ours(workdir: Path, overrides: list[str]):
     """Our model from the reference's ``condinst_random.pth``, converted with ``crossvis.convert`` and
     loaded strictly (every tensor). Returns (config, model, class count)."""
     from crossvis.checkpoint.loading import convert, released_model_config
+    from crossvis.checkpoint.released import init_model, read_weights
     from crossvis.engine.lightning_module import build_model
-    from crossvis.modeling.released_weights import read_weights
 
     converted = workdir / "condinst_converted.pth"
     convert(str(workdir / "condinst_random.pth"), str(converted), None, None, overrides)
     cfg, num_classes, num_identities = released_model_config(read_weights(converted), overrides)
     model = build_model(cfg.model, num_classes, num_identities)
-    model.load_init(converted, strict=True)
+    init_model(model, converted, strict=True)
     return cfg, model, num_classes
 
 
@@ -585,7 +588,7 @@ def ours_training_steps(model, inputs: tuple, workdir: Path) -> dict:
     reference's key names}`` (via the converter's key table, for the keys of ``reference_grads.npz``)."""
     import torch
 
-    from crossvis.modeling.released_weights import map_detectron2_key
+    from crossvis.checkpoint.released import map_detectron2_key
 
     images, sizes, targets = inputs
 

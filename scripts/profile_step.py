@@ -18,7 +18,7 @@ from torch import nn
 
 from crossvis.conf import CONF_DIR
 from crossvis.data.datamodule import VISDataModule, collate_pairs
-from crossvis.modeling.crossvis import CrossVIS
+from crossvis.engine.lightning_module import build_model
 
 STEPS = 8  # the first 2 are warm-up
 
@@ -47,7 +47,7 @@ def profile(data_root: str, overrides: list[str]) -> dict[str, float]:
     datamodule = VISDataModule(cfg.data, int(cfg.seed))
     datamodule.setup("fit")
     dataset = datamodule.train_dataset
-    model = CrossVIS(cfg.model, datamodule.num_classes, datamodule.num_identities).train()
+    model = build_model(cfg.model, datamodule.num_classes, datamodule.num_identities).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     dense: dict[str, float] = {}
     _time_forward([model.features.backbone], dense, "backbone")

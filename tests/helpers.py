@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import subprocess
 import sys
@@ -12,6 +13,9 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
 from crossvis.conf import CONF_DIR
+from crossvis.engine.inference import frame_settings
+from crossvis.engine.run_config import default_inference, model_spec
+from crossvis.modeling.specs import CrossVISSpec, PostProcessing
 
 MODEL_CONF = CONF_DIR / "model"
 
@@ -32,6 +36,22 @@ def compose_tiny_model(*overrides: str) -> DictConfig:
     """The model group's default config at :data:`TINY_DEFAULT_MODEL` size, plus ``overrides``."""
     with initialize_config_dir(config_dir=str(MODEL_CONF), version_base=None):
         return compose("default", overrides=[*TINY_DEFAULT_MODEL, *overrides])
+
+
+def spec_of(cfg_model: DictConfig) -> CrossVISSpec:
+    """The typed settings (what :class:`CrossVIS` takes) of a composed ``model`` config."""
+    return model_spec(OmegaConf.to_container(cfg_model, resolve=True))
+
+
+def tiny_spec(*overrides: str) -> CrossVISSpec:
+    """:func:`compose_tiny_model` as the typed settings :class:`CrossVIS` takes."""
+    return spec_of(compose_tiny_model(*overrides))
+
+
+def post_processing(**changes: float) -> PostProcessing:
+    """CondInst's per-frame post-processing at the inference group's defaults, with ``changes``."""
+    settings = frame_settings(default_inference(1, 1)).detection
+    return dataclasses.replace(settings, **changes)
 
 
 def group_option(group: str, name: str) -> DictConfig:

@@ -57,8 +57,8 @@ def test_precision_and_layout_options_reach_the_benchmark():
         bench(
             "input.size=[48,80]",
             "input.frames=2",
-            "model.inference.precision=bf16",
-            "model.inference.channels_last=true",
+            "inference.precision=bf16",
+            "inference.channels_last=true",
         ).stdout
     )
     assert report["dtype"] == "bfloat16" and report["precision"] == "bf16" and report["channels_last"] is True

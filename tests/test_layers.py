@@ -20,6 +20,7 @@ LAYERS = {
     "crossvis.cli": 0,
     "crossvis.checkpoint": 0,
     "crossvis.checkpoint.training_state": 0,
+    "crossvis.checkpoint.released": 1,
     "crossvis.engine.schedule": 0,
     # the paper's pieces and their inputs / outputs
     "crossvis.data": 1,

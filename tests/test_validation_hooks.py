@@ -34,7 +34,7 @@ def _setup(synthetic_root: Path, with_ground_truth: bool) -> tuple[CrossVISModul
         val_ground_truth=datamodule.val_ground_truth if with_ground_truth else None,
     )
 
-    def one_square(image: torch.Tensor, orig_size: tuple[int, int]) -> dict[str, torch.Tensor]:
+    def one_square(image: torch.Tensor, orig_size: tuple[int, int], post) -> dict[str, torch.Tensor]:
         masks = torch.zeros(1, *orig_size, dtype=torch.bool)
         masks[0, 8:24, 8:40] = True
         return {

@@ -19,6 +19,7 @@ from omegaconf import OmegaConf
 
 import crossvis.video_io as video_io
 from crossvis.engine.inference import VideoInference
+from crossvis.engine.run_config import default_inference
 from crossvis.engine.video import run_on_video
 from crossvis.errors import ConfigError, InputFormatError
 from crossvis.video_io import FrameSource
@@ -35,7 +36,7 @@ class ScriptedModel(torch.nn.Module):
         self.embedding = torch.nn.Identity()  # tracks by embeddings, like CrossVIS
         self.calls = 0
 
-    def forward_infer(self, image: torch.Tensor, orig_size: tuple[int, int]) -> dict[str, torch.Tensor]:
+    def forward_infer(self, image: torch.Tensor, orig_size: tuple[int, int], post=None) -> dict[str, torch.Tensor]:
         x = self.calls % 40
         self.calls += 1
         masks = torch.zeros(1, *orig_size, dtype=torch.bool)
@@ -57,7 +58,7 @@ class ScriptedModule:
 
     def __init__(self) -> None:
         self.model = ScriptedModel()
-        self.cfg = OmegaConf.create({"inference": {"short": H, "max_size": W, "tracker": {}}})
+        self.cfg = OmegaConf.create({"inference": default_inference(H, W)})
 
     def video_inference(self) -> VideoInference:
         return VideoInference.from_config(self.cfg.inference, self.model, self.category_ids)
@@ -170,4 +171,5 @@ def test_long_video_memory_grows_only_with_the_rles(tmp_path: Path) -> None:
 
 def test_bad_tracker_setting_fails_before_any_frame() -> None:
     with pytest.raises(ConfigError, match="tracker.scoring: expected 'public' or 'masktrack', got 'hungarian'"):
-        VideoInference(ScriptedModel(), short=H, max_size=W, tracker_cfg={"scoring": "hungarian"}, category_ids=[7])
+        model = ScriptedModel()
+        VideoInference(model, model.forward_infer, H, W, tracker_cfg={"scoring": "hungarian"}, category_ids=[7])

@@ -47,12 +47,12 @@ from torch import Tensor, nn
 from crossvis.checkpoint.loading import load_module
 from crossvis.cli import user_errors
 from crossvis.data.transforms import preprocess_for_inference
-from crossvis.engine.inference import build_tracker, with_overrides
-from crossvis.engine.lightning_module import MODEL_CONFIG_KEYS, build_model
-from crossvis.engine.runtime import RUNTIMES, FrameModel, Runtime, export_onnx
-from crossvis.errors import ConfigError, InputFormatError, config_keys
+from crossvis.engine.inference import build_tracker, frame_settings, with_overrides
+from crossvis.engine.lightning_module import build_model
+from crossvis.engine.run_config import default_inference
+from crossvis.engine.runtime import RUNTIMES, FrameModel, Runtime, autocast_dtype, export_onnx
+from crossvis.errors import ConfigError, InputFormatError
 from crossvis.modeling.crossvis import CrossVIS, finish_frame
-from crossvis.modeling.precision import autocast_dtype
 from crossvis.timing import StageTimer, stage
 from crossvis.video_io import FrameSource
 
@@ -120,8 +120,6 @@ class Benchmark:
         if cfg.checkpoint:
             module = load_module(cfg.checkpoint, str(self.device))
             self.model: CrossVIS = module.model
-            for key in ("precision", "channels_last"):  # the GPU-user options apply to checkpoints too
-                self.model.cfg.inference[key] = cfg.model.inference[key]
             stored = module.cfg.inference
         else:
             self.model = build_model(cfg.model, int(cfg.num_classes), int(cfg.num_identities)).to(self.device)
@@ -129,18 +127,16 @@ class Benchmark:
             # A bias of 4 puts every box side 4 strides (>= 32 px) from its location, so even locations
             # in the padding keep a box that overlaps the image and the forced max_detections survive.
             torch.nn.init.constant_(self.model.head.box_pred.bias, 4.0)
-            stored = {"short": cfg.input.short, "max_size": cfg.input.max_size, "tracker": {}}
+            stored = default_inference(cfg.input.short, cfg.input.max_size)
         settings = with_overrides(stored, cfg.inference)
         self.short, self.max_size = int(settings.short), int(settings.max_size)
         self.tracker_cfg = dict(settings.tracker)
         build_tracker(self.tracker_cfg)  # a bad setting fails before any frame is read
-        if cfg.score_threshold is not None:
-            self.model.cfg.inference.score_threshold = float(cfg.score_threshold)
+        self.settings = frame_settings(settings)
+        self.post = self.settings.detection
         self.model.eval()
-        self.forward = self.runtime.frame_model(self.model)
-        with config_keys(MODEL_CONFIG_KEYS):
-            dtype = autocast_dtype(self.model.cfg.inference.precision)
-        self.dtype = str(dtype or torch.float32).replace("torch.", "")
+        self.forward = self.runtime.frame_model(self.model, self.settings)
+        self.dtype = str(autocast_dtype(self.settings.precision) or torch.float32).replace("torch.", "")
 
     def preprocess(self, frame: np.ndarray) -> Tensor:
         return preprocess_for_inference(frame, self.short, self.max_size).to(self.device)
@@ -257,7 +253,8 @@ class Benchmark:
         if name == "condinst":
             model = copy.deepcopy(self.model)
             model.embedding = NoEmbedding()
-            run, prepare = (lambda x: model.forward_infer(*x)), self._crossvis_inputs
+            condinst = Runtime().frame_model(model, self.settings)
+            run, prepare = (lambda x: condinst(*x)), self._crossvis_inputs
         elif name == "maskrcnn":
             run, prepare = self._maskrcnn()
         else:
@@ -272,13 +269,14 @@ class Benchmark:
         """The benchmarked model on runtime ``name``; ONNX: ``model_path`` or the model exported into ``workdir``."""
         if name == "compile":
             network = torch.compile(self.model.forward_frame)
-            threshold = self.model.cfg.inference.mask_threshold
-            mode = self.model.upsample_mode
-            return lambda image, size: finish_frame(network(image), tuple(image.shape[-2:]), size, mode, threshold)
+            threshold, mode = self.post.mask_threshold, self.model.upsample_mode
+            return lambda image, size: finish_frame(
+                network(image, self.post), tuple(image.shape[-2:]), size, mode, threshold
+            )
         if name == "onnxruntime" and not self.runtime.model_path:
-            export_onnx(self.model, f"{workdir}/model.onnx")
-            return Runtime(name, f"{workdir}/model.onnx").frame_model(self.model)
-        return Runtime(name, self.runtime.model_path).frame_model(self.model)
+            export_onnx(self.model, f"{workdir}/model.onnx", self.post)
+            return Runtime(name, f"{workdir}/model.onnx").frame_model(self.model, self.settings)
+        return Runtime(name, self.runtime.model_path).frame_model(self.model, self.settings)
 
     @torch.inference_mode()
     def runtime_rows(self, names: list[str], rounds: int, warmup: int) -> dict[str, dict[str, float]]:
@@ -319,7 +317,7 @@ class Benchmark:
         """
         from torchvision.models.detection import maskrcnn_resnet50_fpn
 
-        threshold = self.model.cfg.inference.score_threshold
+        threshold = self.post.score_threshold
         model = (
             maskrcnn_resnet50_fpn(
                 weights=None,
@@ -327,12 +325,12 @@ class Benchmark:
                 min_size=self.short,
                 max_size=self.max_size,
                 box_score_thresh=float(threshold),
-                box_detections_per_img=int(self.model.cfg.inference.max_detections),
+                box_detections_per_img=int(self.post.max_detections),
             )
             .to(self.device)
             .eval()
         )
-        dtype = autocast_dtype(self.model.cfg.inference.precision)
+        dtype = autocast_dtype(self.settings.precision)
 
         def run(image: Tensor) -> Any:
             with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
@@ -454,11 +452,11 @@ def benchmark(cfg: DictConfig) -> dict[str, Any]:
     report["runtimes"] = bench.runtime_rows(runtimes, rounds, warmup) if runtimes else {}
     first = next(iter(bench.frames))
     report.update(
-        backbone=str(bench.model.cfg.backbone.name),
+        backbone=bench.model.spec.backbone.name,
         device=str(bench.device),
         dtype=bench.dtype,
-        precision=str(bench.model.cfg.inference.precision),
-        channels_last=bool(bench.model.cfg.inference.channels_last),
+        precision=str(bench.settings.precision),
+        channels_last=bench.settings.channels_last,
         threads=torch.get_num_threads(),
         runtime=bench.runtime.name,
         frames=bench.frames.num_frames,

@@ -19,7 +19,7 @@ import json
 import sys
 
 from crossvis.checkpoint.loading import convert
-from crossvis.modeling.released_weights import CheckpointError
+from crossvis.checkpoint.released import CheckpointError
 
 
 def main(argv: list[str] | None = None) -> int:

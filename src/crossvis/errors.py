@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 
 
 class UserError(Exception):
@@ -37,7 +37,7 @@ class ArgumentError(ValueError):
     """Library code (e.g. ``crossvis.modeling``) rejecting one of its own arguments, named by ``argument``.
 
     Library code knows nothing of config paths; the code that builds it from a config re-raises
-    this as a :class:`ConfigError` naming the config key (:func:`config_keys`).
+    this as a :class:`ConfigError` naming the config key (:func:`config_node`).
     """
 
     def __init__(self, argument: str, detail: str) -> None:
@@ -45,15 +45,29 @@ class ArgumentError(ValueError):
         super().__init__(f"{argument}{detail}")
 
 
+def check_choice(argument: str, value: object, choices: tuple[str, ...]) -> None:
+    """Raise an :class:`ArgumentError` about ``argument`` unless ``value`` is one of ``choices``."""
+    if value not in choices:
+        raise ArgumentError(argument, f"={value!r}: expected one of {choices}")
+
+
 @contextlib.contextmanager
-def config_keys(keys: Mapping[str, str]) -> Iterator[None]:
-    """Re-raise an :class:`ArgumentError` about argument ``a`` as a :class:`ConfigError` about ``keys[a]``."""
+def argument_prefix(prefix: str) -> Iterator[None]:
+    """Re-raise an :class:`ArgumentError` about ``a`` as one about ``prefix.a`` (the argument's owner)."""
     try:
         yield
     except ArgumentError as error:
-        if error.argument not in keys:
-            raise
-        raise ConfigError(f"{keys[error.argument]}{error.detail}") from None
+        raise ArgumentError(f"{prefix}.{error.argument}", error.detail) from None
+
+
+@contextlib.contextmanager
+def config_node(path: str) -> Iterator[None]:
+    """Re-raise an :class:`ArgumentError` of code built from the config node ``path`` as a
+    :class:`ConfigError` naming the key (``path.argument``)."""
+    try:
+        yield
+    except ArgumentError as error:
+        raise ConfigError(f"{path}.{error.argument}{error.detail}") from None
 
 
 # torch re-raises a DataLoader worker's exception in the main process with the message

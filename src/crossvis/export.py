@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 
 from crossvis.checkpoint.loading import load_checked_module
 from crossvis.cli import require_writable_dir, user_errors
-from crossvis.engine.inference import apply_detection_settings, with_overrides
+from crossvis.engine.inference import frame_settings, with_overrides
 from crossvis.engine.runtime import export_onnx
 
 
@@ -27,9 +27,8 @@ def main(cfg: DictConfig) -> None:
     output = Path(cfg.output)
     require_writable_dir(output.parent, "output")
     module = load_checked_module(cfg.checkpoint, "cpu")
-    settings = with_overrides(module.cfg.inference, cfg.inference)
-    apply_detection_settings(module.model, settings.get("detection", {}))
-    metadata = export_onnx(module.model, output, int(cfg.opset))
+    settings = frame_settings(with_overrides(module.cfg.inference, cfg.inference))
+    metadata = export_onnx(module.model, output, settings.detection, int(cfg.opset))
     print(f"Wrote {output} (opset {cfg.opset}; graph settings {metadata['detection']})")
 
 

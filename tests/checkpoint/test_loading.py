@@ -35,9 +35,9 @@ def test_checkpoint_from_before_the_inference_group_gets_its_resize_and_tracker(
         path,
     )
     loaded = load_module(path)
-    assert OmegaConf.to_container(loaded.cfg.inference) == {
-        "short": 100,
-        "max_size": 180,
-        "tracker": {"match_threshold": 0.3, "scoring": "masktrack"},
-    }
+    inference = OmegaConf.to_container(loaded.cfg.inference)
+    assert (inference["short"], inference["max_size"]) == (100, 180)
+    assert inference["tracker"]["match_threshold"] == 0.3 and inference["tracker"]["scoring"] == "masktrack"
+    assert inference["tracker"]["association"] == "greedy"  # keys added since: the packaged defaults'
+    assert inference["detection"]["score_threshold"] == 0.05 and inference["precision"] == 32
     assert loaded.category_ids == [4, 7] and not loaded.training

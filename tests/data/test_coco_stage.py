@@ -19,9 +19,9 @@ from crossvis.engine.lightning_module import CrossVISModule
 from crossvis.engine.schedule import resolve_schedule
 from crossvis.modeling.crossvis import CrossVIS
 
-from helpers import TINY
+from helpers import TINY, post_processing, spec_of
 
-pytestmark = pytest.mark.filterwarnings("ignore:model.backbone.frozen_bn=true with random")
+pytestmark = pytest.mark.filterwarnings("ignore:backbone frozen_bn=true with random")
 
 SMALL_TRAIN = "data.transform.train_short=[96,128]"
 
@@ -61,8 +61,8 @@ def test_embedding_switch_removes_the_branch() -> None:
     """model.embedding.enabled=false: no embedding parameters, no L_id, no embeddings at inference;
     the state dict is the video model's minus exactly the embedding / identity-proxy keys."""
     torch.manual_seed(0)
-    coco = CrossVIS(train_cfg("experiment=coco_condinst").model, num_classes=4, num_identities=0)
-    video = CrossVIS(train_cfg().model, num_classes=4, num_identities=10)
+    coco = CrossVIS(spec_of(train_cfg("experiment=coco_condinst").model), num_classes=4, num_identities=0)
+    video = CrossVIS(spec_of(train_cfg().model), num_classes=4, num_identities=10)
     coco_keys, video_keys = set(coco.state_dict()), set(video.state_dict())
     new_in_video = video_keys - coco_keys
     assert coco_keys < video_keys
@@ -82,7 +82,7 @@ def test_embedding_switch_removes_the_branch() -> None:
     losses = coco.forward_train(images, torch.tensor([[[64, 96]], [[64, 96]]]), [[target], [target]])
     assert "loss_id" not in losses and losses["loss_cross"] == 0 and losses["loss_mask"] > 0
     coco.eval()
-    out = coco.forward_infer(images[0, 0], (64, 96))
+    out = coco.forward_infer(images[0, 0], (64, 96), post_processing())
     assert "embeddings" not in out and {"boxes", "masks", "scores", "labels"} <= set(out)
     with pytest.raises(ValueError, match="single images train CondInst only"):
         video.forward_train(images, torch.tensor([[[64, 96]], [[64, 96]]]), [[target], [target]])
@@ -153,7 +153,7 @@ def test_identity_loss_on_video_pairs_only(joint_cfg) -> None:
     dm = build_datamodule(cfg)
     dm.setup("fit")
     torch.manual_seed(0)
-    model = CrossVIS(cfg.model, dm.num_classes, dm.num_identities)
+    model = CrossVIS(spec_of(cfg.model), dm.num_classes, dm.num_identities)
     n_video = dm.train_dataset.counts["video"]
     coco_batch = collate_pairs([dm.train_dataset[(n_video + j, 0)] for j in range(2)])
     video_batch = collate_pairs([dm.train_dataset[(j, 0)] for j in range(2)])

@@ -10,16 +10,17 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+from crossvis.checkpoint.released import init_model
 from crossvis.conf import CONF_DIR
 from crossvis.evaluation.coco_eval import evaluate_coco
 from crossvis.modeling.crossvis import CrossVIS
 
-from helpers import TINY, run_module, train_args
+from helpers import TINY, run_module, spec_of, train_args
 
-pytestmark = pytest.mark.filterwarnings("ignore:model.backbone.frozen_bn=true with random")
+pytestmark = pytest.mark.filterwarnings("ignore:backbone frozen_bn=true with random")
 
 # The tiny model's train sizes; a low score threshold so that a few steps already give detections.
-COCO_ARGS = ["logger=csv", *TINY, "data.transform.train_short=[96,128]", "model.inference.score_threshold=0.001"]
+COCO_ARGS = ["logger=csv", *TINY, "data.transform.train_short=[96,128]", "inference.detection.score_threshold=0.001"]
 REINIT = ("head.cls_logits.", "embedding.", "identity_loss.")  # class logits (5 → 4 classes) and the new branch
 
 
@@ -65,9 +66,9 @@ def test_coco_checkpoint_initialises_the_video_model(coco_run: tuple[Path, str])
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
         cfg = compose("train", overrides=TINY)
     torch.manual_seed(0)
-    video = CrossVIS(cfg.model, num_classes=4, num_identities=30)
+    video = CrossVIS(spec_of(cfg.model), num_classes=4, num_identities=30)
     fresh = {k: v.clone() for k, v in video.state_dict().items()}
-    video.load_init(ckpt)
+    init_model(video, ckpt)
     for key, value in video.state_dict().items():
         if key.startswith(REINIT):
             torch.testing.assert_close(value, fresh[key], msg=f"{key} should keep its fresh initialisation")

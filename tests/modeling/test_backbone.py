@@ -5,21 +5,21 @@ from __future__ import annotations
 import pytest
 import timm
 import torch
+from omegaconf import OmegaConf
 from torchvision.ops import FrozenBatchNorm2d
 
 from crossvis.modeling.backbone import Backbone, BackboneFPN, pad_to_multiple
+from crossvis.modeling.specs import BackboneSpec, spec_from_dict
 
 from helpers import group_option
 
-pytestmark = pytest.mark.filterwarnings("ignore:model.backbone.frozen_bn=true with random")
+pytestmark = pytest.mark.filterwarnings("ignore:backbone frozen_bn=true with random")
 
 
-def backbone_cfg(name: str, **overrides):
-    cfg = group_option("model/backbone", name)
-    cfg.pretrained = False
-    for key, value in overrides.items():
-        cfg[key] = value
-    return cfg
+def backbone_cfg(name: str, **overrides) -> BackboneSpec:
+    """The settings of option ``name`` of model/backbone, without ImageNet weights, with ``overrides``."""
+    values = {**OmegaConf.to_container(group_option("model/backbone", name)), "pretrained": False, **overrides}
+    return spec_from_dict(BackboneSpec, values)
 
 
 def test_pad_to_multiple_pads_bottom_right_with_zeros():
@@ -172,7 +172,7 @@ def test_detectron2_resnet_input_is_bgr_minus_mean_with_std_one():
 
 def test_converted_block_computes_detectron2_bottleneck():
     """res3.0 of an MSRA checkpoint, loaded through the key table, equals a hand-written detectron2 block."""
-    from crossvis.modeling.released_weights import map_detectron2_key
+    from crossvis.checkpoint.released import map_detectron2_key
 
     torch.manual_seed(0)
     bb = Backbone(backbone_cfg("resnet50_d2")).eval()

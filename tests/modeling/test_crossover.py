@@ -10,9 +10,9 @@ from crossvis.modeling.crossover import crossover_loss
 from crossvis.modeling.crossvis import CrossVIS
 from crossvis.modeling.types import Positives
 
-from helpers import compose_tiny_model
+from helpers import tiny_spec
 
-pytestmark = pytest.mark.filterwarnings("ignore:model.backbone.frozen_bn=true with random")
+pytestmark = pytest.mark.filterwarnings("ignore:backbone frozen_bn=true with random")
 
 SOI = [64, 128, 256, 512, 1024]
 H, W = 6, 8  # stride-8 mask feature map; masks at stride 4 are 12 × 16
@@ -124,9 +124,8 @@ def test_model_with_identical_frames_has_cross_equal_to_mask_loss():
 
     One 64×64 pair: per position, P7's train-mode BatchNorm would see one value per channel.
     """
-    cfg = compose_tiny_model("bn_batches=joint")
     torch.manual_seed(0)
-    model = CrossVIS(cfg, num_classes=2, num_identities=4)
+    model = CrossVIS(tiny_spec("bn_batches=joint"), num_classes=2, num_identities=4)
     image = torch.rand(1, 1, 3, 64, 64) * 255
     masks = torch.zeros(2, 64, 64, dtype=torch.bool)
     masks[0, 10:16, 10:16] = True

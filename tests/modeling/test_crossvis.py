@@ -7,11 +7,12 @@ import torch
 from hydra import compose, initialize_config_dir
 
 import crossvis.modeling.crossvis as crossvis_module
+from crossvis.checkpoint.released import init_model
 from crossvis.modeling.crossvis import CrossVIS
 
-from helpers import MODEL_CONF, compose_tiny_model
+from helpers import MODEL_CONF, post_processing, tiny_spec
 
-pytestmark = pytest.mark.filterwarnings("ignore:model.backbone.frozen_bn=true with random")
+pytestmark = pytest.mark.filterwarnings("ignore:backbone frozen_bn=true with random")
 
 H, W = 64, 96
 
@@ -45,7 +46,7 @@ def test_default_config_keys():
     assert cfg.mask.max_proposals == 500 and list(cfg.mask.soi) == [64, 128, 256, 512, 1024]
     assert cfg.crossover.enabled and cfg.crossover.weight == 1.0
     assert (cfg.embedding.type, cfg.embedding.loss, cfg.embedding.dim) == ("global", "focal", 256)
-    inf = cfg.inference
+    inf = post_processing()  # inference.detection (conf/inference/default.yaml)
     assert (inf.score_threshold, inf.pre_nms_topk, inf.nms_threshold, inf.max_detections, inf.mask_threshold) == (
         0.05,
         1000,
@@ -61,9 +62,7 @@ def test_default_config_keys():
 @pytest.mark.parametrize("loss", ["focal", "ce"])
 def test_forward_train_losses_and_gradients(kind, loss):
     torch.manual_seed(0)
-    model = CrossVIS(
-        compose_tiny_model(f"embedding.type={kind}", f"embedding.loss={loss}"), num_classes=3, num_identities=4
-    )
+    model = CrossVIS(tiny_spec(f"embedding.type={kind}", f"embedding.loss={loss}"), num_classes=3, num_identities=4)
     losses = model.forward_train(*make_batch())
     assert set(losses) == {"loss_cls", "loss_box", "loss_ctr", "loss_mask", "loss_cross", "loss_id"}
     assert all(v.dim() == 0 and torch.isfinite(v) and v.item() > 0 for v in losses.values())
@@ -78,7 +77,7 @@ def test_forward_train_losses_and_gradients(kind, loss):
 
 def test_crossover_disabled_gives_zero():
     torch.manual_seed(0)
-    model = CrossVIS(compose_tiny_model("crossover.enabled=false"), num_classes=3, num_identities=4)
+    model = CrossVIS(tiny_spec("crossover.enabled=false"), num_classes=3, num_identities=4)
     assert model.forward_train(*make_batch())["loss_cross"].item() == 0.0
 
 
@@ -86,7 +85,7 @@ def test_crossover_weight_scales_the_loss():
     losses = {}
     for weight in (1.0, 0.5):
         torch.manual_seed(0)
-        model = CrossVIS(compose_tiny_model(f"crossover.weight={weight}"), num_classes=3, num_identities=4)
+        model = CrossVIS(tiny_spec(f"crossover.weight={weight}"), num_classes=3, num_identities=4)
         torch.manual_seed(1)
         batch = make_batch()
         torch.manual_seed(2)
@@ -95,7 +94,7 @@ def test_crossover_weight_scales_the_loss():
 
 
 def test_forward_train_rejects_bad_shapes():
-    model = CrossVIS(compose_tiny_model(), num_classes=3, num_identities=4)
+    model = CrossVIS(tiny_spec(), num_classes=3, num_identities=4)
     images, sizes, targets = make_batch(1)
     with pytest.raises(ValueError, match="multiples of 32"):
         model.forward_train(images[..., :60, :], sizes, targets)
@@ -112,12 +111,12 @@ def test_forward_infer_outputs(size, monkeypatch):
 
     monkeypatch.setattr(crossvis_module, "crossover_loss", no_crossover)
     torch.manual_seed(0)
-    model = CrossVIS(compose_tiny_model(), num_classes=3, num_identities=4).eval()
+    model = CrossVIS(tiny_spec(), num_classes=3, num_identities=4).eval()
     with torch.no_grad():
         model.head.cls_logits.bias.fill_(4.0)  # make every location a confident detection
     orig = (2 * size[0] + 1, 2 * size[1] - 3)
     image = torch.rand(3, *size) * 255
-    out = model.forward_infer(image, orig)
+    out = model.forward_infer(image, orig, post_processing())
     assert set(out) == {"boxes", "labels", "scores", "masks", "embeddings"}
     k = out["boxes"].shape[0]
     assert 0 < k <= 100
@@ -143,31 +142,31 @@ def test_forward_infer_outputs(size, monkeypatch):
 def test_reference_semantics_options_change_what_they_claim(override, changed, unchanged):
     def losses(*overrides):
         torch.manual_seed(0)
-        model = CrossVIS(compose_tiny_model(*overrides), num_classes=3, num_identities=4)
+        model = CrossVIS(tiny_spec(*overrides), num_classes=3, num_identities=4)
         torch.manual_seed(1)
         return model.forward_train(*make_batch())
 
     reference, option = losses(), losses(override)
     assert torch.allclose(reference[unchanged], option[unchanged])
     assert not torch.allclose(reference[changed], option[changed])
-    with pytest.raises(ValueError, match=override.split("=")[0].split(".")[-1] + "='bogus'"):  # its own argument
-        CrossVIS(compose_tiny_model(override.split("=")[0] + "=bogus"), num_classes=3, num_identities=4)
+    with pytest.raises(ValueError, match="model." + override.split("=")[0] + "='bogus'"):  # the config key
+        tiny_spec(override.split("=")[0] + "=bogus")
 
 
 def test_forward_infer_without_detections():
-    model = CrossVIS(compose_tiny_model("inference.score_threshold=1.0"), num_classes=3, num_identities=4).eval()
-    out = model.forward_infer(torch.rand(3, 64, 96) * 255, (120, 200))
+    model = CrossVIS(tiny_spec(), num_classes=3, num_identities=4).eval()
+    out = model.forward_infer(torch.rand(3, 64, 96) * 255, (120, 200), post_processing(score_threshold=1.0))
     assert out["boxes"].shape == (0, 4) and out["masks"].shape == (0, 120, 200) and out["embeddings"].shape == (0, 16)
 
 
 def test_load_init_from_lightning_checkpoint(tmp_path):
     torch.manual_seed(0)
-    source = CrossVIS(compose_tiny_model(), num_classes=5, num_identities=7)
+    source = CrossVIS(tiny_spec(), num_classes=5, num_identities=7)
     path = tmp_path / "last.ckpt"
     torch.save({"state_dict": {f"model.{k}": v for k, v in source.state_dict().items()}, "epoch": 3}, path)
     torch.manual_seed(1)
-    target = CrossVIS(compose_tiny_model(), num_classes=3, num_identities=4)
-    missing, unexpected = target.load_init(path)
+    target = CrossVIS(tiny_spec(), num_classes=3, num_identities=4)
+    missing, unexpected = init_model(target, path)
     assert set(missing) == {
         "head.cls_logits.weight",
         "head.cls_logits.bias",
@@ -180,9 +179,9 @@ def test_load_init_from_lightning_checkpoint(tmp_path):
 
     plain = tmp_path / "plain.pth"
     torch.save(source.state_dict(), plain)
-    assert CrossVIS(compose_tiny_model(), num_classes=5, num_identities=7).load_init(plain) == ([], [])
+    assert init_model(CrossVIS(tiny_spec(), num_classes=5, num_identities=7), plain) == ([], [])
     with pytest.raises(ValueError, match="^init_from: no such file"):
-        target.load_init(tmp_path / "nope.pth")
+        init_model(target, tmp_path / "nope.pth")
 
 
 def test_single_images_share_one_normaliser_over_the_batch():
@@ -197,7 +196,7 @@ def test_single_images_share_one_normaliser_over_the_batch():
     images, sizes, targets = make_batch(1)
     a, b = targets[0][0], {k: v[:1] for k, v in targets[0][1].items()}
     overrides = ("mask.max_proposals=100000", "crossover.enabled=false", "embedding.enabled=false")
-    model = CrossVIS(compose_tiny_model(*overrides), num_classes=3, num_identities=4).eval()
+    model = CrossVIS(tiny_spec(*overrides), num_classes=3, num_identities=4).eval()
     with torch.no_grad():
         model.head.cls_logits.bias.fill_(2.0)  # negatives dominate: the normaliser decides the value
         both = model.forward_train(images[0][:, None], sizes[0][:, None], [[a], [b]])
@@ -219,12 +218,10 @@ def test_per_frame_loss_normalisers_average_the_pair():
     images, sizes, targets = make_batch(1)
     a, b = targets[0]
     b = {k: v[:1] for k, v in b.items()}  # frame B has one instance, A two: different normalisers
-    per_frame = CrossVIS(compose_tiny_model("mask.max_proposals=100000"), num_classes=3, num_identities=4).eval()
+    per_frame = CrossVIS(tiny_spec("mask.max_proposals=100000"), num_classes=3, num_identities=4).eval()
     with torch.no_grad():
         per_frame.head.cls_logits.bias.fill_(2.0)  # negatives dominate: the normaliser decides the value
-    pair = CrossVIS(
-        compose_tiny_model("mask.max_proposals=100000", "loss_normalizer=pair"), num_classes=3, num_identities=4
-    )
+    pair = CrossVIS(tiny_spec("mask.max_proposals=100000", "loss_normalizer=pair"), num_classes=3, num_identities=4)
     pair.load_state_dict(per_frame.state_dict())
     pair.eval()
     with torch.no_grad():
@@ -236,8 +233,8 @@ def test_per_frame_loss_normalisers_average_the_pair():
         assert mixed[name].item() == pytest.approx((same_a[name].item() + same_b[name].item()) / 2, rel=1e-4), name
     # 18 and 9 positives, similar sums S: per frame (S/18 + S/9)/2 = S/12, one normaliser 2S/27 = S/13.5
     assert pooled["loss_cls"].item() < 0.95 * mixed["loss_cls"].item()
-    with pytest.raises(ValueError, match="^loss_normalizer: expected one of"):
-        CrossVIS(compose_tiny_model("loss_normalizer=frame"), num_classes=3, num_identities=4)
+    with pytest.raises(ValueError, match="^model.loss_normalizer='frame': expected one of"):
+        CrossVIS(tiny_spec("loss_normalizer=frame"), num_classes=3, num_identities=4)
 
 
 def test_bn_batches_per_position_normalises_key_and_reference_frames_apart():
@@ -252,8 +249,8 @@ def test_bn_batches_per_position_normalises_key_and_reference_frames_apart():
     torch.manual_seed(0)
     images, sizes, targets = make_batch()
     overrides = ("mask.max_proposals=100000", "crossover.enabled=false")
-    per_position = CrossVIS(compose_tiny_model(*overrides), num_classes=3, num_identities=4).train()
-    joint = CrossVIS(compose_tiny_model(*overrides, "bn_batches=joint"), num_classes=3, num_identities=4)
+    per_position = CrossVIS(tiny_spec(*overrides), num_classes=3, num_identities=4).train()
+    joint = CrossVIS(tiny_spec(*overrides, "bn_batches=joint"), num_classes=3, num_identities=4)
     joint.load_state_dict(per_position.state_dict())
     joint.train()
     feats: list[torch.Tensor] = []
@@ -278,5 +275,5 @@ def test_bn_batches_per_position_normalises_key_and_reference_frames_apart():
     assert (keys_per_position - pooled_feats[::2]).abs().max() > 1e-3  # the joint batch normalises otherwise
     expected = (from_keys["loss_mask"].item() + from_refs["loss_mask"].item()) / 2
     assert split["loss_mask"].item() == pytest.approx(expected, rel=1e-5)
-    with pytest.raises(ValueError, match="^bn_batches="):
-        CrossVIS(compose_tiny_model("bn_batches=pairs"), num_classes=3, num_identities=4)
+    with pytest.raises(ValueError, match="^model.bn_batches="):
+        CrossVIS(tiny_spec("bn_batches=pairs"), num_classes=3, num_identities=4)

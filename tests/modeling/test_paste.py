@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 import torch
@@ -11,7 +13,7 @@ from pycocotools import mask as mask_utils
 from crossvis.modeling.paste import AxisSampling, paste_masks, resize_window
 from crossvis.rle import encode_masks
 
-from helpers import compose_tiny_model
+from helpers import post_processing, tiny_spec
 
 # (input h, w) → (output H, W): integer ×2 as at 360p → 720p, non-integer up, and down.
 SIZES = [((36, 64), (72, 128)), ((36, 64), (50, 91)), ((40, 60), (17, 23))]
@@ -116,15 +118,16 @@ def test_online_path_gives_the_same_rles_and_tracks_as_the_straightforward_path(
     from crossvis.engine.inference import VideoInference
     from crossvis.modeling.crossvis import CrossVIS
 
-    cfg = compose_tiny_model("backbone.frozen_bn=false", "inference.score_threshold=0")
     torch.manual_seed(0)
-    model = CrossVIS(cfg, num_classes=3, num_identities=10).eval()
+    model = CrossVIS(tiny_spec("backbone.frozen_bn=false"), num_classes=3, num_identities=10).eval()
+    post = post_processing(score_threshold=0.0)
     model.head.controller.weight.data.mul_(10)  # random dynamic filters then give masks with boundaries
     rng = np.random.default_rng(0)
     frames = [rng.integers(0, 256, (90, 150, 3), dtype=np.uint8) for _ in range(3)]
 
     def run() -> list[dict]:
-        return VideoInference(model, 64, 112, {}, [1, 2, 3]).run_frames(7, frames)
+        frame_model = functools.partial(model.forward_infer, post=post)
+        return VideoInference(model, frame_model, 64, 112, {}, [1, 2, 3]).run_frames(7, frames)
 
     fast = run()
     partial = [

@@ -99,11 +99,11 @@ def track_split(model: MaskRCNN, datamodule: VISDataModule, cfg: DictConfig) -> 
 
     runner = VideoInference(
         model,
+        detect,
         t.short,
         t.max_size,
         {},
         category_ids,
-        frame_model=detect,
         new_tracker=lambda: MaskIoUTracker(cfg.tracker.match_iou),
     )
     results = []

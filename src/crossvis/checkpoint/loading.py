@@ -12,6 +12,15 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
+from crossvis.checkpoint.released import (
+    CheckpointError,
+    SourceCheckpoint,
+    backbone_for,
+    init_model,
+    mismatch_error,
+    plan_init,
+    read_weights,
+)
 from crossvis.checkpoint.training_state import CHECKPOINT_EXPECTED
 from crossvis.cli import require_file
 from crossvis.conf import CONF_DIR
@@ -19,14 +28,6 @@ from crossvis.data.ytvis import Category
 from crossvis.engine.lightning_module import CrossVISModule, build_model
 from crossvis.errors import InputFormatError, UserError
 from crossvis.io import atomic_path
-from crossvis.modeling.released_weights import (
-    CheckpointError,
-    SourceCheckpoint,
-    backbone_for,
-    mismatch_error,
-    plan_init,
-    read_weights,
-)
 
 # Test-time resize of the public CrossVIS configs (INPUT.MIN_SIZE_TEST, INPUT.MAX_SIZE_TEST): released
 # files carry no config, and conf/train.yaml's default data (synthetic) would resize to 192 / 320.
@@ -90,8 +91,8 @@ def load_module(
     backbone of the file's depth and the test-time resize of ``data``, class and identity counts
     from the file, and category names/ids from ``categories`` (those of the split to evaluate;
     generic names without them). Every model tensor must load (re-initialised: only a CondInst
-    file's embedding branch). The module's ``cfg.inference`` holds its test-time settings (checkpoints
-    written before the ``inference`` group get them from their ``data.transform`` and ``tracker``).
+    file's embedding branch). The module's ``cfg.inference`` holds its test-time settings
+    (:func:`crossvis.engine.run_config.upgrade_run_config` for checkpoints of earlier versions).
     """
     path = Path(checkpoint)
     if not path.is_file():
@@ -113,19 +114,12 @@ def load_module(
                 )
             names, ids = [c.name for c in categories], [c.id for c in categories]
         module = CrossVISModule(cfg, num_classes, num_identities, names, ids)
-        reinitialised, unused = module.model.load_init(path, strict=True)  # unmatched keys raise
+        reinitialised, unused = init_model(module.model, path, strict=True)  # unmatched keys raise
         print(
             f"Loaded {path} ({source.origin}): no model tensor unmatched, {len(reinitialised)} re-initialised; "
             f"file keys unused: {', '.join(unused) or 'none'}"
         )
         module.to(torch.device(device))
-    if "inference" not in module.cfg:  # written before conf/inference existed
-        transform = module.cfg.data.transform
-        module.cfg.inference = {
-            "short": transform.short,
-            "max_size": transform.max_size,
-            "tracker": module.cfg.get("tracker") or {},
-        }
     return module.eval()
 
 

@@ -1,7 +1,7 @@
 """Lightning training checkpoints: written atomically, ``last.ckpt`` on a step interval, checked when read.
 
 (Model weights from other code bases, detectron2 / AdelaiDet / the authors' CrossVIS, are read and
-mapped by :mod:`crossvis.modeling.released_weights`.)
+mapped by :mod:`crossvis.checkpoint.released`.)
 
 - :class:`AtomicCheckpointIO` writes every checkpoint to a temporary file beside it and renames
   it into place, so a run killed mid-write leaves the previous checkpoint intact.

@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader, Dataset
 from crossvis.data.sampler import EpochSampler, FramePairDataset
 from crossvis.data.transforms import DEFAULT_MULTISCALE, PairTransform
 from crossvis.data.ytvis import VISDataset, VISFormatError, load_vis, subset_raw, vis_from_dict
-from crossvis.errors import config_keys
+from crossvis.errors import config_node
 from crossvis.io import read_json, write_json_atomic
 
 VALIDATE_ON = ("official", "holdout")
@@ -178,7 +178,7 @@ class VISDataModule(pl.LightningDataModule):
             multiscale=bool(t.get("multiscale", False)),
             scales=t.get("scales") or DEFAULT_MULTISCALE,
         )
-        with config_keys({"T": "data.sampler.T"}):
+        with config_node("data.sampler"):
             self.train_dataset = FramePairDataset(train, cfg.sampler.T, transform, seed=self.seed)
 
     def write_split(self, path: str | Path) -> None:

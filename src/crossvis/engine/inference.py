@@ -12,9 +12,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from crossvis.data.transforms import load_frame_rgb, preprocess_for_inference
-from crossvis.engine.runtime import FrameModel, Runtime
-from crossvis.errors import ConfigError
+from crossvis.engine.runtime import FrameModel, FrameSettings, Runtime
+from crossvis.errors import ConfigError, config_node
 from crossvis.modeling.crossvis import CrossVIS
+from crossvis.modeling.specs import spec_from_dict
 from crossvis.tracking import OnlineTracker, Tracker
 
 # Called after each frame with (frame index, RGB frame, detections, track id per detection;
@@ -31,17 +32,10 @@ def with_overrides(stored: DictConfig | dict, overrides: DictConfig | dict | Non
     return merged
 
 
-def apply_detection_settings(model: CrossVIS, detection: DictConfig | dict) -> None:
-    """Set the model's per-frame post-processing (``model.inference.*``) from ``inference.detection``.
-
-    Checkpoints from before the ``detection`` node have none: the model keeps its own values.
-    """
-    for key, value in dict(detection).items():
-        if key not in model.cfg.inference:
-            raise ConfigError(
-                f"inference.detection: unknown setting {key!r}; expected one of {sorted(model.cfg.inference)}"
-            )
-        model.cfg.inference[key] = value
+def frame_settings(cfg_inference: DictConfig | dict) -> FrameSettings:
+    """How each frame is run: ``inference.detection``, ``inference.precision``, ``inference.channels_last``."""
+    with config_node("inference"):
+        return spec_from_dict(FrameSettings, _plain(cfg_inference), ignore=("short", "max_size", "tracker"))
 
 
 def _plain(cfg: DictConfig | dict) -> dict:
@@ -74,19 +68,20 @@ class VideoInference:
 
     def __init__(
         self,
-        model: CrossVIS,
+        model: torch.nn.Module,
+        frame_model: FrameModel,
         short: int,
         max_size: int,
         tracker_cfg: DictConfig | dict,
         category_ids: Sequence[int],
-        frame_model: FrameModel | None = None,
         new_tracker: Callable[[], Tracker] | None = None,
     ) -> None:
-        """``frame_model`` (image, frame size) -> detections: default the model's ``forward_infer``;
-        ``new_tracker`` gives each video a fresh tracker: default the CrossVIS tracker of ``tracker_cfg``."""
+        """``frame_model`` (image, frame size) -> detections runs ``model`` (which is put in eval mode and
+        gives the device); ``new_tracker`` gives each video a fresh tracker: default the CrossVIS tracker
+        of ``tracker_cfg``."""
         self.model = model
-        # The seam between runtimes: PyTorch eager (the model's forward_infer) or ONNX Runtime (crossvis.engine.runtime).
-        self.frame_model = frame_model or model.forward_infer
+        # The seam between runtimes: PyTorch eager or ONNX Runtime (crossvis.engine.runtime).
+        self.frame_model = frame_model
         self.short = int(short)
         self.max_size = int(max_size)
         self.tracker_cfg = dict(tracker_cfg)
@@ -113,9 +108,8 @@ class VideoInference:
                 "video inference tracks with embeddings: model.embedding.enabled=false suits data=coco only"
             )
         cfg = with_overrides(cfg_inference, overrides)
-        apply_detection_settings(model, cfg.get("detection", {}))
-        frame_model = (runtime or Runtime()).frame_model(model)  # after the settings: ONNX checks them
-        return cls(model, cfg.short, cfg.max_size, cfg.tracker, category_ids, frame_model)
+        frame_model = (runtime or Runtime()).frame_model(model, frame_settings(cfg))
+        return cls(model, frame_model, cfg.short, cfg.max_size, cfg.tracker, category_ids)
 
     @torch.inference_mode()
     def run_frames(

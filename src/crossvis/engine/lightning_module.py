@@ -15,10 +15,13 @@ from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities import rank_zero_info
 from torch import nn
 
-from crossvis.engine.inference import VideoInference
+from crossvis.data.transforms import load_frame_rgb, preprocess_for_inference
+from crossvis.engine.inference import VideoInference, frame_settings
+from crossvis.engine.run_config import model_spec, upgrade_run_config
+from crossvis.engine.runtime import Runtime
 from crossvis.engine.schedule import Schedule, WarmupMultiStepLR, global_batch, resolve_schedule
-from crossvis.errors import config_keys
-from crossvis.evaluation.coco_eval import evaluate_coco, image_results
+from crossvis.errors import config_node
+from crossvis.evaluation.coco_eval import detections_to_coco, evaluate_coco
 from crossvis.evaluation.metric import evaluate as evaluate_results
 from crossvis.io import write_json_atomic
 from crossvis.modeling.crossvis import CrossVIS
@@ -26,26 +29,6 @@ from crossvis.visualize import draw_tracks
 
 LOSS_NAMES = ("loss_cls", "loss_box", "loss_ctr", "loss_mask", "loss_cross", "loss_id")
 VAL_METRICS = ("AP", "AP50", "AP75", "AR1", "AR10")
-# The model's arguments (crossvis.modeling) as config keys, for its errors (ArgumentError → ConfigError).
-MODEL_CONFIG_KEYS = {
-    "loss_normalizer": "model.loss_normalizer",
-    "upsample": "model.upsample",
-    "box_loss": "model.fcos.box_loss",
-    "sizes_of_interest": "model.fcos.sizes_of_interest",
-    "kind": "model.embedding.type",
-    "loss": "model.embedding.loss",
-    "normalizer": "model.embedding.normalizer",
-    "bn_batches": "model.bn_batches",
-    "precision": "model.inference.precision",
-    "init_from": "model.init_from",
-    # the backbone's settings (crossvis.modeling.backbone)
-    "name": "model.backbone.name",
-    "checkpoint": "model.backbone.checkpoint",
-    "pretrained": "model.backbone.pretrained",
-    "freeze_at": "model.backbone.freeze_at",
-    "stride_in_1x1": "model.backbone.stride_in_1x1",
-    "input_format": "model.backbone.input_format",
-}
 NUM_PREVIEWS = 3  # frames of the first validation video drawn with their tracks for W&B
 # detectron2's norm_module_types (solver/build.py): no weight decay on them (WEIGHT_DECAY_NORM = 0).
 NORM_TYPES = (
@@ -62,10 +45,15 @@ NORM_TYPES = (
 )
 
 
-def build_model(cfg_model: DictConfig, num_classes: int, num_identities: int) -> CrossVIS:
-    """``CrossVIS`` from the ``model`` config; an error about one of its arguments names the config key."""
-    with config_keys(MODEL_CONFIG_KEYS):
-        return CrossVIS(cfg_model, num_classes=num_classes, num_identities=num_identities)
+def build_model(cfg_model: DictConfig | dict, num_classes: int, num_identities: int) -> CrossVIS:
+    """``CrossVIS`` from the ``model`` config; an error about one of its settings names the config key."""
+    spec = model_spec(_plain(cfg_model))
+    with config_node("model"):
+        return CrossVIS(spec, num_classes=num_classes, num_identities=num_identities)
+
+
+def _plain(cfg: DictConfig | dict) -> dict:
+    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
 
 
 class CrossVISModule(pl.LightningModule):
@@ -89,10 +77,11 @@ class CrossVISModule(pl.LightningModule):
         ("vis": video tracking, "coco": per-image detections + COCOeval) describe the validation
         data of a training run; they are not hyper-parameters (a loaded checkpoint has neither)."""
         super().__init__()
-        cfg = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg)
+        cfg = OmegaConf.create(upgrade_run_config(_plain(cfg)))
+        frame_settings(cfg.inference)  # a bad inference setting fails now, not at the first validation
         self.save_hyperparameters(
             {
-                "cfg": OmegaConf.to_container(cfg, resolve=True),
+                "cfg": OmegaConf.to_container(cfg),
                 "num_classes": num_classes,
                 "num_identities": num_identities,
                 "category_names": list(category_names),
@@ -156,12 +145,17 @@ class CrossVISModule(pl.LightningModule):
             else VideoInference.from_config(self.cfg.inference, self.model, self.category_ids)
         )
 
+    @torch.no_grad()
+    def _image_results(self, image_id: int, path: str) -> list[dict]:
+        """Detections of one COCO image file as COCO results, at the test-time resize."""
+        frame_model = Runtime().frame_model(self.model, frame_settings(self.cfg.inference))
+        image = load_frame_rgb(path)
+        tensor = preprocess_for_inference(image, self.cfg.inference.short, self.cfg.inference.max_size)
+        return detections_to_coco(image_id, frame_model(tensor.to(self.device), image.shape[:2]), self.category_ids)
+
     def validation_step(self, video: dict[str, Any], batch_idx: int) -> None:
         if self._inference is None:  # a COCO image
-            resize = self.cfg.inference
-            self._val_results[video["image_id"]] = image_results(
-                self.model, video["image_id"], video["path"], resize.short, resize.max_size, self.category_ids
-            )
+            self._val_results[video["image_id"]] = self._image_results(video["image_id"], video["path"])
             return
         video_id = video["video_id"]
         wants_previews = batch_idx == 0 and isinstance(self.logger, WandbLogger)

@@ -13,6 +13,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities import rank_zero_info
 
+from crossvis.checkpoint.released import init_model
 from crossvis.checkpoint.training_state import (
     AtomicCheckpointIO,
     LastCheckpoint,
@@ -24,10 +25,10 @@ from crossvis.checkpoint.training_state import (
 from crossvis.cli import require_writable_dir
 from crossvis.data.coco_datamodule import build_datamodule
 from crossvis.data.datamodule import VISDataModule, official_split
-from crossvis.engine.lightning_module import MODEL_CONFIG_KEYS, CrossVISModule
+from crossvis.engine.lightning_module import CrossVISModule
 from crossvis.engine.schedule import set_training_length
 from crossvis.engine.splits import evaluate_split
-from crossvis.errors import ConfigError, config_keys
+from crossvis.errors import ConfigError, config_node
 from crossvis.io import write_json_atomic
 
 WANDB_RUN_ID_KEY = "wandb_run_id"
@@ -123,8 +124,8 @@ def train(cfg: DictConfig) -> tuple[pl.Trainer, CrossVISModule, Path]:
         val_format=datamodule.val_format,
     )
     if cfg.model.init_from:
-        with config_keys(MODEL_CONFIG_KEYS):
-            missing, unexpected = module.model.load_init(cfg.model.init_from)
+        with config_node("model"):
+            missing, unexpected = init_model(module.model, cfg.model.init_from, bool(cfg.model.init_strict))
         rank_zero_info(
             f"Initialised from {cfg.model.init_from}: {len(missing)} missing keys {missing}, "
             f"{len(unexpected)} unexpected keys {unexpected}"

@@ -11,14 +11,12 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
-from pathlib import Path
 
 import numpy as np
 import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from crossvis.data.transforms import load_frame_rgb, preprocess_for_inference
 from crossvis.rle import encode_masks
 
 # COCOeval.stats indices → metric suffix
@@ -43,16 +41,6 @@ def detections_to_coco(image_id: int, detections: dict[str, torch.Tensor], categ
             }
         )
     return results
-
-
-@torch.no_grad()
-def image_results(
-    model: torch.nn.Module, image_id: int, path: str | Path, short: int, max_size: int, category_ids: list[int]
-) -> list[dict]:
-    """Detections of one image file as COCO results (test resize ``short`` / ``max_size``)."""
-    image = load_frame_rgb(path)
-    tensor = preprocess_for_inference(image, short, max_size).to(next(model.parameters()).device)
-    return detections_to_coco(image_id, model.forward_infer(tensor, image.shape[:2]), category_ids)
 
 
 def evaluate_coco(ground_truth: dict, results: list[dict], verbose: bool = True) -> dict[str, float]:

@@ -9,11 +9,11 @@ from typing import Any
 import timm
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig
 from timm.layers import freeze_batch_norm_2d
 from torch import Tensor, nn
 
 from crossvis.errors import ArgumentError
+from crossvis.modeling.specs import BackboneSpec
 
 BACKBONE_STRIDES = (8, 16, 32)
 FPN_STRIDES = (8, 16, 32, 64, 128)
@@ -31,28 +31,28 @@ def pad_to_multiple(images: Tensor, divisor: int = 32) -> Tensor:
     return F.pad(images, (0, pad_w, 0, pad_h))
 
 
-def _create_timm(cfg: DictConfig) -> nn.Module:
+def _create_timm(spec: BackboneSpec) -> nn.Module:
     """Build the timm feature extractor; ``checkpoint`` (local timm state dict) wins over ``pretrained``."""
     kwargs: dict[str, Any] = dict(features_only=True, out_indices=(-3, -2, -1))
-    if cfg.get("checkpoint"):
-        path = Path(cfg.checkpoint).expanduser()
+    if spec.checkpoint:
+        path = Path(spec.checkpoint).expanduser()
         if not path.is_file():
-            raise ArgumentError("checkpoint", f": no such file {path} (expected a timm state dict for {cfg.name!r})")
+            raise ArgumentError("checkpoint", f": no such file {path} (expected a timm state dict for {spec.name!r})")
         kwargs.update(pretrained=True, pretrained_cfg_overlay=dict(file=str(path)))
     else:
-        kwargs.update(pretrained=bool(cfg.pretrained))
+        kwargs.update(pretrained=bool(spec.pretrained))
     try:
-        model = timm.create_model(cfg.name, **kwargs)
+        model = timm.create_model(spec.name, **kwargs)
     except OSError as error:  # no network / no cached weights: say which switch to flip
         raise ArgumentError(
             "pretrained",
-            f"=true: could not fetch timm ImageNet weights for {cfg.name!r} ({error}). Without internet, set "
+            f"=true: could not fetch timm ImageNet weights for {spec.name!r} ({error}). Without internet, set "
             "pretrained=false or checkpoint=PATH (or initialise the whole model from a COCO CondInst checkpoint).",
         ) from error
     if tuple(model.feature_info.reduction()) != BACKBONE_STRIDES:
         raise ArgumentError(
             "name",
-            f"={cfg.name!r}: last three feature strides are {model.feature_info.reduction()}, "
+            f"={spec.name!r}: last three feature strides are {model.feature_info.reduction()}, "
             f"expected {list(BACKBONE_STRIDES)}",
         )
     return model
@@ -102,23 +102,16 @@ class Backbone(nn.Module):
     detectron2's ``ImageList.from_tensors``.
     """
 
-    def __init__(self, cfg: DictConfig) -> None:
+    def __init__(self, spec: BackboneSpec) -> None:
         super().__init__()
-        stride_in_1x1 = bool(cfg.get("stride_in_1x1", False))
-        if stride_in_1x1 and (cfg.pretrained or cfg.get("checkpoint")):
-            raise ArgumentError(
-                "stride_in_1x1",
-                f"=true ({cfg.name}) computes detectron2's MSRA ResNet: timm ImageNet weights do not fit it; set "
-                "pretrained=false and initialise the model from a detectron2/AdelaiDet checkpoint",
-            )
-        body = _create_timm(cfg)
-        if stride_in_1x1:
+        body = _create_timm(spec)
+        if spec.stride_in_1x1:
             move_stride_to_1x1(body)
-        _freeze_stages(body, int(cfg.freeze_at), cfg.name)
-        if cfg.frozen_bn:
-            if not (cfg.pretrained or cfg.get("checkpoint") or stride_in_1x1):
+        _freeze_stages(body, spec.freeze_at, spec.name)
+        if spec.frozen_bn:
+            if not (spec.pretrained or spec.checkpoint or spec.stride_in_1x1):
                 warnings.warn(
-                    f"backbone frozen_bn=true with random {cfg.name} weights: BatchNorm stays at its init "
+                    f"backbone frozen_bn=true with random {spec.name} weights: BatchNorm stays at its init "
                     "(timm zero-initialises the last BN of ResNet blocks, so those branches never train); "
                     "set frozen_bn=false to train a backbone from scratch",
                     stacklevel=2,
@@ -126,10 +119,8 @@ class Backbone(nn.Module):
             body = freeze_batch_norm_2d(body)
         self.body = body
         self.out_channels: list[int] = list(body.feature_info.channels())
-        self.input_format = str(cfg.get("input_format", "RGB")).upper()
-        if self.input_format not in ("RGB", "BGR"):
-            raise ArgumentError("input_format", f"={self.input_format!r}: expected RGB or BGR")
-        mean, std = cfg.get("pixel_mean"), cfg.get("pixel_std")  # 0..255 scale, in input_format order
+        self.input_format = spec.input_format.upper()
+        mean, std = spec.pixel_mean, spec.pixel_std  # 0..255 scale, in input_format order
         timm_scale = torch.tensor(255.0)
         mean = torch.tensor(list(mean)) if mean is not None else torch.tensor(body.pretrained_cfg["mean"]) * timm_scale
         std = torch.tensor(list(std)) if std is not None else torch.tensor(body.pretrained_cfg["std"]) * timm_scale
@@ -189,9 +180,9 @@ class BackboneFPN(nn.Module):
     gradient into backbone+FPN (the public CrossVIS code's 0.1× rule).
     """
 
-    def __init__(self, cfg_backbone: DictConfig, channels: int, grad_scale: float) -> None:
+    def __init__(self, backbone: BackboneSpec, channels: int, grad_scale: float) -> None:
         super().__init__()
-        self.backbone = Backbone(cfg_backbone)
+        self.backbone = Backbone(backbone)
         self.fpn = FPN(self.backbone.out_channels, channels)
         self.grad_scale = float(grad_scale)
 

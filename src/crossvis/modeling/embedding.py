@@ -15,14 +15,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import sigmoid_focal_loss
 
-from crossvis.errors import ArgumentError
+from crossvis.errors import check_choice
 from crossvis.modeling.distributed import positive_normalizer
 from crossvis.modeling.layers import conv_gn_tower
+from crossvis.modeling.specs import EMBEDDING_LOSSES, EMBEDDING_TYPES, IDENTITY_NORMALIZERS
 from crossvis.modeling.types import Positives, flatten_levels
-
-EMBEDDING_TYPES = ("global", "pairwise")
-EMBEDDING_LOSSES = ("focal", "ce")
-IDENTITY_NORMALIZERS = ("local", "all_reduce")
 
 
 def cosine_logit_scale(num_classes: Tensor | int) -> Tensor:
@@ -68,12 +65,9 @@ class IdentityLoss(nn.Module):
         """``normalizer``: ``local`` divides by this process's positives (public code), ``all_reduce`` by
         their mean over the ranks (as the detection losses)."""
         super().__init__()
-        if kind not in EMBEDDING_TYPES:
-            raise ArgumentError("kind", f"={kind!r}: expected one of {EMBEDDING_TYPES}")
-        if loss not in EMBEDDING_LOSSES:
-            raise ArgumentError("loss", f"={loss!r}: expected one of {EMBEDDING_LOSSES}")
-        if normalizer not in IDENTITY_NORMALIZERS:
-            raise ArgumentError("normalizer", f"={normalizer!r}: expected one of {IDENTITY_NORMALIZERS}")
+        check_choice("kind", kind, EMBEDDING_TYPES)
+        check_choice("loss", loss, EMBEDDING_LOSSES)
+        check_choice("normalizer", normalizer, IDENTITY_NORMALIZERS)
         if kind == "global" and num_identities < 1:
             raise ValueError(f"num_identities={num_identities}: the global embedding needs at least one identity")
         self.kind, self.loss, self.alpha, self.gamma = kind, loss, alpha, gamma

@@ -13,9 +13,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import batched_nms, clip_boxes_to_image, generalized_box_iou_loss, sigmoid_focal_loss
 
-from crossvis.errors import ArgumentError
+from crossvis.errors import ArgumentError, check_choice
 from crossvis.modeling.distributed import mean_across_ranks, positive_normalizer
 from crossvis.modeling.layers import conv_gn_tower
+from crossvis.modeling.specs import BOX_LOSSES
 from crossvis.modeling.types import HeadOutputs, Positives, PyramidLocations, flatten_levels
 
 
@@ -165,9 +166,6 @@ def centerness_target(ltrb: Tensor) -> Tensor:
     return ratio.clamp(min=0).sqrt()
 
 
-BOX_LOSSES = ("iou_plus1", "giou_pixels")
-
-
 def ltrb_giou_loss(pred: Tensor, target: Tensor) -> Tensor:
     """AdelaiDet's box loss ``1 − giou`` per location on (l, t, r, b) distances ``[P, 4]``.
 
@@ -200,6 +198,7 @@ def detection_losses(
     otherwise matters for boxes of a few stride units).
     """
     num_classes = outputs.cls_logits.shape[-1]
+    check_choice("box_loss", box_loss, BOX_LOSSES)
     pos = labels < num_classes
     num_pos = positive_normalizer(pos.sum(), labels.device)
     onehot = F.one_hot(labels, num_classes + 1)[..., :num_classes].to(outputs.cls_logits.dtype)
@@ -211,13 +210,11 @@ def detection_losses(
     if box_loss == "iou_plus1":
         strides = locations.strides.expand(labels.shape[0], -1)[pos][:, None]
         per_box = ltrb_giou_loss(outputs.box_reg[pos] / strides, target_ltrb / strides)  # stride 2^k: exact
-    elif box_loss == "giou_pixels":
+    else:
         points = locations.points.expand(labels.shape[0], -1, -1)[pos]
         per_box = generalized_box_iou_loss(
             ltrb_to_boxes(points, outputs.box_reg[pos]), ltrb_to_boxes(points, target_ltrb), reduction="none"
         )
-    else:
-        raise ArgumentError("box_loss", f"={box_loss!r}: expected one of {BOX_LOSSES}")
     loss_box = (per_box * ctr_target).sum() / ctr_norm
     loss_ctr = F.binary_cross_entropy_with_logits(outputs.ctr_logits[pos], ctr_target, reduction="sum") / num_pos
     return {"loss_cls": loss_cls, "loss_box": loss_box, "loss_ctr": loss_ctr}

@@ -7,9 +7,8 @@ import math
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from crossvis.errors import ArgumentError
-
-UPSAMPLE_MODES = ("aligned_bilinear", "pixel_center")
+from crossvis.errors import check_choice
+from crossvis.modeling.specs import UPSAMPLE_MODES
 
 
 def _num_groups(channels: int) -> int:
@@ -55,8 +54,7 @@ def upsample(x: Tensor, factor: int, mode: str = "aligned_bilinear") -> Tensor:
     ``stride//2 + k*stride`` of :func:`grid_points` in place: output j of stride s/f lands exactly at
     image point (s/f)(j + 1/2). Geometrically cleaner, but not what released weights were trained with.
     """
+    check_choice("mode", mode, UPSAMPLE_MODES)
     if mode == "aligned_bilinear":
         return aligned_bilinear(x, factor)
-    if mode == "pixel_center":
-        return F.interpolate(x, scale_factor=factor, mode="bilinear", align_corners=False)
-    raise ArgumentError("mode", f"={mode!r}: expected one of {UPSAMPLE_MODES}")
+    return F.interpolate(x, scale_factor=factor, mode="bilinear", align_corners=False)

@@ -1,6 +1,6 @@
 """Checkpoints from detectron2 / AdelaiDet (CondInst) and the authors' CrossVIS fork, mapped to this model.
 
-One key table (detectron2 / AdelaiDet / CrossVIS names → ours) serves ``model.init_from`` (:meth:`CrossVIS.load_init`),
+One key table (detectron2 / AdelaiDet / CrossVIS names → ours) serves ``model.init_from`` (:func:`init_model`),
 ``python -m crossvis.convert`` and ``crossvis.evaluate checkpoint=PATH`` on released weights.
 
 Formats read: this project's Lightning checkpoints (``state_dict`` with ``model.`` keys), its bare
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import pickle
 import re
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from crossvis.errors import InputFormatError
+from crossvis.errors import ArgumentError, InputFormatError
+from crossvis.modeling.crossvis import CrossVIS
 
 OWN = "crossvis"  # this project's own files
 CONDINST = "condinst"  # AdelaiDet CondInst (COCO): no embedding branch, no identity proxies
@@ -281,3 +283,36 @@ def mismatch_error(
     if plan.surplus:
         counts.append(f"{len(plan.surplus)} file tensors have no place in the model")
     return CheckpointError(source.path, " and ".join(counts) + f"{hint}:", describe_mismatch(plan, source, target))
+
+
+def init_model(model: CrossVIS, path: str | Path, strict: bool = True) -> tuple[list[str], list[str]]:
+    """Initialise ``model`` from any checkpoint :func:`read_weights` reads (``model.init_from``).
+
+    Every model tensor must find a same-shape counterpart, except the expected re-inits (class
+    logits when the class count differs, identity proxies when M differs, the embedding branch
+    from a CondInst file), and every file tensor of the key table must find its place.
+    Otherwise a :class:`CheckpointError` lists the keys; with ``strict`` false
+    (``model.init_strict=false``) that becomes a warning. A detectron2-format file needs the
+    detectron2 backbone (``model/backbone=resnet50_d2`` or ``resnet101_d2``).
+    Returns (re-initialised keys, file keys left unused).
+    """
+    if not Path(path).expanduser().is_file():
+        raise ArgumentError("init_from", f": no such file {path}")
+    source = read_weights(path)
+    backbone = model.spec.backbone
+    if source.is_detectron2 and (not backbone.stride_in_1x1 or f"{backbone.name}_d2" != backbone_for(source)):
+        raise CheckpointError(
+            source.path,
+            f"is a detectron2/AdelaiDet {source.origin} checkpoint for {backbone_for(source)} (MSRA ResNet: BGR "
+            f"input, stride in the 1x1 conv) but the model has model.backbone.name={backbone.name}, "
+            f"stride_in_1x1={str(backbone.stride_in_1x1).lower()}; use model/backbone={backbone_for(source)}",
+        )
+    target = model.state_dict()
+    plan = plan_init(source, target)
+    if not plan.complete:
+        error = mismatch_error(plan, source, target, " (init_strict=false to proceed)")
+        if strict:
+            raise error
+        warnings.warn(str(error), stacklevel=2)
+    model.load_state_dict(plan.loaded, strict=False)
+    return list(plan.reinitialised) + plan.unmatched, plan.unused

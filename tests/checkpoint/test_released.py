@@ -12,22 +12,23 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from crossvis.checkpoint.loading import load_module
-from crossvis.conf import CONF_DIR
-from crossvis.convert import main as convert_main
-from crossvis.data.ytvis import load_vis
-from crossvis.modeling.crossvis import CrossVIS
-from crossvis.modeling.released_weights import (
+from crossvis.checkpoint.released import (
     CONDINST,
     CROSSVIS_FORK,
     CheckpointError,
     backbone_for,
+    init_model,
     map_detectron2_key,
     plan_init,
     read_weights,
 )
+from crossvis.conf import CONF_DIR
+from crossvis.convert import main as convert_main
+from crossvis.data.ytvis import load_vis
+from crossvis.modeling.crossvis import CrossVIS
 
 from adelaidet_keys import R101_BLOCKS, condinst_keys, crossvis_extras
-from helpers import last_json_line, run_module
+from helpers import last_json_line, run_module, spec_of
 
 
 def d2_model_cfg(*overrides: str) -> DictConfig:
@@ -74,7 +75,7 @@ def crossvis_state() -> dict[str, torch.Tensor]:
 
 @pytest.fixture(scope="module")
 def model_80() -> CrossVIS:
-    return CrossVIS(d2_model_cfg(), num_classes=80, num_identities=5)
+    return CrossVIS(spec_of(d2_model_cfg()), num_classes=80, num_identities=5)
 
 
 def test_every_adelaidet_key_has_a_model_counterpart_of_the_same_shape(condinst_state, model_80, tmp_path):
@@ -110,8 +111,8 @@ def test_crossvis_fork_checkpoint_loads_completely_and_reports_reinits(crossvis_
     torch.save(crossvis_state, path)  # bare state dict
     source = read_weights(path)
     assert source.origin == CROSSVIS_FORK
-    model = CrossVIS(d2_model_cfg(), num_classes=40, num_identities=3774)
-    reinit, unused = model.load_init(path)
+    model = CrossVIS(spec_of(d2_model_cfg()), num_classes=40, num_identities=3774)
+    reinit, unused = init_model(model, path)
     assert reinit == [] and sorted(unused) == ["mask_head._iter", "mask_head.sizes_of_interest"]
     state = model.state_dict()
     for key, value in source.tensors.items():
@@ -121,8 +122,8 @@ def test_crossvis_fork_checkpoint_loads_completely_and_reports_reinits(crossvis_
         model.embedding.pred_bn.running_var, crossvis_state["proposal_generator.fcos_head.reid_pred_bn.running_var"]
     )
 
-    other = CrossVIS(d2_model_cfg(), num_classes=3, num_identities=10)
-    reinit, _ = other.load_init(path)
+    other = CrossVIS(spec_of(d2_model_cfg()), num_classes=3, num_identities=10)
+    reinit, _ = init_model(other, path)
     assert sorted(reinit) == [
         "head.cls_logits.bias",
         "head.cls_logits.weight",
@@ -149,11 +150,11 @@ def test_strict_init_fails_listing_unmatched_keys_and_can_be_relaxed(condinst_st
     del broken["backbone.bottom_up.res4.5.conv2.weight"]
     broken["backbone.fpn_lateral3.weight"] = torch.zeros(256, 256, 1, 1)  # wrong shape (C3 has 512 channels)
     path = tmp_path / "broken.pth"
-    model = CrossVIS(d2_model_cfg(), num_classes=80, num_identities=5)
+    model = CrossVIS(spec_of(d2_model_cfg()), num_classes=80, num_identities=5)
     broken["proposal_generator.fcos_head.cls_tower.12.weight"] = torch.zeros(256, 256, 3, 3)  # a fifth tower conv
     torch.save({"model": broken}, path)
     with pytest.raises(CheckpointError) as error:
-        model.load_init(path)
+        init_model(model, path)
     message = str(error.value)
     assert str(path) in message and "2 model tensors have no same-shape counterpart and 1 file tensors" in message
     assert (
@@ -166,9 +167,9 @@ def test_strict_init_fails_listing_unmatched_keys_and_can_be_relaxed(condinst_st
     )
     assert isinstance(error.value, ValueError) and len(error.value.keys) == 3
 
-    relaxed = CrossVIS(d2_model_cfg("init_strict=false"), num_classes=80, num_identities=5)
+    relaxed = CrossVIS(spec_of(d2_model_cfg()), num_classes=80, num_identities=5)
     with pytest.warns(UserWarning, match="layer3.5.conv2.weight"):
-        relaxed.load_init(path)
+        init_model(relaxed, path, strict=False)  # model.init_strict=false
     assert torch.equal(relaxed.head.controller.weight, condinst_state["controller.weight"])
 
 
@@ -177,9 +178,9 @@ def test_detectron2_checkpoint_needs_the_detectron2_backbone(condinst_state, tmp
     torch.save({"model": condinst_state}, path)
     with initialize_config_dir(config_dir=str(CONF_DIR / "model"), version_base=None):
         cfg = compose("default", overrides=["backbone.pretrained=false"])
-    model = CrossVIS(cfg, num_classes=80, num_identities=5)
+    model = CrossVIS(spec_of(cfg), num_classes=80, num_identities=5)
     with pytest.raises(CheckpointError, match="use model/backbone=resnet50_d2"):
-        model.load_init(path)
+        init_model(model, path)
 
 
 def test_unrecognised_files_fail_clearly(tmp_path):
@@ -205,8 +206,8 @@ def test_converter_round_trip_loads_every_tensor(condinst_state, tmp_path, capsy
     assert report["reinitialised"]["head.cls_logits.weight"] == "class count 80→40"
     assert report["loaded"] == len(condinst_state) - 2 - 2  # minus the buffers and the 80-class logits
 
-    model = CrossVIS(d2_model_cfg(), num_classes=80, num_identities=7)
-    reinit, unused = model.load_init(dst)  # the converted file keeps its origin: the embedding is an expected re-init
+    model = CrossVIS(spec_of(d2_model_cfg()), num_classes=80, num_identities=7)
+    reinit, unused = init_model(model, dst)  # the converted file keeps its origin: the embedding is an expected re-init
     assert all(k.startswith(("embedding.", "identity_loss.")) for k in reinit) and unused == []
     state = model.state_dict()
     converted = read_weights(dst)
@@ -273,12 +274,12 @@ def test_resnet101_checkpoint_selects_and_fills_the_r101_backbone(tmp_path):
     assert backbone_for(source) == "resnet101_d2"
     with initialize_config_dir(config_dir=str(CONF_DIR / "model"), version_base=None):
         cfg = compose("default", overrides=["backbone=resnet101_d2"])
-    plan = plan_init(source, CrossVIS(cfg, num_classes=80, num_identities=5).state_dict())
+    plan = plan_init(source, CrossVIS(spec_of(cfg), num_classes=80, num_identities=5).state_dict())
     assert plan.unmatched == [] and len(plan.loaded) == len(source.tensors)
-    r50 = CrossVIS(d2_model_cfg(), num_classes=80, num_identities=5)
+    r50 = CrossVIS(spec_of(d2_model_cfg()), num_classes=80, num_identities=5)
     expected = r"for resnet101_d2 .*backbone.name=resnet50, stride_in_1x1=true; use model/backbone=resnet101_d2"
     with pytest.raises(CheckpointError, match=expected):
-        r50.load_init(path)
+        init_model(r50, path)
     # the plan alone sees a deeper backbone as file tensors without a place, not as a silent partial load
     surplus = plan_init(source, r50.state_dict()).surplus
     # res4.6..22: 17 blocks × (3 convs + 3 FrozenBN × 4), no shortcut
