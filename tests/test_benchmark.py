@@ -131,3 +131,27 @@ def test_peak_memory_stays_flat_over_a_long_video():
         for n in (30, 300)
     ]
     assert peaks[1] <= 1.1 * peaks[0]
+
+
+def test_the_end_to_end_figure_runs_the_online_runner_with_the_model_only_call_set_apart(monkeypatch):
+    """The benchmark measures the runner evaluate, demo and the peer use: one run_frames per round over
+    every frame; the model-only calls beside the frames are counted apart from the end-to-end stages."""
+    from hydra import compose, initialize_config_dir
+
+    from crossvis.benchmark import Benchmark
+    from crossvis.conf import CONF_DIR
+    from crossvis.engine.inference import VideoInference
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("benchmark", overrides=[*TINY_BENCH, "input.size=[60,100]", "input.frames=4"])
+    bench = Benchmark(cfg)
+    runs, calls = [], []
+    run_frames = VideoInference.run_frames
+    monkeypatch.setattr(VideoInference, "run_frames", lambda self, *args: runs.append(1) or run_frames(self, *args))
+    forward = bench.forward
+    bench.forward = lambda image, size: calls.append(1) or forward(image, size)
+    report = bench.run(rounds=2, warmup=1)
+    assert len(runs) == 1 + 2  # the warm-up, then one per round
+    assert len(calls) == 1 + 2 * 2 * 4  # per frame of a round: the online step and the model-only call
+    assert 0 < report["model_only_ms"] < report["end_to_end_ms"]
+    assert sum(report["stages_ms"].values()) == pytest.approx(report["end_to_end_ms"], rel=0.05)

@@ -47,16 +47,17 @@ from torch import Tensor, nn
 from crossvis.checkpoint.loading import load_module
 from crossvis.cli import user_errors
 from crossvis.data.transforms import preprocess_for_inference
-from crossvis.engine.inference import build_tracker, frame_settings, with_overrides
+from crossvis.engine.inference import VideoInference, build_tracker, frame_settings, with_overrides
 from crossvis.engine.lightning_module import build_model
 from crossvis.engine.run_config import default_inference
 from crossvis.engine.runtime import RUNTIMES, FrameModel, Runtime, autocast_dtype, export_onnx
 from crossvis.errors import ConfigError, InputFormatError
 from crossvis.modeling.crossvis import CrossVIS, finish_frame
-from crossvis.timing import StageTimer, stage
+from crossvis.timing import StageTimer, set_apart, stage
 from crossvis.video_io import FrameSource
 
 STAGES = ("decode", "preprocess", "backbone+fpn", "heads", "mask paste", "tracker", "rle")
+MODEL_ONLY = "model-only"  # the paper's call beside each frame: timed apart from STAGES
 # Paper Table 5: FPS on one RTX 2080 Ti at 360×640.
 PAPER_FPS = {"maskrcnn": 41.6, "condinst": 42.8, "masktrack": 32.8, "crossvis": 39.8}
 ROW_NAMES = {  # {backbone}: the benchmarked model's backbone (the paper's rows are R-50)
@@ -132,6 +133,7 @@ class Benchmark:
         self.short, self.max_size = int(settings.short), int(settings.max_size)
         self.tracker_cfg = dict(settings.tracker)
         build_tracker(self.tracker_cfg)  # a bad setting fails before any frame is read
+        self.labels = list(range(self.model.num_classes))  # results by label: no categories to map to
         self.settings = frame_settings(settings)
         self.post = self.settings.detection
         self.model.eval()
@@ -167,56 +169,41 @@ class Benchmark:
         return result, time.perf_counter() - start
 
     def one_round(self, timer: StageTimer) -> tuple[float, float, int]:
-        """One pass over the frames: per frame, the model-only call and the end-to-end steps, alternating order.
+        """One pass over the frames through the online runner, with the model-only call beside each frame.
 
-        Interleaving frame by frame exposes both figures to the same machine load. Returns the
-        model-only and end-to-end seconds and the number of detections.
+        The model-only call (the paper's protocol) runs just before or just after the frame's online
+        step, alternating, so both figures see the same machine load; it is timed apart from the
+        end-to-end stages. Returns the model-only and end-to-end seconds and the number of detections.
         """
-        tracker = build_tracker(self.tracker_cfg)
-        frames = iter(self.frames)
-        model_s = e2e_s = 0.0
-        detections = 0
+        model_before = timer.seconds.get(MODEL_ONLY, 0.0)
+        counts: list[int] = []
 
-        def read() -> tuple[np.ndarray, Tensor]:
-            with stage("decode"):
-                frame = next(frames)
-            with stage("preprocess"):
-                return frame, self.preprocess(frame)
+        def frame_model(image: Tensor, frame_size: tuple[int, int]) -> dict[str, Tensor]:
+            def paper() -> None:  # resized frame on the device in, detections out
+                with set_apart(MODEL_ONLY):
+                    self.forward(image, frame_size)
 
-        for index in range(self.frames.num_frames):
-            (frame, image), seconds = self.timed(read, timer)
-            e2e_s += seconds
+            first = len(counts) % 2 == 0
+            if first:
+                paper()
+            out = self.forward(image, frame_size)
+            if not first:
+                paper()
+            counts.append(len(out["scores"]))
+            return out
 
-            def paper() -> None:  # the paper's protocol: resized frame on the device in, detections out
-                self.forward(image, frame.shape[:2])
-
-            def online() -> int:
-                with stage("heads"):  # exclusive: backbone+FPN and mask paste are their own stages
-                    out = self.forward(image, frame.shape[:2])
-                with stage("tracker"):  # exclusive: RLE is its own stage
-                    tracker.update(index, {key: value.cpu() for key, value in out.items()})
-                return len(out["scores"])
-
-            if index % 2 == 0:
-                model_seconds = self.timed(paper)[1]
-            count, seconds = self.timed(online, timer)
-            if index % 2 == 1:
-                model_seconds = self.timed(paper)[1]
-            model_s, e2e_s, detections = model_s + model_seconds, e2e_s + seconds, detections + count
-
-        def finish() -> None:
-            with stage("tracker"):
-                tracker.video_results(0, lambda label: label)
-
-        return model_s, e2e_s + self.timed(finish, timer)[1], detections
+        runner = VideoInference(self.model, frame_model, self.short, self.max_size, self.tracker_cfg, self.labels)
+        _, seconds = self.timed(lambda: runner.run_frames(0, decoded(self.frames)), timer)
+        model_s = timer.seconds[MODEL_ONLY] - model_before
+        return model_s, seconds - model_s, sum(counts)
 
     @torch.inference_mode()
     def run(self, rounds: int, warmup: int) -> dict[str, Any]:
         """Warm-up, then ``rounds`` passes over the frames; figures per frame (median round)."""
         first = next(iter(self.frames))
-        warm_tracker = build_tracker(self.tracker_cfg)
-        for index in range(warmup):
-            warm_tracker.update(index, self.forward(self.preprocess(first), first.shape[:2]))
+        if warmup:
+            warm = VideoInference(self.model, self.forward, self.short, self.max_size, self.tracker_cfg, self.labels)
+            warm.run_frames(0, [first] * warmup)
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
         timer = StageTimer(self.device)
@@ -340,6 +327,17 @@ class Benchmark:
             return torch.from_numpy(frame).permute(2, 0, 1).to(self.device).float().div_(255.0)
 
         return run, prepare
+
+
+def decoded(frames: Frames) -> Iterator[np.ndarray]:
+    """The frames, each read (decoded or generated) as stage ``decode``."""
+    iterator = iter(frames)
+    while True:
+        with stage("decode"):
+            frame = next(iterator, None)
+        if frame is None:
+            return
+        yield frame
 
 
 def compare_outputs(reference: dict[str, Tensor], other: dict[str, Tensor], diffs: dict[str, float]) -> None:

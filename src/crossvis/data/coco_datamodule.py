@@ -1,6 +1,6 @@
 """Data modules of the COCO stage (``data=coco``) and of joint video + COCO training (``data=*_coco``).
 
-``build_datamodule(cfg)`` picks the module from ``data.format`` (``vis`` when absent, ``coco``,
+``build_datamodule(cfg)`` picks the module from ``data.format`` (``vis``, ``coco``,
 ``joint``) and rejects model settings the data cannot train, before anything is built.
 """
 
@@ -170,19 +170,19 @@ class JointDataModule(VISDataModule):
 
 def check_config(cfg: DictConfig) -> str:
     """``data.format`` after checking the model settings it needs; raises :class:`ConfigError`."""
-    fmt = cfg.data.get("format", "vis")
+    fmt = cfg.data.format
     if fmt not in FORMATS:
         raise ConfigError(f"data.format: expected one of {FORMATS}, got {fmt!r}")
     if fmt != "coco":
         return fmt
     embedding = cfg.model.embedding
     if not cfg.data.pseudo_pairs.enabled:
-        if cfg.model.crossover.enabled or embedding.get("enabled", True):
+        if cfg.model.crossover.enabled or embedding.enabled:
             raise ConfigError(
                 "data=coco trains on single images: set model.crossover.enabled=false and "
                 "model.embedding.enabled=false (experiment=coco_condinst does), or data.pseudo_pairs.enabled=true"
             )
-    elif embedding.get("enabled", True) and embedding.type == "global":
+    elif embedding.enabled and embedding.type == "global":
         raise ConfigError(
             "model.embedding.type=global does not apply to COCO pseudo-pairs: it learns one proxy per identity "
             "of a video dataset, and every COCO annotation would be its own identity (860k in train2017). "

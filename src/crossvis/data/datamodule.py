@@ -36,7 +36,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
 from crossvis.data.sampler import EpochSampler, FramePairDataset
-from crossvis.data.transforms import DEFAULT_MULTISCALE, PairTransform
+from crossvis.data.transforms import PairTransform
 from crossvis.data.ytvis import VISDataset, VISFormatError, load_vis, subset_raw, vis_from_dict
 from crossvis.errors import config_node
 from crossvis.io import read_json, write_json_atomic
@@ -155,7 +155,7 @@ class VISDataModule(pl.LightningDataModule):
         cfg = self.cfg
         train = load_vis(cfg.train.json, cfg.train.images, require_annotations=True)
         self._num_identities = train.num_identities  # M of the whole training json, held-out videos included
-        validate_on = cfg.get("validate_on", "official")
+        validate_on = cfg.validate_on
         if validate_on not in VALIDATE_ON:
             raise ValueError(f"data.validate_on: expected one of {VALIDATE_ON}, got {validate_on!r}")
         val_cfg = cfg.get("val") or {}
@@ -175,8 +175,8 @@ class VISDataModule(pl.LightningDataModule):
             short=t.short,
             max_size=t.max_size,
             flip_prob=t.flip_prob,
-            multiscale=bool(t.get("multiscale", False)),
-            scales=t.get("scales") or DEFAULT_MULTISCALE,
+            multiscale=bool(t.multiscale),
+            scales=t.scales,
         )
         with config_node("data.sampler"):
             self.train_dataset = FramePairDataset(train, cfg.sampler.T, transform, seed=self.seed)

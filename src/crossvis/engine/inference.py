@@ -16,6 +16,7 @@ from crossvis.engine.runtime import FrameModel, FrameSettings, Runtime
 from crossvis.errors import ConfigError, config_node
 from crossvis.modeling.crossvis import CrossVIS
 from crossvis.modeling.specs import spec_from_dict
+from crossvis.timing import stage
 from crossvis.tracking import OnlineTracker, Tracker
 
 # Called after each frame with (frame index, RGB frame, detections, track id per detection;
@@ -120,21 +121,26 @@ class VideoInference:
     ) -> list[dict]:
         """Track instances over ``frames`` (RGB uint8) as they come; one result entry per track.
 
-        The length need not be known in advance: segmentations cover the frames consumed.
+        The length need not be known in advance: segmentations cover the frames consumed. Its stages
+        are marked for the benchmark's timer (:mod:`crossvis.timing`; free when none is active).
         """
         was_training = self.model.training
         self.model.eval()
         tracker = self.new_tracker()
         device = next(self.model.parameters()).device
         for index, frame in enumerate(frames):
-            image = preprocess_for_inference(frame, self.short, self.max_size).to(device)
-            detections = self.frame_model(image, frame.shape[:2])
-            detections = {key: value.cpu() for key, value in detections.items()}
-            track_ids = tracker.update(index, detections)
+            with stage("preprocess"):
+                image = preprocess_for_inference(frame, self.short, self.max_size).to(device)
+            with stage("heads"):  # the frame model, less the stages it marks itself (backbone+fpn, mask paste)
+                detections = self.frame_model(image, frame.shape[:2])
+                detections = {key: value.cpu() for key, value in detections.items()}
+            with stage("tracker"):
+                track_ids = tracker.update(index, detections)
             if on_frame is not None:
                 on_frame(index, frame, detections, track_ids)
         self.model.train(was_training)
-        return tracker.video_results(video_id, dict(enumerate(self.category_ids)))
+        with stage("tracker"):  # RLE is its own stage
+            return tracker.video_results(video_id, dict(enumerate(self.category_ids)))
 
     def run_paths(
         self, video_id: int, frame_paths: Sequence[str | Path], on_frame: FrameCallback | None = None

@@ -184,7 +184,7 @@ class CrossVISModule(pl.LightningModule):
         self.last_validated_step = self.global_step
         for name in VAL_METRICS:
             self.log(f"val/{name}", float(metrics[name]), rank_zero_only=True, sync_dist=False)
-        if self.cfg.get("analyze", False) and self.trainer.is_global_zero:
+        if self.cfg.analyze and self.trainer.is_global_zero:
             self._log_analysis(ground_truth, results)
 
     def _log_analysis(self, ground_truth: dict, results: list[dict]) -> None:

@@ -59,6 +59,7 @@ def upgrade_run_config(cfg: dict[str, Any]) -> dict[str, Any]:
         **{key: legacy[key] for key in RUNTIME_KEYS if key in legacy},
     }
     cfg.update(model=model, inference=_merge(inference_defaults, moved, inference))
+    cfg.setdefault("analyze", _packaged("train.yaml")["analyze"])
     return cfg
 
 

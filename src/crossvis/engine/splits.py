@@ -24,9 +24,9 @@ def load_split(cfg_data: DictConfig) -> tuple[VISDataset, dict | None]:
 
     Only that split's json is read (for ``validate_on=holdout``, the training json that holds it).
     """
-    if cfg_data.get("validate_on", "official") == "holdout":  # the held-out videos live in data.train.json
+    if cfg_data.validate_on == "holdout":  # the held-out videos live in data.train.json
         train = load_vis(cfg_data.train.json, cfg_data.train.images, require_annotations=True)
-        _, held_out, _ = holdout_split(train, cfg_data.get("holdout_every"))
+        _, held_out, _ = holdout_split(train, cfg_data.holdout_every)
         return held_out, held_out.raw
     val = cfg_data.get("val") or {}
     if not val.get("json"):
