@@ -21,12 +21,12 @@ $(STAMP): pyproject.toml
 
 # Synthetic data → train a small CrossVIS on CPU → online evaluation → overlay video.
 demo: install ## synthetic data -> train on CPU -> evaluate -> overlay video (ARGS=overrides)
-	$(PY) -m crossvis.quickstart $(ARGS)
+	$(PY) -m crossvis.cli.quickstart $(ARGS)
 
 # Speed in the paper's Table-5 layout (model-only and end-to-end FPS, stages, memory) on this
 # machine; ARGS adds overrides, e.g. ARGS="device=cuda input.frames=200 rounds=3" on a GPU.
 bench: install ## speed in the paper's Table-5 layout on this machine
-	$(PY) -m crossvis.benchmark 'compare=[maskrcnn,condinst]' $(ARGS)
+	$(PY) -m crossvis.cli.benchmark 'compare=[maskrcnn,condinst]' $(ARGS)
 
 # A yardstick: torchvision Mask R-CNN R-18-FPN from scratch, same data and budget in frames,
 # scored by our metric, e.g. make peer ARGS="data.root=demo_output/data"
@@ -56,14 +56,14 @@ SWEEP_DIR ?=
 OFFICIAL  ?=
 sweep_dir  = $(or $(patsubst hydra.sweep.dir=%,%,$(filter hydra.sweep.dir=%,$(ARGS))),$(SWEEP_DIR),multirun/$@/$(NOW))
 $(TABLES): install ## make table1 ... table8: a paper table as a Hydra sweep, collected
-	$(PY) -m crossvis.train -m experiment=$@ hydra.sweep.dir=$(sweep_dir) resume=auto $(filter-out hydra.sweep.dir=%,$(ARGS)); \
-	status=$$?; $(PY) -m crossvis.tables $(sweep_dir) --csv $(sweep_dir)/$@.csv $(if $(OFFICIAL),--official $(OFFICIAL)) \
+	$(PY) -m crossvis.cli.train -m experiment=$@ hydra.sweep.dir=$(sweep_dir) resume=auto $(filter-out hydra.sweep.dir=%,$(ARGS)); \
+	status=$$?; $(PY) -m crossvis.cli.tables $(sweep_dir) --csv $(sweep_dir)/$@.csv $(if $(OFFICIAL),--official $(OFFICIAL)) \
 		&& exit $$status
 
 # Stage 1: CondInst on COCO (AdelaiDet MS R-50 1x), evaluated with COCO mask / box AP, e.g.
 #   make pretrain-coco ARGS="data.root=datasets/coco trainer.devices=4"
 pretrain-coco: install ## stage 1: CondInst on COCO (AdelaiDet MS R-50 1x)
-	$(PY) -m crossvis.train experiment=coco_condinst $(ARGS)
+	$(PY) -m crossvis.cli.train experiment=coco_condinst $(ARGS)
 
 clean: ## remove outputs, multirun and demo_output
 	rm -rf outputs multirun demo_output

@@ -11,8 +11,8 @@
    thresholds), saves them in AdelaiDet's checkpoint format (``{"model": state_dict}``) and runs
    its own ``DefaultPredictor`` (BGR frame, ``ResizeShortestEdge``, its padding) on the frame.
    It saves the resized frame and the detections (boxes, scores, classes, masks at frame size).
-2. This process converts the checkpoint with ``crossvis.convert``, loads it the way
-   ``crossvis.evaluate`` loads released weights, runs ``CrossVIS.forward_infer`` on the same resized
+2. This process converts the checkpoint with ``crossvis.cli.convert``, loads it the way
+   ``crossvis.cli.evaluate`` loads released weights, runs ``CrossVIS.forward_infer`` on the same resized
    frame and pairs the two detection sets (:func:`compare_detections`); then once more from the
    original frame through this project's own resize (``end_to_end``).
 
@@ -457,11 +457,11 @@ def read_frame_bgr(path: str, index: int) -> np.ndarray:
 
 
 def run_ours(workdir: Path) -> tuple[dict[str, dict[str, np.ndarray]], dict]:
-    """Convert the reference checkpoint, load it as ``crossvis.evaluate`` does, run the frame twice.
+    """Convert the reference checkpoint, load it as ``crossvis.cli.evaluate`` does, run the frame twice.
 
     ``same_input``: on the frame AdelaiDet resized (the issue's criterion); ``end_to_end``: from the
     original frame through this project's own resize (``preprocess_for_inference``), as
-    ``crossvis.evaluate`` / ``crossvis.demo`` run.
+    ``crossvis.cli.evaluate`` / ``crossvis.cli.demo`` run.
     """
     import torch
 
@@ -568,7 +568,7 @@ def run_ours_losses(workdir: Path, seed: int, overrides: list[str], batch_statis
 
 
 def build_ours(workdir: Path, overrides: list[str]):
-    """Our model from the reference's ``condinst_random.pth``, converted with ``crossvis.convert`` and
+    """Our model from the reference's ``condinst_random.pth``, converted with ``crossvis.cli.convert`` and
     loaded strictly (every tensor). Returns (config, model, class count)."""
     from crossvis.checkpoint.loading import convert, released_model_config
     from crossvis.checkpoint.released import init_model, read_weights

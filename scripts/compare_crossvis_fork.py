@@ -6,7 +6,7 @@
 ``D2``: detectron2 at the fork's pinned commit 9eb4831; ``FORK``: the fork (hustvl/CrossVIS, package
 ``adet``); ``SITE``: their pure-python dependencies (docs/parity.md). Built on
 ``scripts/compare_adelaidet.py``: its reference process, seeded random weights, conversion with
-``crossvis.convert`` and the loss / gradient verdicts.
+``crossvis.cli.convert`` and the loss / gradient verdicts.
 
 **Parity** (default). The reference process builds the fork's ``CrossVIS`` from
 ``configs/CrossVIS/R_50_1x.yaml`` with the seeded random weights (40 classes, its hard-coded

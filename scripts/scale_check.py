@@ -1,6 +1,6 @@
 """Data at scale: a YouTube-VIS-2019-sized training split and what the data pipeline costs on it.
 
-    python scripts/scale_check.py --out /tmp/ytvis19_scale [--batches 100] [--workers 4]
+    python scripts/scale_check.py --out /tmp/ytvis19_scale [--batches 100 | --batches 0] [--workers 4]
 
 Writes ``train.json`` with the size of YouTube-VIS 2019 train (2238 videos of 1280x720, 61.9k
 frames, 3774 tracks of 40 categories, uncompressed-RLE masks as in the real file) and one real
@@ -10,7 +10,8 @@ files' worth of disk). Then measures, each in a fresh process:
 - ``crossvis.data.check --no-decode``: wall time and peak resident memory;
 - the data module's ``setup("fit")`` with the paper's data config (``data=ytvis19``): time and peak memory;
 - the training loader with ``--workers`` workers: pairs/s and each worker's memory from
-  ``/proc/<pid>/smaps_rollup`` after the first 10 batches and after ``--batches``: PSS, private
+  ``/proc/<pid>/smaps_rollup`` after the first 10 batches and after ``--batches`` (0: the whole
+  epoch, with a reading at each quarter of it): PSS, private
   (Private_Clean + Private_Dirty) and shared (Shared_Clean + Shared_Dirty). Copy-on-write of the
   parent's dataset index moves pages from shared to private; the worker's own buffers (decoded
   frames) add private pages without taking shared ones.
@@ -130,15 +131,17 @@ dm.setup("fit")
 setup_s = time.perf_counter() - start
 setup_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 loader = dm.train_dataloader()
+batches = batches or len(loader)
+readings = {10, batches, *([len(loader) * q // 4 for q in (1, 2, 3)] if batches == len(loader) else [])}
 it = iter(loader)
 pids = [w.pid for w in it._workers]
 memory, pairs, t0 = {}, 0, None
-for b in range(batches):
+for b in range(1, batches + 1):
     pairs += len(next(it)["meta"])
-    if b == 9:
-        memory["after_10"] = [memory_mb(p) for p in pids]
+    if b in readings:
+        memory[f"after_{b}"] = [memory_mb(p) for p in pids]
+    if b == 10:
         t0, pairs = time.perf_counter(), 0
-memory[f"after_{batches}"] = [memory_mb(p) for p in pids]
 growth = [{k: round(b[k] - a[k], 1) for k in a} for a, b in zip(memory["after_10"], memory[f"after_{batches}"])]
 print(json.dumps({"setup_s": round(setup_s, 2), "setup_peak_rss_mb": round(setup_peak), "pairs_per_s": round(pairs / (time.perf_counter() - t0), 2),
                   "worker_memory_mb": memory,
@@ -149,7 +152,7 @@ print(json.dumps({"setup_s": round(setup_s, 2), "setup_peak_rss_mb": round(setup
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--batches", type=int, default=100)
+    parser.add_argument("--batches", type=int, default=100, help="0: the whole epoch")
     parser.add_argument("--workers", type=int, default=4)
     args = parser.parse_args()
     json_path = args.out / "train.json"

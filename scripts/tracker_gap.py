@@ -1,4 +1,4 @@
-"""How much of the association gap each tracker option closes, from ``crossvis.evaluate analyze=true`` runs.
+"""How much of the association gap each tracker option closes, from ``crossvis.cli.evaluate analyze=true`` runs.
 
     python scripts/tracker_gap.py BASELINE_RUN OPTION_RUN [OPTION_RUN ...]
 
@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from crossvis.cli import user_errors
-from crossvis.io import read_json
+from crossvis.files import read_json
 
 
 def gap_rows(baseline: dict, options: dict[str, dict]) -> list[dict]:

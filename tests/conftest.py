@@ -39,7 +39,7 @@ def trained_run(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) 
     """Run folder of a briefly trained tiny model (ends with a validation), shared by several tests."""
     run_dir = tmp_path_factory.mktemp("trained")
     run_module(
-        "crossvis.train",
+        "crossvis.cli.train",
         *train_args(
             synthetic_root,
             run_dir,

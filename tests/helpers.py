@@ -84,7 +84,7 @@ TINY = [
 ]
 
 
-# Runs crossvis.train with a callback that SIGKILLs the process right after optimiser step K
+# Runs crossvis.cli.train with a callback that SIGKILLs the process right after optimiser step K
 # (before any checkpoint of that step: Lightning runs checkpoint callbacks last).
 KILL_AT_STEP = """
 import os, signal, sys
@@ -101,7 +101,7 @@ class Trainer(pl.Trainer):
 
 pl.Trainer = Trainer
 import runpy
-runpy.run_module("crossvis.train", run_name="__main__", alter_sys=True)  # as `python -m crossvis.train`
+runpy.run_module("crossvis.cli.train", run_name="__main__", alter_sys=True)  # as `python -m crossvis.cli.train`
 """
 
 

@@ -1,4 +1,4 @@
-"""`python -m crossvis.benchmark`: its printed Table-5 layout and JSON contract, on a tiny model and input."""
+"""`python -m crossvis.cli.benchmark`: its printed Table-5 layout and JSON contract, on a tiny model and input."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ STAGES = {"decode", "preprocess", "backbone+fpn", "heads", "mask paste", "tracke
 
 
 def bench(*overrides: str, check: bool = True):
-    return run_module("crossvis.benchmark", *TINY_BENCH, *overrides, check=check)
+    return run_module("crossvis.cli.benchmark", *TINY_BENCH, *overrides, check=check)
 
 
 def test_json_contract_and_table5_layout_on_generated_frames():
@@ -138,8 +138,8 @@ def test_the_end_to_end_figure_runs_the_online_runner_with_the_model_only_call_s
     every frame; the model-only calls beside the frames are counted apart from the end-to-end stages."""
     from hydra import compose, initialize_config_dir
 
-    from crossvis.benchmark import Benchmark
     from crossvis.conf import CONF_DIR
+    from crossvis.engine.benchmark import Benchmark
     from crossvis.engine.inference import VideoInference
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):

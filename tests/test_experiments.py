@@ -1,7 +1,7 @@
 """Every cell of every ``experiment=tableN`` sweep composes to the paper's setting.
 
 The sweeper's parameter grid is expanded as Hydra's basic sweeper does (Cartesian product of the
-comma-separated values) and each cell is composed from conf/ like ``python -m crossvis.train -m``.
+comma-separated values) and each cell is composed from conf/ like ``python -m crossvis.cli.train -m``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from crossvis.conf import CONF_DIR
-from crossvis.tables import TABLES, Run
+from crossvis.evaluation.tables import TABLES, Run
 
 from helpers import run_module, train_args
 
@@ -122,7 +122,7 @@ def test_a_table_without_its_coco_init_stops_before_training(synthetic_root, tmp
     """The paper starts every table from CondInst trained on COCO: without it the run says how to get it or opt out."""
     run_dir = tmp_path / table
     args = [*train_args(synthetic_root, run_dir, "trainer.max_steps=1"), f"experiment={table}"]
-    proc = run_module("crossvis.train", *args, check=False)
+    proc = run_module("crossvis.cli.train", *args, check=False)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith(f"error: {missing}: experiment={table} starts from CondInst MS R-50 1x trained on COCO")

@@ -103,14 +103,14 @@ def test_display_needs_a_display_and_a_gui_opencv(monkeypatch):
 def test_demo_on_a_stdin_stream_with_onnxruntime_writes_every_output(trained_run, synthetic_root, tmp_path):
     """export → ffmpeg pipe → demo input=- runtime=onnxruntime: overlay, results, JSON lines and PNGs agree."""
     checkpoint = trained_run / "checkpoints" / "last.ckpt"
-    run_module("crossvis.export", f"checkpoint={checkpoint}", f"output={tmp_path / 'model.onnx'}")
+    run_module("crossvis.cli.export", f"checkpoint={checkpoint}", f"output={tmp_path / 'model.onnx'}")
     frames = sorted((synthetic_root / "valid" / "JPEGImages").iterdir())[0]
     ffmpeg = [imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-framerate", "5", "-pattern_type", "glob"]
     ffmpeg += ["-i", str(frames / "*.jpg"), "-c:v", "mjpeg", "-q:v", "2", "-f", "nut", "-"]
     demo = [
         sys.executable,
         "-m",
-        "crossvis.demo",
+        "crossvis.cli.demo",
         "input=-",
         f"checkpoint={checkpoint}",
         f"output={tmp_path / 'o.mp4'}",

@@ -1,4 +1,4 @@
-"""crossvis.io: atomic outputs leave nothing half-written; the JSON reader names the file and what it expected."""
+"""crossvis.files: atomic outputs leave nothing half-written; the JSON reader names the file and what it expected."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from crossvis.checkpoint.training_state import AtomicCheckpointIO
 from crossvis.data.ytvis import VISFormatError, read_annotation_json
 from crossvis.errors import InputFormatError, InputNotFoundError, OutputWriteError, UserError
 from crossvis.evaluation.results import write_submission_zip
-from crossvis.io import FAILURE_RECORD, atomic_directory, atomic_path, read_json, record_failure, write_json_atomic
+from crossvis.files import FAILURE_RECORD, atomic_directory, atomic_path, read_json, record_failure, write_json_atomic
 
 
 def test_atomic_path_replaces_only_on_success(tmp_path: Path) -> None:

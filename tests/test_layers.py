@@ -13,7 +13,7 @@ LAYERS = {
     # infrastructure: errors, atomic writes, RLE, timers, configs, CLI helpers, the training-state files, the LR rule
     "crossvis": 0,
     "crossvis.errors": 0,
-    "crossvis.io": 0,
+    "crossvis.files": 0,
     "crossvis.rle": 0,
     "crossvis.timing": 0,
     "crossvis.conf": 0,
@@ -27,16 +27,16 @@ LAYERS = {
     "crossvis.modeling": 1,
     "crossvis.tracking": 1,
     "crossvis.evaluation": 1,
-    "crossvis.video_io": 1,
+    "crossvis.data.video_source": 1,
     "crossvis.visualize": 1,
     "crossvis.frame_outputs": 1,
     # the Lightning module, the online runner, training / evaluation orchestration
     "crossvis.engine": 2,
     # a module from a checkpoint (needs the Lightning module)
     "crossvis.checkpoint.loading": 3,
-    # entry points
+    # entry points (the cli package's own __init__ holds the user-error helpers above)
     **{
-        f"crossvis.{name}": 4
+        f"crossvis.cli.{name}": 4
         for name in ("train", "evaluate", "demo", "quickstart", "benchmark", "export", "analyze", "tables", "convert")
     },
     "crossvis.baselines": 4,

@@ -7,8 +7,9 @@ import statistics
 import pytest
 from omegaconf import OmegaConf
 
-from crossvis.io import record_failure
-from crossvis.tables import TABLES, main
+from crossvis.cli.tables import main
+from crossvis.evaluation.tables import TABLES
+from crossvis.files import record_failure
 
 
 def _write_run(path, config: dict, metrics: dict | None) -> None:
@@ -142,7 +143,7 @@ def test_bad_official_csv_is_an_error(tmp_path, capsys, content, message):
 
 def test_grids_come_from_the_experiment_configs(tmp_path):
     """Changing a sweep in conf/experiment changes the collected table; a swept key without a place is an error."""
-    from crossvis.tables import LAYOUTS, build_table
+    from crossvis.evaluation.tables import LAYOUTS, build_table
 
     (tmp_path / "experiment").mkdir()
     (tmp_path / "experiment" / "table6.yaml").write_text(
@@ -200,7 +201,7 @@ def test_failed_runs_mark_their_cells_with_the_reason(tmp_path, capsys):
         ("2", {**cell, "model": {"embedding": {"type": "global", "loss": "ce"}}}, ValueError("bad | value\nhere")),
     ]:
         _write_run(tmp_path / name, config, None)
-        with pytest.raises(type(error)), record_failure(tmp_path / name):  # as crossvis.train leaves it
+        with pytest.raises(type(error)), record_failure(tmp_path / name):  # as crossvis.cli.train leaves it
             raise error
     assert main([str(tmp_path), "--csv", str(tmp_path / "t7.csv")]) == 0
     out = capsys.readouterr().out

@@ -17,12 +17,12 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-import crossvis.video_io as video_io
+import crossvis.data.video_source as video_io
+from crossvis.data.video_source import FrameSource
 from crossvis.engine.inference import VideoInference
 from crossvis.engine.run_config import default_inference
 from crossvis.engine.video import run_on_video
 from crossvis.errors import ConfigError, InputFormatError
-from crossvis.video_io import FrameSource
 
 H, W = 48, 64
 

@@ -3,7 +3,7 @@
 The official results json holds a track per entry and is complete only at the end of the video;
 an application that follows the video frame by frame wants each frame's instances as they are
 tracked. Both outputs are streamed into temporary files beside their targets and renamed when
-the run succeeds (:mod:`crossvis.io`), like the overlay and the results json.
+the run succeeds (:mod:`crossvis.files`), like the overlay and the results json.
 
 JSON line of frame ``i``: ``{"frame": i, "timestamp": seconds or null, "instances": [{"track_id",
 "category_id", "category", "score", "box": [x0, y0, x1, y1], "segmentation": compressed RLE}]}``;
@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 from crossvis.errors import UserError
-from crossvis.io import atomic_directory, atomic_path
+from crossvis.files import atomic_directory, atomic_path
 from crossvis.rle import encode_masks
 
 

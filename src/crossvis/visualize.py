@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from crossvis.errors import ConfigError
-from crossvis.io import atomic_path
+from crossvis.files import atomic_path
 
 
 def track_color(track_id: int) -> tuple[int, int, int]:

@@ -22,8 +22,8 @@ from crossvis.checkpoint.released import (
     plan_init,
     read_weights,
 )
+from crossvis.cli.convert import main as convert_main
 from crossvis.conf import CONF_DIR
-from crossvis.convert import main as convert_main
 from crossvis.data.ytvis import load_vis
 from crossvis.modeling.crossvis import CrossVIS
 
@@ -215,7 +215,7 @@ def test_converter_round_trip_loads_every_tensor(condinst_state, tmp_path, capsy
     for key, value in converted.tensors.items():
         assert torch.equal(state[key], value), key
 
-    bad = run_module("crossvis.convert", str(tmp_path / "missing.pth"), str(tmp_path / "out.pth"), check=False)
+    bad = run_module("crossvis.cli.convert", str(tmp_path / "missing.pth"), str(tmp_path / "out.pth"), check=False)
     assert bad.returncode == 1 and "no such checkpoint file" in bad.stderr and not (tmp_path / "out.pth").exists()
     broken = dict(condinst_state)
     del broken["controller.bias"]
@@ -258,7 +258,7 @@ def test_evaluate_builds_released_crossvis_checkpoints_from_the_data_split(
 
 
 def test_released_checkpoint_without_a_data_split_runs_at_the_authors_test_size(crossvis_state, tmp_path):
-    # crossvis.demo has no data config: frames must be resized as the public CrossVIS configs test
+    # crossvis.cli.demo has no data config: frames must be resized as the public CrossVIS configs test
     # (INPUT.MIN_SIZE_TEST 360, MAX_SIZE_TEST 640), not at conf/train.yaml's default data (synthetic, 192/320).
     path = tmp_path / "crossvis_released.pth"
     torch.save({"model": crossvis_state}, path)
@@ -298,7 +298,7 @@ def test_released_crossvis_checkpoint_runs_through_evaluate_and_demo(synthetic_r
     )
     run_dir = tmp_path / "eval"
     evaluate = run_module(
-        "crossvis.evaluate",
+        "crossvis.cli.evaluate",
         f"checkpoint={path}",
         f"data.root={synthetic_root}",
         "data.transform.short=64",
@@ -315,7 +315,7 @@ def test_released_crossvis_checkpoint_runs_through_evaluate_and_demo(synthetic_r
     frames.mkdir()
     shutil.copy(sorted(video.iterdir())[0], frames)
     demo = run_module(
-        "crossvis.demo", f"input={frames}", f"checkpoint={path}", f"output={tmp_path / 'out.mp4'}", "threads=1"
+        "crossvis.cli.demo", f"input={frames}", f"checkpoint={path}", f"output={tmp_path / 'out.mp4'}", "threads=1"
     )
     assert loaded in demo.stdout
     assert (tmp_path / "out.mp4").stat().st_size > 0 and json.loads((tmp_path / "out.json").read_text())

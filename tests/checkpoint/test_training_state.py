@@ -66,7 +66,7 @@ def test_killed_run_resumes_within_one_interval_and_ends_like_an_uninterrupted_r
         "threads=1",
     ]
     straight, killed, resumed = tmp_path / "straight", tmp_path / "killed", tmp_path / "resumed"
-    run_module("crossvis.train", *train_args(synthetic_root, straight, *common))
+    run_module("crossvis.cli.train", *train_args(synthetic_root, straight, *common))
     proc = subprocess.run(
         [sys.executable, "-c", KILL_AT_STEP, *train_args(synthetic_root, killed, *common)],
         capture_output=True,
@@ -77,7 +77,7 @@ def test_killed_run_resumes_within_one_interval_and_ends_like_an_uninterrupted_r
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
     last = killed / "checkpoints" / "last.ckpt"
     assert _checkpoint(last)["global_step"] == 24  # killed at 27: at most one interval (8) lost
-    run_module("crossvis.train", *train_args(synthetic_root, resumed, *common, f"resume={last}"))
+    run_module("crossvis.cli.train", *train_args(synthetic_root, resumed, *common, f"resume={last}"))
 
     final, reference = (
         _checkpoint(resumed / "checkpoints" / "last.ckpt"),
@@ -105,11 +105,11 @@ def test_resumed_run_continues_the_same_wandb_run(synthetic_root, tmp_path, monk
     first, second = tmp_path / "first", tmp_path / "second"
     args = ["trainer.limit_val_batches=0", "checkpoint.every_n_steps=1"]
     wandb = [a for a in train_args(synthetic_root, first, "trainer.max_steps=2", *args) if a != "logger=csv"]
-    run_module("crossvis.train", *wandb)
+    run_module("crossvis.cli.train", *wandb)
     last = first / "checkpoints" / "last.ckpt"
     run_id = _checkpoint(last)["wandb_run_id"]
     run_module(
-        "crossvis.train",
+        "crossvis.cli.train",
         *[
             a
             for a in train_args(synthetic_root, second, "trainer.max_steps=3", *args, f"resume={last}")

@@ -133,7 +133,7 @@ def test_training_reader_raises_the_same_error(broken_copy) -> None:
 def test_training_on_a_truncated_frame_stops_with_one_message_from_the_worker(broken_copy, tmp_path) -> None:
     root, frame, expected = broken_copy
     proc = run_module(
-        "crossvis.train",
+        "crossvis.cli.train",
         *train_args(
             root, tmp_path / "run", "trainer.max_steps=200", "trainer.limit_val_batches=0", "data.num_workers=1"
         ),

@@ -18,7 +18,7 @@ from helpers import group_option
 
 
 def _run_cfg(root: Path, *overrides: str):
-    """The composed run config (conf/train.yaml), as ``python -m crossvis.train`` sees it."""
+    """The composed run config (conf/train.yaml), as ``python -m crossvis.cli.train`` sees it."""
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
         return compose(
             "train",

@@ -190,7 +190,7 @@ def test_hota_through_trackeval_perfect_and_switched() -> None:
 def test_cli_writes_analysis_json_and_plots_and_ends_with_the_json(tmp_path, capsys) -> None:
     import json
 
-    from crossvis.analyze import main
+    from crossvis.cli.analyze import main
 
     gts, results = CASES["temporal"]
     (tmp_path / "gt.json").write_text(json.dumps(ground_truth(gts)))
@@ -208,7 +208,7 @@ def test_cli_writes_analysis_json_and_plots_and_ends_with_the_json(tmp_path, cap
 def test_cli_bad_results_is_one_error_naming_the_field(tmp_path, capsys) -> None:
     import json
 
-    from crossvis.analyze import main
+    from crossvis.cli.analyze import main
 
     (tmp_path / "gt.json").write_text(json.dumps(ground_truth([GT_A])))
     (tmp_path / "results.json").write_text(json.dumps([result(track(A_BOX)[:3], 0.9)]))
@@ -255,7 +255,7 @@ def test_ground_truth_association_drops_per_frame_duplicates_and_keeps_false_pos
 def test_youtube_vis_2022_long_videos_are_scored_on_their_own(tmp_path, capsys) -> None:
     import json
 
-    from crossvis.analyze import main
+    from crossvis.cli.analyze import main
 
     # Video 7 (short) is found perfectly, video 8 (long, 12 frames) not at all: AP_S 1, AP_L 0, mAP 0.5.
     gt = ground_truth([GT_A, (1, [rle(A_BOX)] * 12, 8)], {7: F, 8: 12})

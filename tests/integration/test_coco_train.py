@@ -38,7 +38,9 @@ def coco_run(synthetic_coco_root: Path, tmp_path_factory: pytest.TempPathFactory
     """A few steps of ``experiment=coco_condinst`` (what ``make pretrain-coco`` runs), with COCO validation."""
     run_dir = tmp_path_factory.mktemp("coco_run")
     proc = run_module(
-        "crossvis.train", "experiment=coco_condinst", *_coco_args(synthetic_coco_root, run_dir, "trainer.max_steps=4")
+        "crossvis.cli.train",
+        "experiment=coco_condinst",
+        *_coco_args(synthetic_coco_root, run_dir, "trainer.max_steps=4"),
     )
     return run_dir, proc.stdout + proc.stderr
 
@@ -81,14 +83,14 @@ def test_coco_checkpoint_initialises_the_video_model(coco_run: tuple[Path, str])
 def test_video_stage_from_coco_checkpoint(coco_run: tuple[Path, str], synthetic_root: Path, tmp_path: Path) -> None:
     ckpt = coco_run[0] / "checkpoints" / "last.ckpt"
     args = train_args(synthetic_root, tmp_path, f"model.init_from={ckpt}", "trainer.max_steps=3")
-    run_module("crossvis.train", *args)
+    run_module("crossvis.cli.train", *args)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert {"AP", "AP50", "AR10"} <= set(metrics)  # trained, then evaluated with the video protocol
 
 
 def test_pseudo_pair_run_trains_crossover_and_pairwise_embedding(synthetic_coco_root: Path, tmp_path: Path) -> None:
     run_module(
-        "crossvis.train",
+        "crossvis.cli.train",
         "data=coco",
         "data.pseudo_pairs.enabled=true",
         "model.embedding.type=pairwise",
@@ -103,7 +105,7 @@ def test_pseudo_pair_run_trains_crossover_and_pairwise_embedding(synthetic_coco_
 @pytest.mark.slow  # ~20 s; the mixing itself is tested in-process in test_coco_stage.py
 def test_joint_run_logs_pairs_per_source(synthetic_root: Path, synthetic_coco_root: Path, tmp_path: Path) -> None:
     proc = run_module(
-        "crossvis.train",
+        "crossvis.cli.train",
         *train_args(
             synthetic_root,
             tmp_path,

@@ -1,4 +1,4 @@
-"""`crossvis.evaluate` and `crossvis.demo` on a briefly trained checkpoint."""
+"""`crossvis.cli.evaluate` and `crossvis.cli.demo` on a briefly trained checkpoint."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from helpers import last_json_line, run_module
 def test_evaluate_writes_results_and_prints_metrics(trained_run, synthetic_root, tmp_path, per_frame):
     analyze = per_frame  # one run with both options
     proc = run_module(
-        "crossvis.evaluate",
+        "crossvis.cli.evaluate",
         f"checkpoint={trained_run / 'checkpoints' / 'last.ckpt'}",
         "data=synthetic",
         f"data.root={synthetic_root}",
@@ -72,7 +72,7 @@ def test_demo_turns_an_mp4_into_an_overlay_video(trained_run, synthetic_root, tm
     _write_mp4(tmp_path / "input.mp4", frames)
     output = tmp_path / "out" / "overlay.mp4"
     run_module(
-        "crossvis.demo",
+        "crossvis.cli.demo",
         f"input={tmp_path / 'input.mp4'}",
         f"checkpoint={trained_run / 'checkpoints' / 'last.ckpt'}",
         f"output={output}",
@@ -95,7 +95,7 @@ def test_demo_reads_a_folder_of_frames(trained_run, synthetic_root, tmp_path):
     first_video = sorted(p for p in frames_dir.iterdir())[0]
     output = tmp_path / "overlay.mp4"
     run_module(
-        "crossvis.demo",
+        "crossvis.cli.demo",
         f"input={first_video}",
         f"checkpoint={trained_run / 'checkpoints' / 'last.ckpt'}",
         f"output={output}",
@@ -109,7 +109,7 @@ def test_demo_with_missing_or_unreadable_input_fails_and_writes_nothing(trained_
     for name, expected in (("missing.mp4", "does not exist"), ("broken.mp4", "cannot decode")):
         output = tmp_path / f"{name}.overlay.mp4"
         proc = run_module(
-            "crossvis.demo", f"input={tmp_path / name}", f"checkpoint={checkpoint}", f"output={output}", check=False
+            "crossvis.cli.demo", f"input={tmp_path / name}", f"checkpoint={checkpoint}", f"output={output}", check=False
         )
         assert proc.returncode != 0
         assert expected in proc.stderr and name in proc.stderr
@@ -135,7 +135,7 @@ def test_evaluate_with_a_checkpoint_of_other_categories_fails_before_inference(t
     other.write_text(json.dumps(raw))
     run_dir = tmp_path / "run"
     proc = run_module(
-        "crossvis.evaluate",
+        "crossvis.cli.evaluate",
         f"checkpoint={trained_run / 'checkpoints' / 'last.ckpt'}",
         "data=synthetic",
         f"data.root={synthetic_root}",
@@ -164,7 +164,7 @@ def test_entry_points_report_user_errors_in_one_line(trained_run, synthetic_root
     bad.write_bytes(np.random.default_rng(0).bytes(4096))
     message = _user_error(
         run_module(
-            "crossvis.evaluate",
+            "crossvis.cli.evaluate",
             f"checkpoint={bad}",
             f"data.root={synthetic_root}",
             f"hydra.run.dir={tmp_path / 'eval'}",
@@ -174,7 +174,7 @@ def test_entry_points_report_user_errors_in_one_line(trained_run, synthetic_root
     assert message.startswith(f"error: {bad}: cannot read as a checkpoint") and "weights_only" not in message
     message = _user_error(
         run_module(
-            "crossvis.evaluate",
+            "crossvis.cli.evaluate",
             f"checkpoint={trained_run / 'checkpoints' / 'last.ckpt'}",
             f"data.root={synthetic_root}",
             f"data.val.json={synthetic_root}",
@@ -189,7 +189,7 @@ def test_entry_points_report_user_errors_in_one_line(trained_run, synthetic_root
     output = tmp_path / "a_file" / "out.mp4"
     message = _user_error(
         run_module(
-            "crossvis.demo",
+            "crossvis.cli.demo",
             f"input={first_video}",
             f"checkpoint={trained_run / 'checkpoints' / 'last.ckpt'}",
             f"output={output}",

@@ -1,4 +1,4 @@
-"""`make demo` (crossvis.quickstart) end to end at a tiny size, with the recipe's two forked training processes."""
+"""`make demo` (crossvis.cli.quickstart) end to end at a tiny size, with the recipe's two forked training processes."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from helpers import TINY_MODEL, last_json_line, run_module
 def test_quickstart_trains_in_two_processes_and_reports_the_steps_of_the_evaluated_weights(tmp_path: Path) -> None:
     out = tmp_path / "demo"
     proc = run_module(
-        "crossvis.quickstart",
+        "crossvis.cli.quickstart",
         f"output={out}",
         *TINY_MODEL,
         "synthetic.videos=3",

@@ -63,7 +63,7 @@ class StopAt(pl.Callback):
 def _train_in_process(
     overrides: list[str], stop_at: int | None = None, signal_at: tuple[int, int] | None = None
 ) -> None:
-    """``crossvis.train`` in this process (no interpreter start-up), optionally dying after step
+    """``crossvis.cli.train`` in this process (no interpreter start-up), optionally dying after step
     ``stop_at`` or sent signal ``signal_at[1]`` as step ``signal_at[0]`` starts."""
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("train", overrides=overrides, return_hydra_config=True)
@@ -182,7 +182,7 @@ def test_resume_auto_takes_the_newest_readable_checkpoint(tmp_path) -> None:
 def test_sigkilled_runs_resume_to_the_uninterrupted_weights(tiny_root, tmp_path, workers):
     # SIGKILL right after steps 3, 5 and 8 (last.ckpt then holds steps 2, 4 = an epoch end, and 7).
     straight = tmp_path / "straight"
-    run_module("crossvis.train", *_overrides(tiny_root, straight, workers))
+    run_module("crossvis.cli.train", *_overrides(tiny_root, straight, workers))
     reference = _weights(straight)
     for kill_at in (3, 5, 8):
         killed, resumed = tmp_path / f"killed{kill_at}", tmp_path / f"resumed{kill_at}"
@@ -195,5 +195,5 @@ def test_sigkilled_runs_resume_to_the_uninterrupted_weights(tiny_root, tmp_path,
         )
         assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
         last = killed / "checkpoints" / "last.ckpt"
-        run_module("crossvis.train", *_overrides(tiny_root, resumed, workers, f"resume={last}"))
+        run_module("crossvis.cli.train", *_overrides(tiny_root, resumed, workers, f"resume={last}"))
         assert _max_abs_difference(_weights(resumed), reference) == 0.0, f"killed at step {kill_at}"

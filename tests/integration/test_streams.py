@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import crossvis.video_io as video_io
+import crossvis.data.video_source as video_io
+from crossvis.data.video_source import FrameSource, StreamSource, open_source
 from crossvis.errors import InputFormatError, InputNotFoundError
-from crossvis.video_io import FrameSource, StreamSource, open_source
 
 H, W, FRAMES, FPS = 48, 64, 12, 10
 

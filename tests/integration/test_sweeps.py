@@ -39,7 +39,7 @@ def _check_sweep_survived(sweep_dir: Path) -> None:
     failed, finished = sweep_dir / "0", sweep_dir / "1"
     assert (finished / "metrics.json").is_file() and (finished / "submission.zip").is_file()
     assert not (failed / "metrics.json").exists()
-    collected = run_module("crossvis.tables", str(sweep_dir))
+    collected = run_module("crossvis.cli.tables", str(sweep_dir))
     assert f"1 finished runs, 1 failed in {sweep_dir}" in collected.stdout
     assert f"failed: {failed}: ConfigError: data.sampler.T: expected a positive integer or 'inf', got 0" in (
         collected.stdout
@@ -51,7 +51,7 @@ def _check_sweep_survived(sweep_dir: Path) -> None:
 @pytest.mark.slow
 def test_a_failing_sweep_member_leaves_the_other_runs_and_says_why(tiny_root, tmp_path):
     sweep_dir = tmp_path / "sweep"
-    proc = run_module("crossvis.train", *_sweep(tiny_root, sweep_dir), check=False)
+    proc = run_module("crossvis.cli.train", *_sweep(tiny_root, sweep_dir), check=False)
     assert proc.returncode != 0  # the sweep reports its failed member at the end...
     assert "error: data.sampler.T: expected a positive integer or 'inf', got 0" in proc.stderr
     _check_sweep_survived(sweep_dir)  # ...after running the other one
@@ -62,7 +62,7 @@ def test_submitit_local_launcher_runs_a_two_run_sweep(tiny_root, tmp_path):
     # hydra/launcher=submitit_local: each run is a submitit job in its own process, as on SLURM.
     sweep_dir = tmp_path / "sweep"
     args = _sweep(tiny_root, sweep_dir, "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=20")
-    proc = run_module("crossvis.train", *args, check=False)
+    proc = run_module("crossvis.cli.train", *args, check=False)
     assert proc.returncode != 0, proc.stdout[-2000:]
     assert list((sweep_dir / ".submitit").glob("*/*_result.pkl"))  # submitit really ran the jobs
     _check_sweep_survived(sweep_dir)
@@ -74,4 +74,4 @@ def test_make_table_collects_the_sweep_folder_given_in_args():
     train, collect = [line for line in dry.stdout.splitlines() if "crossvis." in line][-2:]
     assert train.count("hydra.sweep.dir=") == 1 and "hydra.sweep.dir=/tmp/my_sweep " in train
     assert "resume=auto" in train  # the same command goes on after an interruption
-    assert "-m crossvis.tables /tmp/my_sweep --csv /tmp/my_sweep/table8.csv" in collect
+    assert "-m crossvis.cli.tables /tmp/my_sweep --csv /tmp/my_sweep/table8.csv" in collect

@@ -1,4 +1,4 @@
-"""`python -m crossvis.train` end to end on a tiny synthetic set (CPU)."""
+"""`python -m crossvis.cli.train` end to end on a tiny synthetic set (CPU)."""
 
 from __future__ import annotations
 
@@ -25,12 +25,12 @@ def test_short_run_halves_the_loss_and_reports_validation_metrics(trained_run):
 def test_checkpoint_resumes_at_the_step_it_stopped(synthetic_root, tmp_path):
     first, second = tmp_path / "first", tmp_path / "second"
     run_module(
-        "crossvis.train", *train_args(synthetic_root, first, "trainer.max_steps=3", "trainer.limit_val_batches=0")
+        "crossvis.cli.train", *train_args(synthetic_root, first, "trainer.max_steps=3", "trainer.limit_val_batches=0")
     )
     checkpoint = first / "checkpoints" / "last.ckpt"
     assert torch.load(checkpoint, weights_only=False)["global_step"] == 3
     run_module(
-        "crossvis.train",
+        "crossvis.cli.train",
         *train_args(
             synthetic_root, second, "trainer.max_steps=5", "trainer.limit_val_batches=0", f"resume={checkpoint}"
         ),
@@ -50,12 +50,12 @@ def test_init_from_is_strict_unless_relaxed(synthetic_root, tmp_path, trained_ru
         "model.embedding.dim=8",
     )
     # A different embedding width: those tensors have no same-shape counterpart → a listed failure.
-    failed = run_module("crossvis.train", *args, check=False)
+    failed = run_module("crossvis.cli.train", *args, check=False)
     assert failed.returncode != 0
     assert (
         "error: " in failed.stderr and "embedding.pred.weight (8, 32, 1, 1): file has (16, 32, 1, 1)" in failed.stderr
     )
-    proc = run_module("crossvis.train", *args, "model.init_strict=false")
+    proc = run_module("crossvis.cli.train", *args, "model.init_strict=false")
     log = proc.stdout + proc.stderr
     assert f"Initialised from {checkpoint}" in log
     assert "missing keys" in log and "embedding" in log.split("missing keys", 1)[1]
@@ -77,7 +77,7 @@ def test_init_from_is_strict_unless_relaxed(synthetic_root, tmp_path, trained_ru
 )
 def test_every_config_switch_trains(synthetic_root, tmp_path, switches):
     run_module(
-        "crossvis.train",
+        "crossvis.cli.train",
         *train_args(synthetic_root, tmp_path, "trainer.max_steps=2", "trainer.limit_val_batches=0", *switches),
     )
     losses = logged_losses(tmp_path)
@@ -105,7 +105,7 @@ def test_resume_from_a_foreign_or_corrupt_checkpoint_fails_before_training(synth
     ):
         run_dir = tmp_path / checkpoint.stem
         proc = run_module(
-            "crossvis.train",
+            "crossvis.cli.train",
             *train_args(synthetic_root, run_dir, "trainer.max_steps=100", f"resume={checkpoint}", *overrides),
             check=False,
         )
@@ -119,7 +119,7 @@ def test_run_length_and_lr_follow_the_composed_optim_schedule(synthetic_root, tm
     process), a schedule stated at 1 pair runs half its iterations at twice its LR, and the run prints it."""
     schedule = ["optim.base_batch_size=1", "optim.base_lr=0.01", "optim.length=6", "optim.steps=[4]"]
     proc = run_module(
-        "crossvis.train",
+        "crossvis.cli.train",
         *train_args(synthetic_root, tmp_path, "trainer.limit_val_batches=0", *schedule, "optim.warmup_iters=2"),
     )
     assert "LR schedule: global batch 2 pairs, LR 0.02, 3 iterations, x0.1 at 2, linear warm-up over 1 iterations" in (

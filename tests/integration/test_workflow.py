@@ -50,7 +50,7 @@ def test_make_table6_smoke_run_fills_all_fourteen_cells(synthetic_root, tmp_path
 def test_table7_seeds_are_summarised_by_median_and_std(synthetic_root, tmp_path):
     sweep_dir = tmp_path / "table7"
     run_module(
-        "crossvis.train",
+        "crossvis.cli.train",
         "-m",
         "experiment=table7",
         *TABLE_SMOKE,
@@ -60,7 +60,7 @@ def test_table7_seeds_are_summarised_by_median_and_std(synthetic_root, tmp_path)
         "model.embedding.loss=focal",
         "seed=0,1",
     )
-    collected = run_module("crossvis.tables", str(sweep_dir))
+    collected = run_module("crossvis.cli.tables", str(sweep_dir))
     assert "2 finished runs" in collected.stdout
     row = next(line for line in collected.stdout.splitlines() if line.startswith("| Global Focal"))
     assert "±" in row.split("|")[2]
@@ -71,7 +71,7 @@ def test_wandb_offline_run_holds_the_logged_metrics(synthetic_root, tmp_path, mo
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.setenv("WANDB_SILENT", "true")
     run_module(
-        "crossvis.train",
+        "crossvis.cli.train",
         *[a for a in train_args(synthetic_root, tmp_path, "trainer.max_steps=2") if a != "logger=csv"],
     )
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
@@ -89,7 +89,7 @@ def test_wandb_offline_run_holds_the_logged_metrics(synthetic_root, tmp_path, mo
 def test_ddp_on_cpu_validates_like_a_single_process(synthetic_root, tmp_path):
     run_dir = tmp_path / "ddp"
     proc = run_module(
-        "crossvis.train",
+        "crossvis.cli.train",
         *train_args(
             synthetic_root,
             run_dir,
@@ -103,7 +103,7 @@ def test_ddp_on_cpu_validates_like_a_single_process(synthetic_root, tmp_path):
     assert "Starting with 2 processes" in proc.stdout + proc.stderr
     ddp_metrics = json.loads((run_dir / "metrics.json").read_text())
     evaluated = run_module(
-        "crossvis.evaluate",
+        "crossvis.cli.evaluate",
         f"checkpoint={run_dir / 'checkpoints' / 'last.ckpt'}",
         "data=synthetic",
         f"data.root={synthetic_root}",

@@ -3,7 +3,7 @@
 Trained on the same frame-pair data module as CrossVIS, each frame used as a single image, with the
 same budget in frames (``steps`` x ``frames_per_step``), AdamW and the CPU recipe's schedule; the
 valid split is then tracked online and scored with crossvis's YouTube-VIS metric, and with COCO
-mask AP per frame (every frame an image, before tracking), as ``crossvis.evaluate per_frame=true``.
+mask AP per frame (every frame an image, before tracking), as ``crossvis.cli.evaluate per_frame=true``.
 
     python -m crossvis.baselines.peer data.root=DIR [steps=700 frames_per_step=8 ...]   # or make peer ARGS=...
     python -m crossvis.baselines.peer data.root=DIR checkpoint=RUN/model.pt              # evaluate only

@@ -1,5 +1,5 @@
 """Trained models for inference: this project's Lightning checkpoints and released weights (loaded or
-converted to this project's key names, ``python -m crossvis.convert``)."""
+converted to this project's key names, ``python -m crossvis.cli.convert``)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from crossvis.conf import CONF_DIR
 from crossvis.data.ytvis import Category
 from crossvis.engine.lightning_module import CrossVISModule, build_model
 from crossvis.errors import InputFormatError, UserError
-from crossvis.io import atomic_path
+from crossvis.files import atomic_path
 
 # Test-time resize of the public CrossVIS configs (INPUT.MIN_SIZE_TEST, INPUT.MAX_SIZE_TEST): released
 # files carry no config, and conf/train.yaml's default data (synthetic) would resize to 192 / 320.
@@ -51,7 +51,7 @@ def released_model_config(source: SourceCheckpoint, overrides: list[str] | None 
 
     Released CondInst / CrossVIS files carry no hyper-parameters: the model is the paper's default
     with the detectron2 backbone of the file's depth and the authors' test resize
-    (:data:`RELEASED_TEST_SIZE`; ``crossvis.evaluate`` replaces the data section with the split's);
+    (:data:`RELEASED_TEST_SIZE`; ``crossvis.cli.evaluate`` replaces the data section with the split's);
     the class count comes from ``cls_logits``,
     the identity count from the proxies ``cls.weight`` (1 for a CondInst file, whose proxies are
     re-initialised anyway).
@@ -87,7 +87,7 @@ def load_module(
     """Rebuild a module from a Lightning checkpoint or a released CondInst/CrossVIS checkpoint.
 
     Lightning checkpoints carry their config. Released detectron2-format files (and their
-    ``crossvis.convert`` output) do not: the model is the paper's default with the detectron2
+    ``crossvis.cli.convert`` output) do not: the model is the paper's default with the detectron2
     backbone of the file's depth and the test-time resize of ``data``, class and identity counts
     from the file, and category names/ids from ``categories`` (those of the split to evaluate;
     generic names without them). Every model tensor must load (re-initialised: only a CondInst

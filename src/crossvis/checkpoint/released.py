@@ -1,7 +1,7 @@
 """Checkpoints from detectron2 / AdelaiDet (CondInst) and the authors' CrossVIS fork, mapped to this model.
 
 One key table (detectron2 / AdelaiDet / CrossVIS names → ours) serves ``model.init_from`` (:func:`init_model`),
-``python -m crossvis.convert`` and ``crossvis.evaluate checkpoint=PATH`` on released weights.
+``python -m crossvis.cli.convert`` and ``crossvis.cli.evaluate checkpoint=PATH`` on released weights.
 
 Formats read: this project's Lightning checkpoints (``state_dict`` with ``model.`` keys), its bare
 state dicts, files written by the converter (``{"state_dict", "converted_from"}``), detectron2 ``.pth``

@@ -36,9 +36,9 @@ from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
 from crossvis.cli import require_file
 from crossvis.errors import InputFormatError, UserError
-from crossvis.io import atomic_path
+from crossvis.files import atomic_path
 
-CHECKPOINT_EXPECTED = "a Lightning checkpoint (.ckpt) written by crossvis.train"
+CHECKPOINT_EXPECTED = "a Lightning checkpoint (.ckpt) written by crossvis.cli.train"
 TORCH_RNG_KEY = "torch_rng_state"  # older checkpoints: torch only
 RNG_KEY = "random_state"
 # Stop (and resume later) on these: SLURM's --signal (USR1 for Lightning, USR2 for submitit), TERM (pre-emption).

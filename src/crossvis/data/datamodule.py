@@ -39,7 +39,7 @@ from crossvis.data.sampler import EpochSampler, FramePairDataset
 from crossvis.data.transforms import PairTransform
 from crossvis.data.ytvis import VISDataset, VISFormatError, load_vis, subset_raw, vis_from_dict
 from crossvis.errors import config_node
-from crossvis.io import read_json, write_json_atomic
+from crossvis.files import read_json, write_json_atomic
 
 VALIDATE_ON = ("official", "holdout")
 

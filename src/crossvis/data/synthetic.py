@@ -40,7 +40,7 @@ import cv2
 import numpy as np
 import pycocotools.mask as mask_utils
 
-from crossvis.io import atomic_directory
+from crossvis.files import atomic_directory
 from crossvis.rle import decode_segmentation, encode_masks
 
 # (id, name, two RGB colours of the texture); ids are deliberately not contiguous.

@@ -33,7 +33,7 @@ from crossvis.data.synthetic import (
     render_video,
     uncompressed_rle,
 )
-from crossvis.io import atomic_directory
+from crossvis.files import atomic_directory
 
 # COCO-side category ids of the renderer's shapes (by CATEGORIES index) and the extra, never drawn one.
 COCO_CATEGORY_IDS = (1, 3, 17, 44)

@@ -21,7 +21,7 @@ import numpy as np
 
 from crossvis.data.transforms import load_frame_rgb
 from crossvis.errors import InputFormatError, InputNotFoundError
-from crossvis.io import read_json
+from crossvis.files import read_json
 from crossvis.rle import decode_segmentation, segmentation_problem
 
 

@@ -23,7 +23,7 @@ from crossvis.engine.schedule import Schedule, WarmupMultiStepLR, global_batch, 
 from crossvis.errors import config_node
 from crossvis.evaluation.coco_eval import detections_to_coco, evaluate_coco
 from crossvis.evaluation.metric import evaluate as evaluate_results
-from crossvis.io import write_json_atomic
+from crossvis.files import write_json_atomic
 from crossvis.modeling.crossvis import CrossVIS
 from crossvis.visualize import draw_tracks
 

@@ -39,7 +39,7 @@ from torch import Tensor, nn
 
 from crossvis.cli import require_file
 from crossvis.errors import ArgumentError, ConfigError, InputFormatError
-from crossvis.io import atomic_path
+from crossvis.files import atomic_path
 from crossvis.modeling.crossvis import FRAME_OUTPUTS, CrossVIS, finish_frame
 from crossvis.modeling.specs import PostProcessing
 
@@ -160,7 +160,7 @@ class OnnxFrameModel:
     def __init__(self, path: str | Path, model: CrossVIS, post: PostProcessing) -> None:
         import onnxruntime as ort  # imported when used: a slow import the PyTorch path does not need
 
-        self.path = require_file(path, "model_path", "an ONNX file written by python -m crossvis.export")
+        self.path = require_file(path, "model_path", "an ONNX file written by python -m crossvis.cli.export")
         options = ort.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()  # the entry points' `threads`
         options.inter_op_num_threads = 1
@@ -169,13 +169,13 @@ class OnnxFrameModel:
         except Exception as error:  # onnxruntime raises its own exception types for a bad file
             raise InputFormatError(
                 f"model_path: cannot load {self.path} with ONNX Runtime ({str(error).strip().splitlines()[0]}); "
-                "expected an ONNX file written by python -m crossvis.export"
+                "expected an ONNX file written by python -m crossvis.cli.export"
             ) from error
         self.model, self.post = model, post
         stored = self.session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
         if stored is None:
             raise InputFormatError(
-                f"model_path: {self.path} has no {METADATA_KEY!r} metadata (not written by crossvis.export)"
+                f"model_path: {self.path} has no {METADATA_KEY!r} metadata (not written by crossvis.cli.export)"
             )
         self.check(json.loads(stored))
 
@@ -186,7 +186,7 @@ class OnnxFrameModel:
             if stored["detection"][key] != value:
                 raise ConfigError(
                     f"inference.detection.{key}={value} but {self.path} was exported with {stored['detection'][key]}: "
-                    f"re-export (python -m crossvis.export ... inference.detection.{key}={value}) or drop the override"
+                    f"re-export (python -m crossvis.cli.export ... inference.detection.{key}={value}) or drop the override"
                 )
         for key in ("num_classes", "embedding_dim", "upsample"):
             if stored[key] != expected[key]:
@@ -233,9 +233,9 @@ class Runtime:
         if self.name not in RUNTIMES:
             raise ConfigError(f"runtime: expected one of {list(RUNTIMES)}, got {self.name!r}")
         if self.name == "onnxruntime" and not self.model_path:
-            raise ConfigError("model_path: runtime=onnxruntime needs the ONNX file (python -m crossvis.export)")
+            raise ConfigError("model_path: runtime=onnxruntime needs the ONNX file (python -m crossvis.cli.export)")
         if self.name == "onnxruntime":
-            require_file(self.model_path, "model_path", "an ONNX file written by python -m crossvis.export")
+            require_file(self.model_path, "model_path", "an ONNX file written by python -m crossvis.cli.export")
 
     def frame_model(self, model: CrossVIS, settings: FrameSettings) -> FrameModel:
         """The frame model of ``model`` with ``settings`` on this runtime (ONNX Runtime: float32)."""

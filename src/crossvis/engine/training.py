@@ -29,7 +29,7 @@ from crossvis.engine.lightning_module import CrossVISModule
 from crossvis.engine.schedule import set_training_length
 from crossvis.engine.splits import evaluate_split
 from crossvis.errors import ConfigError, config_node
-from crossvis.io import write_json_atomic
+from crossvis.files import write_json_atomic
 
 WANDB_RUN_ID_KEY = "wandb_run_id"
 
@@ -166,7 +166,7 @@ def train(cfg: DictConfig) -> tuple[pl.Trainer, CrossVISModule, Path]:
         if key.startswith("val/")
     }
     if trainer.is_global_zero and metrics:
-        # Read by crossvis.tables to assemble the paper's tables from a sweep.
+        # Read by crossvis.cli.tables to assemble the paper's tables from a sweep.
         write_json_atomic(output_dir / "metrics.json", metrics)
     if datamodule.holdout_ids and OmegaConf.select(cfg, "data.val.json") and trainer.is_global_zero:
         # val/* came from the held-out split: the official split still gets its CodaLab submission.zip.

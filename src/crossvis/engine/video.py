@@ -10,12 +10,12 @@ import numpy as np
 from omegaconf import DictConfig
 from tqdm import tqdm
 
+from crossvis.data.video_source import FrameSource, StreamSource
 from crossvis.engine.inference import FrameCallback, VideoInference
 from crossvis.engine.lightning_module import CrossVISModule
 from crossvis.engine.runtime import Runtime
 from crossvis.errors import InputFormatError
 from crossvis.evaluation.results import write_results_json
-from crossvis.video_io import FrameSource, StreamSource
 from crossvis.visualize import OverlayVideoWriter, draw_tracks
 
 

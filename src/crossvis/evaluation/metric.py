@@ -30,7 +30,7 @@ from pycocotools.cocoeval import COCOeval
 from crossvis.cli import user_errors
 from crossvis.errors import InputFormatError
 from crossvis.evaluation.results import validate_results
-from crossvis.io import read_json
+from crossvis.files import read_json
 from crossvis.rle import to_rle
 
 METRIC_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10")

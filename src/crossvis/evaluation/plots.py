@@ -12,7 +12,7 @@ matplotlib.use("Agg")  # files only: no display on servers
 import matplotlib.pyplot as plt  # noqa: E402 (after the backend)
 
 from crossvis.evaluation.analysis import ERROR_TYPES  # noqa: E402
-from crossvis.io import atomic_path  # noqa: E402
+from crossvis.files import atomic_path  # noqa: E402
 
 PLOTS = ("errors.png", "by_length.png", "by_occlusion.png", "per_category.png")
 

@@ -1,6 +1,6 @@
 """Run the error analysis and write its outputs: ``analysis.json``, the PNG plots, the printed tables.
 
-Shared by ``crossvis.analyze``, ``crossvis.evaluate analyze=true`` and validation during training
+Shared by ``crossvis.cli.analyze``, ``crossvis.cli.evaluate analyze=true`` and validation during training
 (``analyze=true``), so the three write the same files.
 """
 
@@ -13,7 +13,7 @@ from typing import Any
 from crossvis.errors import InputFormatError
 from crossvis.evaluation.analysis import ERROR_TYPES, Indexed, analyze, format_report
 from crossvis.evaluation.plots import write_plots
-from crossvis.io import read_json, write_json_atomic
+from crossvis.files import read_json, write_json_atomic
 
 
 def run_analysis(

@@ -15,7 +15,7 @@ import zipfile
 from collections.abc import Sequence
 from typing import Any
 
-from crossvis.io import atomic_path, write_json_atomic
+from crossvis.files import atomic_path, write_json_atomic
 from crossvis.rle import segmentation_problem
 
 RESULT_KEYS = ("video_id", "category_id", "score", "segmentations")

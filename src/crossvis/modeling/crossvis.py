@@ -224,7 +224,7 @@ class CrossVIS(nn.Module):
     def forward_infer(self, image: Tensor, orig_size: tuple[int, int], post: PostProcessing) -> dict[str, Tensor]:
         """Detections of one frame ``image (3, h, w)`` 0..255 (already resized), returned in ``orig_size`` pixels.
 
-        Call in eval mode. :meth:`forward_frame` (the network, what ``crossvis.export`` writes as ONNX)
+        Call in eval mode. :meth:`forward_frame` (the network, what ``crossvis.cli.export`` writes as ONNX)
         then :func:`finish_frame` (the Python post-processing every runtime shares). Follows
         ``CondInst.postprocess`` with the settings ``post``. Crossover plays no part here. Precision and
         layout are the caller's (:mod:`crossvis.engine.runtime`).

@@ -13,7 +13,7 @@ printed as ``error: <message>`` and the process exits with status 1; other excep
 and keep their traceback. ``HYDRA_FULL_ERROR=1`` shows the traceback of user errors too. In a
 Hydra multi-run the error goes on to Hydra after the message, which records that member as failed
 and runs the others.
-Outputs must be written atomically (:mod:`crossvis.io`) so that nothing half-written remains.
+Outputs must be written atomically (:mod:`crossvis.files`) so that nothing half-written remains.
 """
 
 from __future__ import annotations

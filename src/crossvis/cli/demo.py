@@ -1,6 +1,6 @@
 """Run a trained CrossVIS on your own video, folder of frames or stream (Hydra entry point).
 
-    python -m crossvis.demo input=VIDEO_OR_FRAME_DIR_OR_URL checkpoint=CKPT output=OUT.mp4
+    python -m crossvis.cli.demo input=VIDEO_OR_FRAME_DIR_OR_URL checkpoint=CKPT output=OUT.mp4
 
 Writes the overlay video (one colour per track id, class name and score), the results json in
 the official YouTube-VIS format and, when asked, per-frame JSON lines and mask PNGs
@@ -23,10 +23,10 @@ from omegaconf import DictConfig
 
 from crossvis.checkpoint.loading import load_checked_module
 from crossvis.cli import configure_threads, require_writable_dir, user_errors
+from crossvis.data.video_source import open_source
 from crossvis.engine.runtime import Runtime
 from crossvis.engine.video import run_on_video
 from crossvis.frame_outputs import FrameOutputs, require_new_dir
-from crossvis.video_io import open_source
 from crossvis.visualize import LiveDisplay
 
 

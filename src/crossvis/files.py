@@ -14,7 +14,7 @@ from typing import Any
 from crossvis.errors import InputFormatError, InputNotFoundError, OutputWriteError, UserError, user_message
 
 JSON_TYPES = {dict: "a JSON object", list: "a JSON array"}
-# Left in a run folder by a run that failed: read by crossvis.tables to mark the run's cell.
+# Left in a run folder by a run that failed: read by crossvis.cli.tables to mark the run's cell.
 FAILURE_RECORD = "failed.json"
 
 

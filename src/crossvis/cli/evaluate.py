@@ -1,10 +1,10 @@
 """Evaluate a checkpoint with online inference on a data split (Hydra entry point).
 
-    python -m crossvis.evaluate checkpoint=PATH data=synthetic data.root=DIR
+    python -m crossvis.cli.evaluate checkpoint=PATH data=synthetic data.root=DIR
 
 Writes ``results.json`` and the CodaLab ``submission.zip`` into the run folder and prints the
 YouTube-VIS metrics when the split has ground truth; ``analyze=true`` adds the error analysis of
-``crossvis.analyze`` (tables, ``analysis/analysis.json`` and plots). Checkpoint, data json and the checkpoint's
+``crossvis.cli.analyze`` (tables, ``analysis/analysis.json`` and plots). Checkpoint, data json and the checkpoint's
 categories are checked before any frame is read.
 """
 
@@ -23,7 +23,7 @@ from crossvis.engine.splits import evaluate_dataset, load_split
 from crossvis.evaluation.frame_ap import format_frame_table
 from crossvis.evaluation.metric import format_table
 from crossvis.evaluation.report import read_long_videos, run_analysis
-from crossvis.io import read_json
+from crossvis.files import read_json
 
 
 @hydra.main(config_path="pkg://crossvis.conf", config_name="evaluate", version_base="1.3")

@@ -4,7 +4,7 @@ Writes a synthetic video dataset in the real YouTube-VIS layout, trains a small 
 it online on the synthetic valid split, prints the metric table, and leaves in one folder the
 checkpoint, ``results.json``, ``submission.zip`` and an overlay video (mp4 + GIF) of the tracks.
 
-    python -m crossvis.quickstart [hydra overrides, e.g. trainer.max_steps=100]
+    python -m crossvis.cli.quickstart [hydra overrides, e.g. trainer.max_steps=100]
 """
 
 from __future__ import annotations
@@ -22,12 +22,12 @@ from crossvis.checkpoint.loading import load_module
 from crossvis.checkpoint.training_state import read_training_checkpoint
 from crossvis.cli import configure_threads, require_writable_dir, user_errors
 from crossvis.data.synthetic import write_synthetic
+from crossvis.data.video_source import FrameSource
 from crossvis.data.ytvis import load_vis
 from crossvis.engine.splits import evaluate_split
 from crossvis.engine.training import train
 from crossvis.engine.video import run_on_video
 from crossvis.evaluation.metric import format_table
-from crossvis.video_io import FrameSource
 
 
 @hydra.main(config_path="pkg://crossvis.conf", config_name="quickstart", version_base="1.3")

@@ -1,6 +1,6 @@
 """Train CrossVIS (Hydra entry point).
 
-python -m crossvis.train data=synthetic data.root=DIR model/backbone=resnet18 trainer.max_steps=50
+python -m crossvis.cli.train data=synthetic data.root=DIR model/backbone=resnet18 trainer.max_steps=50
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from omegaconf import DictConfig
 
 from crossvis.cli import configure_threads, user_errors
 from crossvis.engine.training import train
-from crossvis.io import record_failure
+from crossvis.files import record_failure
 
 
 @hydra.main(config_path="pkg://crossvis.conf", config_name="train", version_base="1.3")

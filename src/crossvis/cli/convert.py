@@ -1,6 +1,6 @@
 """Convert a detectron2 / AdelaiDet CondInst or authors' CrossVIS checkpoint to this project's key names.
 
-    python -m crossvis.convert SRC DST [--num-classes N] [--num-identities M] [CONFIG_OVERRIDE ...]
+    python -m crossvis.cli.convert SRC DST [--num-classes N] [--num-identities M] [CONFIG_OVERRIDE ...]
 
 SRC: ``.pth`` (``{"model": ...}`` or a bare state dict) or detectron2 ``.pkl``. DST gets every
 mapped tensor (renamed only, nothing re-initialised or flipped) plus the source's origin, and
@@ -23,7 +23,7 @@ from crossvis.checkpoint.released import CheckpointError
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m crossvis.convert", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m crossvis.cli.convert", description=__doc__.split("\n\n")[0])
     parser.add_argument("src", help="detectron2/AdelaiDet/CrossVIS checkpoint (.pth or .pkl)")
     parser.add_argument("dst", help="converted checkpoint to write (.pth)")
     parser.add_argument("--num-classes", type=int, help="classes of the model to initialise (default: SRC's)")

@@ -1,6 +1,6 @@
 """Error analysis of a results file: breakdowns, TIVE error decomposition, tracking diagnostics, oracles.
 
-    python -m crossvis.analyze GT_JSON RESULTS_JSON [--out DIR]
+    python -m crossvis.cli.analyze GT_JSON RESULTS_JSON [--out DIR]
 
 Prints the tables, writes ``analysis.json`` and the PNG plots into DIR (default: the results
 file's folder) and ends with the analysis as one JSON line. See docs/analysis.md.
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from crossvis.cli import require_writable_dir, user_errors
 from crossvis.evaluation.report import read_long_videos, run_analysis
-from crossvis.io import read_json
+from crossvis.files import read_json
 
 
 def _thresholds(text: str) -> list[float]:
@@ -33,9 +33,9 @@ def _thresholds(text: str) -> list[float]:
 
 @user_errors
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m crossvis.analyze", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m crossvis.cli.analyze", description=__doc__.split("\n")[0])
     parser.add_argument("ground_truth", type=Path, help="YouTube-VIS ground-truth json (with annotations)")
-    parser.add_argument("results", type=Path, help="results json (crossvis.evaluate's results.json)")
+    parser.add_argument("results", type=Path, help="results json (crossvis.cli.evaluate's results.json)")
     parser.add_argument("--out", type=Path, help="output folder (default: the results file's folder)")
     parser.add_argument("--video-length-bins", type=_thresholds, help="A,B in frames (default: terciles)")
     parser.add_argument("--duration-bins", type=_thresholds, help="A,B in frames with a mask (default: terciles)")

@@ -1,7 +1,7 @@
-"""Speed benchmark: the paper's FPS protocol (Table 5) and the end-to-end online cost (Hydra entry point).
+"""Speed benchmark: the paper's FPS protocol (Table 5) and the end-to-end online cost (``crossvis-benchmark``).
 
-    python -m crossvis.benchmark [checkpoint=CKPT] [input.path=VIDEO_OR_DIR] [compare=[maskrcnn,condinst]]
-    python -m crossvis.benchmark 'runtimes=[eager,onnxruntime,compile]'   # the runtimes, same protocol
+    python -m crossvis.cli.benchmark [checkpoint=CKPT] [input.path=VIDEO_OR_DIR] [compare=[maskrcnn,condinst]]
+    python -m crossvis.cli.benchmark 'runtimes=[eager,onnxruntime,compile]'   # the runtimes, same protocol
 
 Batch 1, after warm-up, synchronised on CUDA. Every frame is processed twice, alternating which
 comes first (so both figures see the same machine load):
@@ -28,7 +28,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import itertools
-import json
 import math
 import resource
 import statistics
@@ -38,23 +37,20 @@ import time
 from collections.abc import Iterator
 from typing import Any, Callable
 
-import hydra
 import numpy as np
 import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
-from crossvis.checkpoint.loading import load_module
-from crossvis.cli import user_errors
 from crossvis.data.transforms import preprocess_for_inference
+from crossvis.data.video_source import FrameSource
 from crossvis.engine.inference import VideoInference, build_tracker, frame_settings, with_overrides
-from crossvis.engine.lightning_module import build_model
+from crossvis.engine.lightning_module import CrossVISModule, build_model
 from crossvis.engine.run_config import default_inference
 from crossvis.engine.runtime import RUNTIMES, FrameModel, Runtime, autocast_dtype, export_onnx
 from crossvis.errors import ConfigError, InputFormatError
 from crossvis.modeling.crossvis import CrossVIS, finish_frame
 from crossvis.timing import StageTimer, set_apart, stage
-from crossvis.video_io import FrameSource
 
 STAGES = ("decode", "preprocess", "backbone+fpn", "heads", "mask paste", "tracker", "rle")
 MODEL_ONLY = "model-only"  # the paper's call beside each frame: timed apart from STAGES
@@ -110,16 +106,21 @@ class Frames:
             yield rng.integers(0, 256, (*self.size, 3), dtype=np.uint8)
 
 
+# (checkpoint path, device) -> the module it holds (crossvis.checkpoint.loading.load_module)
+CheckpointLoader = Callable[[str, str], CrossVISModule]
+
+
 class Benchmark:
     """One model + tracker setting measured on one set of frames."""
 
-    def __init__(self, cfg: DictConfig) -> None:
+    def __init__(self, cfg: DictConfig, load_checkpoint: CheckpointLoader | None = None) -> None:
+        """``load_checkpoint`` reads ``cfg.checkpoint`` (needed when it is set)."""
         self.runtime = Runtime(cfg.runtime, cfg.model_path)  # a bad runtime or model_path fails first
         self.device = torch.device(cfg.device)
         self.frames = Frames(cfg.input, int(cfg.seed))
         torch.manual_seed(int(cfg.seed))
         if cfg.checkpoint:
-            module = load_module(cfg.checkpoint, str(self.device))
+            module = load_checkpoint(cfg.checkpoint, str(self.device))
             self.model: CrossVIS = module.model
             stored = module.cfg.inference
         else:
@@ -429,8 +430,9 @@ def format_report(report: dict[str, Any]) -> str:
     )
 
 
-def benchmark(cfg: DictConfig) -> dict[str, Any]:
-    """Run the benchmark described by ``cfg`` (conf/benchmark.yaml) and return its report."""
+def benchmark(cfg: DictConfig, load_checkpoint: CheckpointLoader | None = None) -> dict[str, Any]:
+    """Run the benchmark described by ``cfg`` (conf/benchmark.yaml) and return its report;
+    ``load_checkpoint`` reads ``cfg.checkpoint``."""
     if cfg.threads is not None:
         torch.set_num_threads(int(cfg.threads))
     compare = list(cfg.compare or [])
@@ -444,7 +446,7 @@ def benchmark(cfg: DictConfig) -> dict[str, Any]:
     rounds, warmup = int(cfg.rounds), int(cfg.warmup)
     if rounds < 1 or warmup < 0:
         raise ConfigError(f"rounds >= 1 and warmup >= 0 expected, got rounds={rounds} warmup={warmup}")
-    bench = Benchmark(cfg)
+    bench = Benchmark(cfg, load_checkpoint)
     report = bench.run(rounds, warmup)  # before the baselines are built: their memory is not ours
     report["compare"] = {name: bench.compare(name, rounds, warmup) for name in compare}
     report["runtimes"] = bench.runtime_rows(runtimes, rounds, warmup) if runtimes else {}
@@ -472,15 +474,3 @@ def benchmark(cfg: DictConfig) -> dict[str, Any]:
             for name, fps in {"crossvis": report["model_only_fps"], **report["compare"]}.items()
         }
     return report
-
-
-@hydra.main(config_path="pkg://crossvis.conf", config_name="benchmark", version_base="1.3")
-@user_errors
-def main(cfg: DictConfig) -> None:
-    report = benchmark(cfg)
-    print(format_report(report))
-    print(json.dumps(report))
-
-
-if __name__ == "__main__":
-    main()

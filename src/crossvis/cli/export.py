@@ -1,10 +1,10 @@
 """Export a checkpoint's per-frame network to ONNX (Hydra entry point).
 
-    python -m crossvis.export checkpoint=CKPT output=model.onnx [inference.detection.max_detections=N]
+    python -m crossvis.cli.export checkpoint=CKPT output=model.onnx [inference.detection.max_detections=N]
 
 The graph takes a resized frame (float32 [3, height, width], RGB 0..255, any height and width)
 and returns boxes, scores, labels, stride-4 mask probabilities and identity embeddings
-(:func:`crossvis.engine.runtime.export_onnx`); ``crossvis.demo``, ``evaluate`` and ``benchmark`` run it
+(:func:`crossvis.engine.runtime.export_onnx`); ``crossvis.cli.demo``, ``evaluate`` and ``benchmark`` run it
 with ``runtime=onnxruntime model_path=model.onnx``. The file appears only when the export succeeds.
 """
 
