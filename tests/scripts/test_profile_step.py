@@ -7,7 +7,7 @@ from pathlib import Path
 
 from helpers import TINY_MODEL
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 from profile_step import profile  # noqa: E402
 
 
