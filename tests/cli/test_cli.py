@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +14,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from torch.utils.data import DataLoader, Dataset
 
+import crossvis
 from crossvis.checkpoint.training_state import check_categories, read_training_checkpoint
 from crossvis.cli import configure_threads, require_file, require_writable_dir, user_errors
 from crossvis.conf import CONF_DIR
@@ -142,3 +146,25 @@ def test_user_error_ends_a_run_but_only_the_member_of_a_sweep(capsys, mode: str)
     finally:
         HydraConfig.instance().cfg = None
     assert capsys.readouterr().err == "error: data.sampler.T: expected a positive integer or 'inf', got 0\n"
+
+
+@pytest.mark.parametrize("name", crossvis.MOVED_ENTRY_POINTS)
+def test_the_entry_module_names_of_0_2_find_the_cli_modules(name: str) -> None:
+    old, new = importlib.util.find_spec(f"crossvis.{name}"), importlib.util.find_spec(f"crossvis.cli.{name}")
+    assert old.name == f"crossvis.{name}" and old.origin == new.origin
+
+
+def test_python_m_with_an_entry_module_name_of_0_2_runs_the_cli_entry_point(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "crossvis.analyze", "--help"], cwd=tmp_path, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage: python -m crossvis.cli.analyze")
+    unknown = subprocess.run(
+        [sys.executable, "-m", "crossvis.no_such_entry_point"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert unknown.returncode == 1 and "No module named crossvis.no_such_entry_point" in unknown.stderr
