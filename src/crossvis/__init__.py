@@ -29,5 +29,4 @@ class _MovedEntryPointFinder(importlib.abc.MetaPathFinder):
         return importlib.util.spec_from_file_location(fullname, origin)
 
 
-if not any(isinstance(finder, _MovedEntryPointFinder) for finder in sys.meta_path):
-    sys.meta_path.append(_MovedEntryPointFinder())
+sys.meta_path.append(_MovedEntryPointFinder())
